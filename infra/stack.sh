@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# The local mnistream stack without Docker: Apache Kafka (KRaft), PostgreSQL, MinIO, MLflow.
+#
+#   infra/stack.sh up        provision what is missing (cached), start everything, wait until healthy
+#   infra/stack.sh down      stop everything this script started; no process is left behind
+#   infra/stack.sh status    one line per component: healthy / down, pid, port, memory, log file
+#
+# Every address comes from the same variables the services read (see .env.example), so the
+# stack and the services cannot disagree. Data lives in $MNISTREAM_DATA (default .data/),
+# logs in $MNISTREAM_DATA/logs/<component>.log, downloads and builds in $MNISTREAM_CACHE.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [[ -f .env ]]; then set -a; source .env; set +a; fi
+
+DATA="${MNISTREAM_DATA:-$ROOT/.data}"
+CACHE="${MNISTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnistream}"
+LOGS="$DATA/logs"
+RUN="$DATA/run"
+KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
+# The MinIO server module is served by the Go proxy only as this pseudo-version (Feb 2026).
+MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+
+KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+DATABASE_URL="${DATABASE_URL:-postgresql+asyncpg://mnistream:mnistream@127.0.0.1:5432/mnistream}"
+S3_ENDPOINT_URL="${S3_ENDPOINT_URL:-http://127.0.0.1:9000}"
+S3_ACCESS_KEY_ID="${S3_ACCESS_KEY_ID:-mnistream}"
+S3_SECRET_ACCESS_KEY="${S3_SECRET_ACCESS_KEY:-mnistream-secret}"
+MINIO_CONSOLE_PORT="${MINIO_CONSOLE_PORT:-9001}"
+MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}"
+ARTIFACTS_BUCKET="${ARTIFACTS_BUCKET:-mlflow}"
+MLFLOW_DATABASE="${MLFLOW_DATABASE:-mlflow}"
+
+# host:port pieces of the URLs above
+url_port() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest##*:}"; }
+url_host() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest%:*}"; }
+KAFKA_PORT="$(url_port "PLAINTEXT://$KAFKA_BOOTSTRAP_SERVERS")"
+PG_HOST="$(url_host "$DATABASE_URL")"
+PG_PORT="$(url_port "$DATABASE_URL")"
+PG_USERINFO="${DATABASE_URL#*://}"; PG_USERINFO="${PG_USERINFO%%@*}"
+PG_USER="${PG_USERINFO%%:*}"; PG_PASSWORD="${PG_USERINFO#*:}"
+PG_DB="${DATABASE_URL##*/}"; PG_DB="${PG_DB%%\?*}"
+MINIO_PORT="$(url_port "$S3_ENDPOINT_URL")"
+MLFLOW_PORT="$(url_port "$MLFLOW_TRACKING_URI")"
+MLFLOW_BACKEND="postgresql+psycopg2://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$MLFLOW_DATABASE"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # name seconds command...
+  local name="$1" secs="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [[ -f "$RUN/$name.pid" ]] && ! kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+      say "$name exited during start; its log: $LOGS/$name.log"
+      tail -n 30 "$LOGS/$name.log" >&2 2>/dev/null || true
+      rm -f "$RUN/$name.pid"
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      say "$name did not become healthy within ${secs}s; its log: $LOGS/$name.log"
+      tail -n 30 "$LOGS/$name.log" >&2 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+pid_alive() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+# Start a command in its own session so `down` can stop it and all its children at once.
+spawn() { # name command...
+  local name="$1"; shift
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+stop_group() { # name
+  local name="$1" pid
+  [[ -f "$RUN/$name.pid" ]] || return 0
+  pid="$(cat "$RUN/$name.pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+  say "stopped $name"
+}
+
+as_pg() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# ---------------------------------------------------------------- provisioning (cached)
+
+pg_bin() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do [[ -x "$dir/pg_ctl" ]] && { echo "$dir"; return; }; done
+  return 1
+}
+
+ensure_postgres_installed() {
+  pg_bin >/dev/null && return 0
+  say "installing PostgreSQL from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+}
+
+ensure_java() {
+  command -v java >/dev/null || die "Java 17+ is needed for Kafka (apt-get install openjdk-17-jre-headless)"
+  command -v mvn >/dev/null || die "Maven is needed to resolve Kafka's jars (apt-get install maven)"
+}
+
+kafka_home() {
+  if [[ -n "${KAFKA_HOME:-}" ]]; then echo "$KAFKA_HOME"; else echo "$CACHE/kafka-$KAFKA_VERSION"; fi
+}
+
+kafka_classpath() {
+  local home; home="$(kafka_home)"
+  if [[ -d "$home/libs" ]]; then echo "$home/libs/*"; else return 1; fi
+}
+
+ensure_kafka() {
+  [[ -n "${KAFKA_HOME:-}" ]] && { [[ -d "$KAFKA_HOME/libs" ]] || die "KAFKA_HOME=$KAFKA_HOME has no libs/"; return 0; }
+  local home; home="$(kafka_home)"
+  [[ -f "$home/.complete" ]] && return 0
+  ensure_java
+  say "resolving Apache Kafka $KAFKA_VERSION from Maven Central (once; cached in $home)"
+  rm -rf "$home"
+  mvn -q -B -f infra/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$home/libs" >&2
+  touch "$home/.complete"
+}
+
+minio_bin() { echo "${MINIO_BIN:-$CACHE/bin/minio}"; }
+
+ensure_minio() {
+  local bin; bin="$(minio_bin)"
+  [[ -x "$bin" ]] && return 0
+  [[ -n "${MINIO_BIN:-}" ]] && die "MINIO_BIN=$MINIO_BIN is not an executable"
+  command -v go >/dev/null || die "Go is needed to build MinIO (or set MINIO_BIN)"
+  say "building MinIO $MINIO_VERSION with go install (once, a few minutes; cached in $CACHE/bin)"
+  mkdir -p "$CACHE/bin"
+  GOBIN="$CACHE/bin" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION" >&2
+}
+
+# ---------------------------------------------------------------- components
+
+pg_managed() { [[ "$PG_HOST" == "127.0.0.1" || "$PG_HOST" == "localhost" ]] && [[ "${POSTGRES_EXTERNAL:-0}" != "1" ]]; }
+
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
+
+up_postgres() {
+  if ! pg_managed; then
+    say "postgres: using the external server at $PG_HOST:$PG_PORT"
+    wait_for postgres 30 pg_ready
+    return
+  fi
+  ensure_postgres_installed
+  local bin dir="$DATA/postgres"; bin="$(pg_bin)"
+  if [[ ! -f "$dir/PG_VERSION" ]]; then
+    say "postgres: initialising a cluster in $dir"
+    mkdir -p "$dir"; chmod 700 "$dir"
+    [[ $EUID -eq 0 ]] && chown postgres: "$dir"
+    local pwfile; pwfile="$(mktemp)"; echo "$PG_PASSWORD" >"$pwfile"; chmod 644 "$pwfile"
+    as_pg "$bin/initdb" -D "$dir" -U "$PG_USER" --pwfile="$pwfile" -A scram-sha-256 -E UTF8 >>"$LOGS/postgres.log" 2>&1
+    rm -f "$pwfile"
+  fi
+  if ! as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    if port_open "$PG_PORT"; then die "port $PG_PORT is taken by another server; set DATABASE_URL to another port or POSTGRES_EXTERNAL=1 to use it"; fi
+    touch "$LOGS/postgres.log"; [[ $EUID -eq 0 ]] && chown postgres: "$LOGS/postgres.log"
+    as_pg "$bin/pg_ctl" -D "$dir" -l "$LOGS/postgres.log" -w -t 60 start \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=128MB" >/dev/null
+  fi
+  wait_for postgres 60 pg_ready
+  ensure_databases
+}
+
+psql_admin() { PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+ensure_databases() {
+  local db
+  for db in "$PG_DB" "$MLFLOW_DATABASE"; do
+    if [[ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]]; then
+      psql_admin -c "CREATE DATABASE \"$db\"" && say "postgres: created database $db"
+    fi
+  done
+}
+
+down_postgres() {
+  pg_managed || return 0
+  local bin dir="$DATA/postgres"; bin="$(pg_bin)" || return 0
+  [[ -f "$dir/PG_VERSION" ]] || return 0
+  if as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null && say "stopped postgres"
+  fi
+}
+
+minio_ready() { curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/live"; }
+
+up_minio() {
+  pid_alive minio && { wait_for minio 30 minio_ready; return; }
+  ensure_minio
+  port_open "$MINIO_PORT" && die "port $MINIO_PORT is taken; set S3_ENDPOINT_URL to another port"
+  mkdir -p "$DATA/minio"
+  MINIO_ROOT_USER="$S3_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$S3_SECRET_ACCESS_KEY" \
+    MINIO_BROWSER_REDIRECT=off MINIO_UPDATE=off \
+    spawn minio "$(minio_bin)" server "$DATA/minio" --quiet \
+    --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
+  wait_for minio 60 minio_ready
+}
+
+kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log"; }
+
+up_kafka() {
+  pid_alive kafka && { wait_for kafka 60 kafka_ready; return; }
+  ensure_kafka; ensure_java
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken; set KAFKA_BOOTSTRAP_SERVERS to another port"
+  local dir="$DATA/kafka" cp; cp="$(kafka_classpath)"
+  mkdir -p "$dir"
+  sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+    -e "s#@LOG_DIRS@#$dir/logs#g" infra/kafka/server.properties >"$dir/server.properties"
+  if [[ ! -f "$dir/logs/meta.properties" ]]; then
+    say "kafka: formatting KRaft storage in $dir/logs"
+    java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" kafka.tools.StorageTool \
+      format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
+      -c "$dir/server.properties" >>"$LOGS/kafka.log" 2>&1
+  fi
+  echo "--- start $(date -Is)" >>"$LOGS/kafka.log"
+  spawn kafka java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" -cp "$cp" kafka.Kafka "$dir/server.properties"
+  wait_for kafka 90 kafka_ready_since_start
+}
+
+# "started" must come from this run's part of the log, not a previous one.
+kafka_ready_since_start() { port_open "$KAFKA_PORT" && sed -n '/^--- start/h; /^--- start/!H; ${x;p}' "$LOGS/kafka.log" | grep -q "Kafka Server started"; }
+
+mlflow_ready() { curl -fsS "http://127.0.0.1:$MLFLOW_PORT/health"; }
+
+up_mlflow() {
+  pid_alive mlflow && { wait_for mlflow 60 mlflow_ready; return; }
+  port_open "$MLFLOW_PORT" && die "port $MLFLOW_PORT is taken; set MLFLOW_TRACKING_URI to another port"
+  [[ -x .venv/bin/mlflow ]] || die "MLflow is not installed; run 'make install' first"
+  MLFLOW_S3_ENDPOINT_URL="$S3_ENDPOINT_URL" AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY_ID" \
+    AWS_SECRET_ACCESS_KEY="$S3_SECRET_ACCESS_KEY" AWS_DEFAULT_REGION=us-east-1 \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    spawn mlflow .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    --backend-store-uri "$MLFLOW_BACKEND" --serve-artifacts \
+    --artifacts-destination "s3://$ARTIFACTS_BUCKET" --workers 1
+  wait_for mlflow 120 mlflow_ready
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  mkdir -p "$DATA" "$LOGS" "$RUN"
+  local t0=$SECONDS
+  up_postgres; say "postgres  healthy on $PG_HOST:$PG_PORT"
+  up_minio;    say "minio     healthy on 127.0.0.1:$MINIO_PORT (console :$MINIO_CONSOLE_PORT)"
+  up_kafka;    say "kafka     healthy on $KAFKA_BOOTSTRAP_SERVERS (KRaft, controller :$KAFKA_CONTROLLER_PORT)"
+  .venv/bin/mnistream setup >&2   # topics and buckets, idempotent
+  up_mlflow;   say "mlflow    healthy on $MLFLOW_TRACKING_URI"
+  say "stack up in $((SECONDS - t0))s; logs in $LOGS"
+}
+
+cmd_down() {
+  stop_group mlflow
+  stop_group kafka
+  stop_group minio
+  down_postgres
+}
+
+rss_mb() { # pid -> resident MB of the process and its children
+  local total=0 p
+  for p in $(pgrep -g "$(ps -o pgid= -p "$1" | tr -d ' ')" 2>/dev/null || echo "$1"); do
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo $((total / 1024))
+}
+
+status_line() { # name ready-fn port pid
+  local name="$1" fn="$2" port="$3" pid="${4:-}" mem="-" state="down"
+  "$fn" >/dev/null 2>&1 && state="healthy"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && mem="$(rss_mb "$pid") MB"
+  printf '%-9s %-8s port %-6s pid %-8s rss %-8s log %s\n' "$name" "$state" "$port" "${pid:--}" "$mem" "$LOGS/$name.log"
+  [[ "$state" == "healthy" ]]
+}
+
+cmd_status() {
+  local ok=0 pgpid=""
+  [[ -f "$DATA/postgres/postmaster.pid" ]] && pgpid="$(head -1 "$DATA/postgres/postmaster.pid")"
+  status_line postgres pg_ready "$PG_PORT" "$pgpid" || ok=1
+  status_line minio minio_ready "$MINIO_PORT" "$(cat "$RUN/minio.pid" 2>/dev/null)" || ok=1
+  status_line kafka kafka_ready "$KAFKA_PORT" "$(cat "$RUN/kafka.pid" 2>/dev/null)" || ok=1
+  status_line mlflow mlflow_ready "$MLFLOW_PORT" "$(cat "$RUN/mlflow.pid" 2>/dev/null)" || ok=1
+  return $ok
+}
+
+cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  provision) cmd_provision ;;
+  *) say "usage: $0 up|down|status|provision"; exit 2 ;;
+esac

@@ -1,0 +1,199 @@
+"""Event contracts: every message that crosses Kafka in mnistream.
+
+Each event is a frozen pydantic model carrying `event_id`, `occurred_at` and a
+`schema_version` literal. A consumer that meets a version it does not know rejects the
+message (it goes to the dead-letter topic) instead of guessing. Bumping a version is
+required whenever the JSON Schema changes; `tests/unit/test_event_schemas.py` enforces it.
+
+This module depends on pydantic only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+DigitId = uuid.UUID
+Digit = Annotated[int, Field(ge=0, le=9, description="A digit 0-9.")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256.")]
+MediaType = Literal["image/png", "image/jpeg"]
+PredictionKind = Literal["live", "rescore", "candidate"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields shared by every event."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
+
+    event_type: ClassVar[str]
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per event.")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="When it happened.")
+
+    def to_bytes(self) -> bytes:
+        """The JSON encoding sent as a Kafka record value."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Any:
+        """Parse a Kafka record value, raising `InvalidEventError` with a readable reason."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidEventError(cls.__name__, exc) from exc
+
+
+class InvalidEventError(ValueError):
+    """A payload that is not a valid event of the expected type and version."""
+
+    def __init__(self, event_name: str, error: ValidationError) -> None:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in error.errors()[:5]
+        )
+        more = error.error_count() - 5
+        suffix = f" (and {more} more)" if more > 0 else ""
+        super().__init__(f"not a valid {event_name}: {problems}{suffix}")
+        self.event_name = event_name
+
+
+class ClientInfo(BaseModel):
+    """What the gateway knows about the client that uploaded a drawing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(default="api", max_length=64, description="web, api, bench, ...")
+    user_agent: str | None = Field(default=None, max_length=512)
+    remote_addr: str | None = Field(default=None, max_length=64)
+
+
+class DigitSubmitted(Event):
+    """A drawing was accepted by the gateway (HTTP 202) and waits for a prediction."""
+
+    event_type: ClassVar[str] = "digit.submitted"
+    schema_version: Literal[1] = 1
+    digit_id: DigitId
+    submitted_at: AwareDatetime
+    media_type: MediaType
+    image: bytes = Field(description="The uploaded image bytes, base64 in JSON.")
+    width: int = Field(gt=0, description="Image width in pixels, as decoded by the gateway.")
+    height: int = Field(gt=0, description="Image height in pixels, as decoded by the gateway.")
+    client: ClientInfo = Field(default_factory=ClientInfo)
+
+
+class ModelRef(BaseModel):
+    """Identifies one registered model version and its exact bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    version: int = Field(ge=1)
+    sha256: Sha256
+
+
+class Timings(BaseModel):
+    """Where the time went for one prediction, in milliseconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue_ms: float = Field(ge=0, description="From submitted_at (or task start) to batch start.")
+    preprocess_ms: float = Field(ge=0)
+    inference_ms: float = Field(ge=0, description="The batch's session.run, shared by the batch.")
+    batch_size: int = Field(ge=1)
+
+
+class DigitPredicted(Event):
+    """A model read one drawing."""
+
+    event_type: ClassVar[str] = "digit.predicted"
+    schema_version: Literal[1] = 1
+    digit_id: DigitId
+    model: ModelRef
+    probabilities: list[float] = Field(min_length=10, max_length=10)
+    predicted_digit: Digit
+    confidence: float = Field(ge=0, le=1)
+    kind: PredictionKind
+    timings: Timings
+    worker_id: str = Field(min_length=1, max_length=200)
+    provider: str = Field(description="The onnxruntime execution provider that ran the model.")
+    job_id: uuid.UUID | None = Field(default=None, description="Rescore or evaluation job.")
+    submitted_at: AwareDatetime | None = Field(
+        default=None, description="When the drawing was submitted (live predictions)."
+    )
+
+
+class DigitLabeled(Event):
+    """A person said which digit a drawing really is. The latest label wins."""
+
+    event_type: ClassVar[str] = "digit.labeled"
+    schema_version: Literal[1] = 1
+    digit_id: DigitId
+    label: Digit
+    labeled_at: AwareDatetime
+
+
+class ModelPromoted(Event):
+    """A model version became the champion. The topic is the promotion ledger."""
+
+    event_type: ClassVar[str] = "model.promoted"
+    schema_version: Literal[1] = 1
+    model: ModelRef
+    previous_version: int | None = Field(default=None, ge=1)
+    onnx_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key of the ONNX.")
+    architecture: str = Field(min_length=1, max_length=100)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    promoted_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+    promoted_at: AwareDatetime
+
+
+class RescoreTask(Event):
+    """One chunk of a rescore (kind `rescore`) or evaluation (kind `candidate`) job."""
+
+    event_type: ClassVar[str] = "rescore.task"
+    schema_version: Literal[1] = 1
+    job_id: uuid.UUID
+    kind: Literal["rescore", "candidate"]
+    model: ModelRef
+    onnx_uri: str = Field(pattern=r"^s3://[^/]+/.+")
+    chunk_index: int = Field(ge=0)
+    chunk_count: int = Field(ge=1)
+    job_total: int = Field(ge=0, description="Drawings in the whole job.")
+    digit_ids: list[DigitId] = Field(max_length=10_000)
+
+
+class DeadLetter(Event):
+    """A record some consumer could not process, kept with the reason for a later replay."""
+
+    event_type: ClassVar[str] = "dead.letter"
+    schema_version: Literal[1] = 1
+    source_topic: str
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+    source_key: bytes | None = None
+    original: bytes = Field(description="The record value exactly as consumed.")
+    error: str = Field(max_length=4000)
+    service: str
+    failed_at: AwareDatetime
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    DigitSubmitted,
+    DigitPredicted,
+    DigitLabeled,
+    ModelPromoted,
+    RescoreTask,
+    DeadLetter,
+)

@@ -1,0 +1,105 @@
+"""Kafka plumbing shared by the services: the broker factory, topic provisioning, dead letters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from faststream.kafka import KafkaBroker
+
+from mnistream_common.events import DeadLetter, utc_now
+from mnistream_common.settings import KafkaSettings
+from mnistream_common.topics import ALL_TOPICS, TopicSpec
+
+# Headroom over the largest event (a 512 KB upload, base64-encoded, inside a dead letter).
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
+    """A FastStream Kafka broker whose producer is durable: acks=all and idempotent."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=MAX_REQUEST_BYTES,
+        **kwargs,
+    )
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    """What provisioning did to one topic."""
+
+    topic: str
+    action: str  # "created", "updated", "unchanged"
+    detail: str = ""
+
+
+async def ensure_topics(
+    bootstrap_servers: str, specs: Iterable[TopicSpec] = ALL_TOPICS
+) -> list[TopicChange]:
+    """Create missing topics and align existing ones' configs; a second run changes nothing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-setup")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        changes: list[TopicChange] = []
+        for spec in specs:
+            if spec.name in existing:
+                changes.append(await _align_topic(admin, spec))
+            else:
+                await admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config())]
+                )
+                changes.append(TopicChange(spec.name, "created", f"{spec.partitions} partitions"))
+        return changes
+    finally:
+        await admin.close()
+
+
+async def _align_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> TopicChange:
+    described = await admin.describe_topics([spec.name])
+    partitions = len(described[0]["partitions"])
+    resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
+    response = await admin.describe_configs([resource])
+    current = {entry[0]: entry[1] for entry in response[0].resources[0][4]}
+    wanted = spec.config()
+    drift = {k: v for k, v in wanted.items() if current.get(k) != v}
+    notes = []
+    if partitions != spec.partitions:
+        notes.append(f"has {partitions} partitions, design says {spec.partitions} (left as is)")
+    if drift:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)])
+        notes.append("config set: " + ", ".join(f"{k}={v}" for k, v in drift.items()))
+        return TopicChange(spec.name, "updated", "; ".join(notes))
+    return TopicChange(spec.name, "unchanged", "; ".join(notes))
+
+
+def build_dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    error: str,
+    service: str,
+) -> DeadLetter:
+    """The dead letter for a record that a consumer could not process."""
+    return DeadLetter(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        source_key=key,
+        original=value,
+        error=error[:4000],
+        service=service,
+        failed_at=utc_now(),
+    )

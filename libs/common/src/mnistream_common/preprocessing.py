@@ -1,0 +1,177 @@
+"""The one preprocessing path from an uploaded drawing to the 28×28 MNIST-style input.
+
+    bytes ─▶ decode (PNG/JPEG, any mode) ─▶ ink bright on black ─▶ crop to the ink
+          ─▶ fit into 20×20 keeping the aspect ratio ─▶ centre of mass at the centre of 28×28
+
+The result is float32 in [0, 1], ink = 1, which is exactly how MNIST digits look. Every model
+mnistream trains starts with its own normalisation layer (mean/std below), so the ONNX file
+is self-contained and serving cannot drift from training: "normalise as the model was trained"
+happens inside the model. The trainer runs its augmented samples through `center_digit`, the
+same function uploads go through.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+MNIST_MEAN: Final = 0.1307
+MNIST_STD: Final = 0.3081
+SIDE: Final = 28
+BOX: Final = 20
+MAX_SIDE: Final = 2048
+# Ink below this level is background noise (JPEG ringing, anti-aliasing halos).
+INK_THRESHOLD: Final = 0.2
+FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+FloatImage = npt.NDArray[np.float32]
+InkImage = npt.NDArray[np.uint8]
+
+
+class PreprocessError(ValueError):
+    """The upload cannot become a model input; the message says why and what is allowed."""
+
+
+class BlankImageError(PreprocessError):
+    """The drawing has no ink."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload whose real format and size are known."""
+
+    media_type: str
+    width: int
+    height: int
+    image: Image.Image
+
+
+def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
+    """Open PNG or JPEG bytes, checking the real format and the size before decoding pixels."""
+    if not data:
+        raise PreprocessError("the image is empty (0 bytes); send a PNG or JPEG drawing")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=tuple(FORMATS))
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise PreprocessError(
+            "the bytes are not a PNG or JPEG image; only those are accepted"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PreprocessError(
+            f"the image header cannot be read ({exc}); send a valid PNG or JPEG"
+        ) from exc
+    width, height = image.size
+    if width > max_side or height > max_side:
+        raise PreprocessError(f"the image is {width}×{height}; the limit is {max_side} px per side")
+    if getattr(image, "n_frames", 1) > 1:
+        raise PreprocessError("animated images are not accepted; send a single-frame PNG or JPEG")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise PreprocessError(f"the image data is corrupt or truncated ({exc})") from exc
+    return DecodedImage(FORMATS[str(image.format)], width, height, image)
+
+
+def ink_of(image: Image.Image) -> InkImage:
+    """Ink intensity, bright on black, whatever the mode and background (uint8 0-255)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return _ink_from_alpha(image.convert("RGBA"))
+    gray = _gray(image)
+    # A light border means dark ink on a light background (paper, a white canvas); MNIST
+    # itself and dark-theme canvases are the other way round.
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return (255 - gray) if float(np.median(border)) >= 128 else gray
+
+
+def _gray(image: Image.Image) -> InkImage:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and values.max(initial=0) <= 1.0:
+            peak = 1.0
+        scaled: InkImage = (np.clip(values / peak, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return scaled
+    gray: InkImage = np.asarray(image.convert("L"))
+    return gray
+
+
+def _ink_from_alpha(rgba: Image.Image) -> InkImage:
+    alpha = np.asarray(rgba.getchannel("A"))
+    lum = np.asarray(rgba.convert("L"))
+    opaque = alpha > 127
+    if opaque.any() and float(lum[opaque].mean()) > 127:
+        return alpha  # light strokes on a transparent background: the alpha is the ink
+    # Dark strokes: composite on white, then invert (integer maths keeps this cheap).
+    ink = (alpha.astype(np.uint16) * (255 - lum).astype(np.uint16) + 127) // 255
+    return ink.astype(np.uint8)
+
+
+def center_digit(ink: npt.NDArray[np.uint8] | FloatImage) -> FloatImage:
+    """Crop to the ink, fit into 20×20 keeping the aspect ratio, centre by mass in 28×28.
+
+    `ink` is bright on black, either uint8 (0-255) or float in [0, 1].
+    """
+    scale = 255.0 if ink.dtype == np.uint8 else 1.0
+    mask = ink > INK_THRESHOLD * scale
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise BlankImageError("the drawing is blank: no ink was found; draw a digit first")
+    cols = np.flatnonzero(mask.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
+    if scale != 1.0:
+        crop /= np.float32(scale)
+    return _place_by_mass(_fit(crop))
+
+
+def has_ink(ink: InkImage) -> bool:
+    """Whether a drawing has any ink at all (the blank check, without the centring work)."""
+    return bool(ink.max(initial=0) > INK_THRESHOLD * 255)
+
+
+def _fit(crop: FloatImage) -> FloatImage:
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(crop.astype(np.float32)).resize(
+        size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def _place_by_mass(fitted: FloatImage) -> FloatImage:
+    height, width = fitted.shape
+    total = float(fitted.sum())
+    ys, xs = np.indices(fitted.shape, dtype=np.float32)
+    com_y = float((ys * fitted).sum()) / total if total > 0 else (height - 1) / 2
+    com_x = float((xs * fitted).sum()) / total if total > 0 else (width - 1) / 2
+    top = int(np.clip(round((SIDE - 1) / 2 - com_y), 0, SIDE - height))
+    left = int(np.clip(round((SIDE - 1) / 2 - com_x), 0, SIDE - width))
+    out = np.zeros((SIDE, SIDE), dtype=np.float32)
+    out[top : top + height, left : left + width] = fitted
+    return out
+
+
+def preprocess(data: bytes, *, max_side: int = MAX_SIDE) -> FloatImage:
+    """Any accepted upload → 28×28 float32 in [0, 1], ink bright on black, MNIST-style."""
+    return center_digit(ink_of(decode(data, max_side=max_side).image))
+
+
+def to_batch(images: list[FloatImage]) -> FloatImage:
+    """Stack 28×28 inputs into the model's `pixels` tensor of shape (N, 1, 28, 28)."""
+    return np.stack(images)[:, None, :, :].astype(np.float32, copy=False)
+
+
+def to_png(pixels: FloatImage) -> bytes:
+    """The 28×28 model input as an 8-bit grayscale PNG, to show what the model saw."""
+    gray = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,59 @@
+"""Settings mixins, one per backend. Each service composes its own `Settings` from these.
+
+Field names are the environment variable names (case-insensitive), so `KAFKA_BOOTSTRAP_SERVERS`
+sets `kafka_bootstrap_servers`. Defaults match the local stack (`make infra-up`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BaseServiceSettings(BaseSettings):
+    """Common to every service: where settings come from and how logs look."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    log_level: str = Field(default="INFO", description="Python log level name.")
+    log_json: bool = Field(default=True, description="JSON log lines (false: console format).")
+
+
+class KafkaSettings(BaseSettings):
+    """Apache Kafka connection."""
+
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092")
+
+
+class PostgresSettings(BaseSettings):
+    """The application database (owned by history-service)."""
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://mnistream:mnistream@127.0.0.1:5432/mnistream",
+        description="SQLAlchemy URL; the asyncpg driver is used.",
+    )
+
+
+class S3Settings(BaseSettings):
+    """MinIO (or any S3) holding drawings and MLflow artifacts (ONNX models)."""
+
+    s3_endpoint_url: str = Field(default="http://127.0.0.1:9000")
+    s3_access_key_id: str = Field(default="mnistream")
+    s3_secret_access_key: SecretStr = Field(default=SecretStr("mnistream-secret"))
+    s3_region: str = Field(default="us-east-1")
+    drawings_bucket: str = Field(default="drawings")
+    artifacts_bucket: str = Field(default="mlflow")
+
+
+class MLflowSettings(BaseSettings):
+    """MLflow tracking server and model registry."""
+
+    mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
+    registered_model_name: str = Field(default="mnist-digits")
+
+
+class HttpServiceSettings(BaseSettings):
+    """Where an HTTP service listens."""
+
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8000, ge=1, le=65535)

@@ -1,0 +1,116 @@
+"""Object storage (MinIO or any S3): drawings and model artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.error import S3Error
+from urllib3 import PoolManager, Retry, Timeout
+
+from mnistream_common.settings import S3Settings
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """A parsed `s3://bucket/key`."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        """Parse `s3://bucket/key`, with an error that shows the expected form."""
+        parsed = urlparse(uri)
+        key = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or not parsed.netloc or not key:
+            raise ValueError(f"{uri!r} is not an object URI of the form s3://bucket/key")
+        return cls(parsed.netloc, key)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_minio(settings: S3Settings, *, max_connections: int = 32) -> Minio:
+    """A MinIO client for the configured endpoint, failing fast instead of retrying for minutes."""
+    endpoint = urlparse(settings.s3_endpoint_url)
+    http = PoolManager(
+        num_pools=4,
+        maxsize=max_connections,
+        timeout=Timeout(connect=3.0, read=30.0),
+        retries=Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
+    )
+    return Minio(
+        endpoint.netloc,
+        access_key=settings.s3_access_key_id,
+        secret_key=settings.s3_secret_access_key.get_secret_value(),
+        secure=endpoint.scheme == "https",
+        region=settings.s3_region,
+        http_client=http,
+    )
+
+
+class ObjectStore:
+    """Async facade over the (blocking) MinIO client; calls run in worker threads."""
+
+    def __init__(self, client: Minio) -> None:
+        self._client = client
+
+    async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
+        """Store bytes under a key (overwriting is idempotent for the same bytes)."""
+        await asyncio.to_thread(
+            self._client.put_object,
+            uri.bucket,
+            uri.key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+        )
+
+    async def get(self, uri: S3Uri) -> bytes:
+        """Read a whole object."""
+        return await asyncio.to_thread(self._get_sync, uri)
+
+    def _get_sync(self, uri: S3Uri) -> bytes:
+        response = self._client.get_object(uri.bucket, uri.key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def exists(self, uri: S3Uri) -> bool:
+        """Whether an object exists."""
+        try:
+            await asyncio.to_thread(self._client.stat_object, uri.bucket, uri.key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
+                return False
+            raise
+        return True
+
+    async def ping(self, bucket: str) -> bool:
+        """Whether the store answers and the bucket exists (for readiness)."""
+        try:
+            return await asyncio.to_thread(self._client.bucket_exists, bucket)
+        except Exception:  # any failure means "not ready", with no detail to act on here
+            return False
+
+
+def ensure_buckets(client: Minio, buckets: list[str]) -> list[str]:
+    """Create the buckets that are missing; returns the ones created."""
+    created = []
+    for bucket in buckets:
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+            created.append(bucket)
+    return created

@@ -1,0 +1,128 @@
+"""The one place where topic names and their partition and retention settings live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mnistream_common.events import (
+    DeadLetter,
+    DigitLabeled,
+    DigitPredicted,
+    DigitSubmitted,
+    Event,
+    ModelPromoted,
+    RescoreTask,
+)
+
+UNLIMITED = -1
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A Kafka topic as mnistream creates it."""
+
+    name: str
+    event: type[Event]
+    key: str
+    partitions: int
+    retention_ms: int
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration passed to CreateTopics."""
+        return {"retention.ms": str(self.retention_ms), **self.extra_config}
+
+
+# Uploads are at most 512 KB, base64 grows them by a third; leave room for the envelope.
+_BIG_RECORDS = {"max.message.bytes": str(1024 * 1024)}
+
+DIGITS_SUBMITTED = TopicSpec(
+    name="digits.submitted",
+    event=DigitSubmitted,
+    key="digit id",
+    partitions=12,
+    retention_ms=UNLIMITED,
+    producers=("gateway",),
+    consumers=("inference-worker (group inference)", "history-service (group history)"),
+    extra_config=_BIG_RECORDS,
+)
+DIGITS_PREDICTED = TopicSpec(
+    name="digits.predicted",
+    event=DigitPredicted,
+    key="digit id",
+    partitions=12,
+    retention_ms=UNLIMITED,
+    producers=("inference-worker", "rescore-worker"),
+    consumers=("gateway (every instance, no group)", "history-service (group history)"),
+)
+DIGITS_LABELED = TopicSpec(
+    name="digits.labeled",
+    event=DigitLabeled,
+    key="digit id",
+    partitions=12,
+    retention_ms=UNLIMITED,
+    producers=("gateway",),
+    consumers=("history-service (group history)",),
+)
+MODEL_PROMOTED = TopicSpec(
+    name="model.promoted",
+    event=ModelPromoted,
+    key="model name",
+    partitions=1,
+    retention_ms=UNLIMITED,
+    producers=("mnistream promote / rollback",),
+    consumers=(
+        "inference-worker (every instance, no group)",
+        "rescore-worker (group rescore-planner)",
+        "history-service (group history)",
+    ),
+)
+RESCORE_TASKS = TopicSpec(
+    name="rescore.tasks",
+    event=RescoreTask,
+    key="job id",
+    partitions=12,
+    retention_ms=SEVEN_DAYS_MS,
+    producers=("rescore-worker planner", "mnistream evaluate"),
+    consumers=("rescore-worker (group rescore)",),
+)
+DIGITS_DEADLETTER = TopicSpec(
+    name="digits.deadletter",
+    event=DeadLetter,
+    key="source key",
+    partitions=3,
+    retention_ms=UNLIMITED,
+    producers=("inference-worker", "history-service", "rescore-worker"),
+    consumers=("mnistream replay deadletter",),
+    extra_config={"max.message.bytes": str(2 * 1024 * 1024)},
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    DIGITS_SUBMITTED,
+    DIGITS_PREDICTED,
+    DIGITS_LABELED,
+    MODEL_PROMOTED,
+    RESCORE_TASKS,
+    DIGITS_DEADLETTER,
+)
+
+
+def topic_for(name: str) -> TopicSpec:
+    """The spec of a topic by name, or a KeyError naming the known topics."""
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    known = ", ".join(t.name for t in ALL_TOPICS)
+    raise KeyError(f"unknown topic {name!r}; known topics: {known}")
+
+
+class Groups:
+    """Consumer group ids. Consumers not listed here read without a group (every instance)."""
+
+    INFERENCE = "inference"
+    HISTORY = "history"
+    RESCORE = "rescore"
+    RESCORE_PLANNER = "rescore-planner"
