@@ -129,6 +129,7 @@ class DigitPredicted(Event):
     worker_id: str = Field(min_length=1, max_length=200)
     provider: str = Field(description="The onnxruntime execution provider that ran the model.")
     job_id: uuid.UUID | None = Field(default=None, description="Rescore or evaluation job.")
+    job_total: int | None = Field(default=None, ge=0, description="Drawings in that job.")
     submitted_at: AwareDatetime | None = Field(
         default=None, description="When the drawing was submitted (live predictions)."
     )

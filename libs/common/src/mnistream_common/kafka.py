@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
@@ -29,6 +30,7 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         acks="all",
         enable_idempotence=True,
         max_request_size=MAX_REQUEST_BYTES,
+        logger=logging.getLogger("mnistream.kafka"),
         **kwargs,
     )
 
@@ -80,6 +82,18 @@ async def _align_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> TopicChan
         notes.append("config set: " + ", ".join(f"{k}={v}" for k, v in drift.items()))
         return TopicChange(spec.name, "updated", "; ".join(notes))
     return TopicChange(spec.name, "unchanged", "; ".join(notes))
+
+
+async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int]:
+    """The end offset of every partition of `topic` right now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 def build_dead_letter(

@@ -42,6 +42,10 @@ class BlankImageError(PreprocessError):
     """The drawing has no ink."""
 
 
+class ImageTooLargeError(PreprocessError):
+    """The image is larger than the accepted dimensions."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """An upload whose real format and size are known."""
@@ -60,7 +64,11 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=tuple(FORMATS))
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageTooLargeError(
+            f"the image has too many pixels ({exc}); the limit is {max_side} px per side"
+        ) from None
+    except UnidentifiedImageError:
         raise PreprocessError(
             "the bytes are not a PNG or JPEG image; only those are accepted"
         ) from None

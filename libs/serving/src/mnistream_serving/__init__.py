@@ -1,0 +1,1 @@
+"""ONNX serving shared by the inference and rescore workers."""

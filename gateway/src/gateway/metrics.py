@@ -1,0 +1,31 @@
+"""Prometheus metrics of the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class GatewayMetrics:
+    """Counters and histograms exported at /metrics."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.uploads = Counter("mnistream_uploads", "Uploads by outcome.", ["outcome"], registry=r)
+        self.predictions_seen = Counter(
+            "mnistream_gateway_predictions",
+            "Predictions read from digits.predicted.",
+            ["model_version", "kind"],
+            registry=r,
+        )
+        self.latency_ms = Histogram(
+            "mnistream_upload_to_prediction_ms",
+            "submitted_at to the live prediction reaching the gateway.",
+            buckets=(1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.sse_clients = Gauge("mnistream_sse_clients", "Connected SSE clients.", registry=r)

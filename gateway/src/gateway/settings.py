@@ -1,0 +1,25 @@
+"""Settings of the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnistream_common.settings import BaseServiceSettings, KafkaSettings
+from pydantic import Field
+
+
+class Settings(BaseServiceSettings, KafkaSettings):
+    """Public HTTP API: uploads to Kafka, predictions back, history proxied."""
+
+    gateway_host: str = Field(default="127.0.0.1")
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    history_url: str = Field(default="http://127.0.0.1:8001", description="history-service API.")
+    web_dir: Path = Field(default=Path("web"), description="The web client's static files.")
+    max_upload_bytes: int = Field(default=512 * 1024, ge=1024)
+    max_image_side: int = Field(default=2048, ge=28)
+    max_wait_ms: int = Field(default=5000, ge=0, le=60_000)
+    sse_queue_size: int = Field(default=1000, ge=10, description="Events buffered per SSE client.")
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Uploads per client address per minute (0: no limit)."
+    )

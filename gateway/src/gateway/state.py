@@ -1,0 +1,159 @@
+"""What one gateway process holds while it runs, and the actions routes take with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uuid6
+from fastapi import HTTPException, Request
+from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher import DefaultPublisher
+from limits import RateLimitItemPerMinute, storage, strategies
+from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.logs import get_logger
+
+from gateway.hub import EventHub, ServerEvent
+from gateway.metrics import GatewayMetrics
+from gateway.progress import RescoreProgress
+from gateway.settings import Settings
+
+log = get_logger(__name__)
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Champion:
+    """The model the ledger says is serving."""
+
+    event: ModelPromoted | None = None
+    ledger_end_at_start: int = 0
+
+
+@dataclass
+class GatewayState:
+    """Broker, publishers, the event hub and the history client of one gateway process."""
+
+    settings: Settings
+    broker: KafkaBroker
+    submitted: DefaultPublisher
+    labeled: DefaultPublisher
+    hub: EventHub
+    history: httpx.AsyncClient
+    progress: RescoreProgress
+    metrics: GatewayMetrics
+    champion: Champion = field(default_factory=Champion)
+    _limiter: strategies.RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.rate_limit_per_minute > 0:
+            self._limiter = strategies.SlidingWindowCounterRateLimiter(storage.MemoryStorage())
+            self._limit = RateLimitItemPerMinute(self.settings.rate_limit_per_minute)
+
+    @staticmethod
+    def new_digit_id() -> uuid.UUID:
+        """A time-ordered id (UUIDv7), so ids sort by submission time."""
+        return uuid.UUID(bytes=uuid6.uuid7().bytes)
+
+    def rate_limit(self, request: Request) -> None:
+        """Refuse with 429 and Retry-After when a client sends more than its share of uploads."""
+        if self._limiter is None:
+            return
+        client = request.client.host if request.client else "unknown"
+        if self._limiter.hit(self._limit, client):
+            return
+        reset = self._limiter.get_window_stats(self._limit, client).reset_time
+        retry_after = max(1, math.ceil(reset - time.time()))
+        self.metrics.uploads.labels(outcome="rejected_429").inc()
+        raise HTTPException(
+            429,
+            f"too many uploads from {client}: the limit is "
+            f"{self.settings.rate_limit_per_minute} per minute; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def publish_submitted(self, event: DigitSubmitted) -> None:
+        """Hand the drawing to Kafka and wait for acks=all; 503 when Kafka does not answer."""
+        await self._publish(self.submitted, event.to_bytes(), event.digit_id)
+
+    async def publish_labeled(self, event: DigitLabeled) -> None:
+        """Hand a label to Kafka and wait for acks=all."""
+        await self._publish(self.labeled, event.to_bytes(), event.digit_id)
+
+    async def _publish(self, publisher: DefaultPublisher, body: bytes, key: uuid.UUID) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await publisher.publish(body, key=str(key).encode())
+        except Exception as exc:  # Kafka errors and timeouts: nothing was accepted
+            log.error("publish failed", digit_id=str(key), error=repr(exc))
+            self.metrics.uploads.labels(outcome="kafka_unavailable").inc()
+            raise HTTPException(
+                503, "Kafka is unavailable, so nothing was accepted; try again shortly"
+            ) from exc
+
+    async def drawing_exists(self, digit_id: uuid.UUID) -> bool:
+        """Whether history-service has the drawing (503 if it cannot say)."""
+        try:
+            response = await self.history.get(f"/api/digits/{digit_id}")
+        except httpx.HTTPError as exc:
+            raise HTTPException(503, "the history service is unreachable; try again") from exc
+        if response.status_code >= 500:
+            raise HTTPException(503, "the history service failed; try again shortly")
+        return response.status_code == 200
+
+    def on_prediction(self, event: DigitPredicted) -> None:
+        """Route a prediction from Kafka: live ones to waiters and SSE, jobs to progress."""
+        self.metrics.predictions_seen.labels(
+            model_version=str(event.model.version), kind=event.kind
+        ).inc()
+        if event.kind != "live":
+            if event.job_id is not None:
+                self.progress.seen(event.job_id)
+            return
+        data = prediction_json(event)
+        if event.submitted_at is not None:
+            self.metrics.latency_ms.observe(data["latency_ms"])
+        self.hub.prediction(event.digit_id, data)
+
+    def on_promotion(self, event: ModelPromoted, offset: int) -> None:
+        """Track the champion; tell browsers about promotions that happen while we run."""
+        self.champion.event = event
+        if offset >= self.champion.ledger_end_at_start:
+            self.hub.broadcast(ServerEvent("promotion", event.model_dump(mode="json")))
+
+    def hello(self) -> str:
+        """The first SSE message: who is serving now."""
+        event = self.champion.event
+        return json.dumps({"champion": None if event is None else event.model_dump(mode="json")})
+
+    async def readiness(self) -> dict[str, Any]:
+        """Kafka reachable and a champion promoted."""
+        kafka = await self.broker.ping(timeout=2.0)
+        event = self.champion.event
+        model = (
+            None
+            if event is None
+            else {"version": event.model.version, "sha256": event.model.sha256}
+        )
+        report: dict[str, Any] = {"ready": bool(kafka and model), "kafka": kafka, "model": model}
+        if not kafka:
+            report["reason"] = "Kafka is unreachable"
+        elif model is None:
+            report["reason"] = "no model has been promoted yet: run `mnistream promote VERSION`"
+        return report
+
+
+def prediction_json(event: DigitPredicted) -> dict[str, Any]:
+    """A prediction as the browser and `?wait=` callers see it."""
+    data = event.model_dump(mode="json", exclude={"event_id", "schema_version", "occurred_at"})
+    data["predicted_at"] = event.occurred_at.isoformat()
+    if event.submitted_at is not None:
+        latency = (time.time() - event.submitted_at.timestamp()) * 1000
+        data["latency_ms"] = round(max(0.0, latency), 2)
+    return data

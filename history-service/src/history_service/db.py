@@ -1,0 +1,109 @@
+"""The application tables (owned by history-service). No foreign keys: events about one digit
+arrive in any order across topics, so rows are joined when read, never rejected when written."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Float, Index, Integer, SmallInteger, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the history tables."""
+
+
+class Drawing(Base):
+    """A submitted drawing; the image itself is in object storage."""
+
+    __tablename__ = "drawings"
+
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    image_bucket: Mapped[str] = mapped_column(String(63))
+    image_key: Mapped[str] = mapped_column(String(200))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    client_source: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+
+
+class Prediction(Base):
+    """One model version's reading of one drawing."""
+
+    __tablename__ = "predictions"
+
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    predicted_digit: Mapped[int] = mapped_column(SmallInteger)
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[list[float]] = mapped_column(ARRAY(Float))
+    kind: Mapped[str] = mapped_column(String(16))
+    kind_rank: Mapped[int] = mapped_column(SmallInteger)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    worker_id: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(64))
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    predicted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+
+    __table_args__ = (Index("ix_predictions_version_digit", "model_version", "digit_id"),)
+
+
+class Label(Base):
+    """A person's true label for a drawing; the latest wins."""
+
+    __tablename__ = "labels"
+
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    label: Mapped[int] = mapped_column(SmallInteger)
+    labeled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+
+
+class Promotion(Base):
+    """One entry of the promotion ledger."""
+
+    __tablename__ = "promotions"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    onnx_uri: Mapped[str] = mapped_column(Text)
+    architecture: Mapped[str] = mapped_column(String(100))
+    metrics: Mapped[dict[str, float]] = mapped_column(JSONB)
+    promoted_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    promoted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RescoreJob(Base):
+    """A rescore or evaluation job, as seen from its predictions."""
+
+    __tablename__ = "rescore_jobs"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RescoreJobItem(Base):
+    """One drawing done by a job (so redelivered chunks do not count twice)."""
+
+    __tablename__ = "rescore_job_items"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

@@ -1,0 +1,20 @@
+"""Settings of the history service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mnistream_common.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
+from mnistream_common.settings import S3Settings
+
+
+class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings):
+    """Consumes the digit topics into Postgres and MinIO; serves the read API."""
+
+    history_host: str = Field(default="127.0.0.1")
+    history_port: int = Field(default=8001, ge=1, le=65535)
+    history_batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per write.")
+    history_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="Retry a failed write this long before redelivery."
+    )
+    migrate_on_start: bool = Field(default=True, description="Apply Alembic migrations at start.")

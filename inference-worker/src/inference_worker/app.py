@@ -1,0 +1,187 @@
+"""Composition root of the inference worker: broker, model keeper, subscribers, HTTP probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from mnistream_common.events import InvalidEventError, ModelPromoted
+from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.logs import configure_logging, get_logger
+from mnistream_common.storage import ObjectStore, make_minio
+from mnistream_common.topics import (
+    DIGITS_DEADLETTER,
+    DIGITS_PREDICTED,
+    DIGITS_SUBMITTED,
+    MODEL_PROMOTED,
+    Groups,
+)
+from mnistream_serving.loader import fetch_and_build
+from mnistream_serving.model import LoadedModel, RuntimeOptions
+from prometheus_client import make_asgi_app
+
+from inference_worker.handlers import BatchHandler
+from inference_worker.keeper import ModelKeeper
+from inference_worker.metrics import WorkerMetrics
+from inference_worker.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Worker:
+    """Everything one worker process holds."""
+
+    settings: Settings
+    broker: KafkaBroker
+    keeper: ModelKeeper
+    handler: BatchHandler
+    metrics: WorkerMetrics
+    consuming: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def create_app(settings: Settings | None = None) -> AsgiFastStream:
+    """Build the worker; nothing connects until the app starts."""
+    settings = settings or Settings()
+    configure_logging("inference-worker", level=settings.log_level, json=settings.log_json)
+    broker = make_broker(settings, client_id=settings.worker_id, log_level=logging.DEBUG)
+    metrics = WorkerMetrics()
+    store = ObjectStore(make_minio(settings))
+    options = RuntimeOptions(settings.onnx_threads, settings.prefer_gpu, settings.max_batch_size)
+
+    async def load(event: ModelPromoted) -> LoadedModel:
+        return await fetch_and_build(store, event.model, event.onnx_uri, options)
+
+    async def on_swap(model: LoadedModel, previous: LoadedModel | None) -> None:
+        metrics.swaps.inc()
+        metrics.model_version.set(model.ref.version)
+        if not worker.consuming:
+            worker.consuming = True
+            await _start_consuming(worker)
+
+    handler = BatchHandler(
+        settings.worker_id,
+        broker.publisher(DIGITS_PREDICTED.name),
+        broker.publisher(DIGITS_DEADLETTER.name),
+        metrics,
+    )
+    worker = Worker(settings, broker, ModelKeeper(load, on_swap), handler, metrics)
+    _subscribe_to_promotions(worker)
+    return AsgiFastStream(
+        broker,
+        lifespan=_lifespan(worker),
+        asgi_routes=[
+            ("/healthz", _healthz()),
+            ("/readyz", _readyz(worker)),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
+    )
+
+
+def _subscribe_to_promotions(worker: Worker) -> None:
+    # No group: every worker instance reads the whole ledger and sees every promotion.
+    @worker.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    async def on_promoted(msg: KafkaMessage) -> None:
+        record = msg.raw_message
+        assert not isinstance(record, tuple)
+        try:
+            event = ModelPromoted.from_bytes(record.value or b"")
+        except InvalidEventError as exc:
+            # history-service dead-letters ledger records once; N workers would duplicate it.
+            log.error("ignoring an invalid promotion", offset=record.offset, error=str(exc))
+            return
+        worker.keeper.promoted(event, record.offset)
+
+
+async def _start_consuming(worker: Worker) -> None:
+    settings = worker.settings
+    subscriber = worker.broker.subscriber(
+        DIGITS_SUBMITTED.name,
+        group_id=Groups.INFERENCE,
+        batch=True,
+        max_records=settings.max_batch_size,
+        batch_timeout_ms=settings.max_batch_delay_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        persistent=False,
+    )
+
+    @subscriber
+    async def on_submitted(msg: KafkaMessage) -> None:
+        model = worker.keeper.current
+        assert model is not None  # consuming starts only after the first model is in place
+        records: Sequence[Any] = (
+            msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        )
+        await worker.handler(model, records)
+
+    await subscriber.start()
+    log.info(
+        "consuming digits.submitted", group=Groups.INFERENCE, max_batch=settings.max_batch_size
+    )
+
+
+def _lifespan(worker: Worker) -> Any:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        ends = await end_offsets(worker.settings.kafka_bootstrap_servers, MODEL_PROMOTED)
+        end = ends.get(0, 0)
+        worker.keeper.ledger_end_at_start = end
+        if end == 0:
+            log.warning(
+                "no model has been promoted yet; consuming nothing until one is "
+                "(drawings wait safely in Kafka): run `mnistream promote VERSION`"
+            )
+        worker.tasks.append(asyncio.create_task(worker.keeper.run()))
+        try:
+            yield
+        finally:
+            for task in worker.tasks:
+                task.cancel()
+
+    return lifespan
+
+
+def _healthz() -> Any:
+    @get
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b'{"status":"ok"}', 200, {"content-type": "application/json"})
+
+    return healthz
+
+
+def _readyz(worker: Worker) -> Any:
+    @get
+    async def readyz(scope: Any) -> AsgiResponse:
+        import json
+
+        model = worker.keeper.current
+        body: dict[str, Any] = {
+            "worker_id": worker.settings.worker_id,
+            "consuming": worker.consuming,
+            "model": None
+            if model is None
+            else {
+                "version": model.ref.version,
+                "sha256": model.ref.sha256,
+                "provider": model.provider,
+            },
+            "last_error": worker.keeper.last_error,
+        }
+        if model is None:
+            body["reason"] = "no model loaded yet; drawings wait in Kafka until one is promoted"
+        return AsgiResponse(
+            json.dumps(body).encode(), 200 if model else 503, {"content-type": "application/json"}
+        )
+
+    return readyz

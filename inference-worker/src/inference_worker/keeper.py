@@ -1,0 +1,91 @@
+"""Keeps the worker's one live model: loads the newest promotion beside the old one, then swaps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from mnistream_common.events import ModelPromoted, ModelRef
+from mnistream_common.logs import get_logger
+from mnistream_serving.loader import ModelUnavailableError
+from mnistream_serving.model import LoadedModel, ModelRejectedError
+
+from inference_worker.swap import SwapDecision, Wanted, decide
+
+log = get_logger(__name__)
+
+Loader = Callable[[ModelPromoted], Awaitable[LoadedModel]]
+SwapListener = Callable[[LoadedModel, LoadedModel | None], Awaitable[None]]
+
+
+class ModelKeeper:
+    """The model slot read by every batch, and the background task that fills it.
+
+    A batch reads `current` once when it starts, so a swap always falls between two batches
+    and no batch ever waits for a load.
+    """
+
+    def __init__(self, loader: Loader, on_swap: SwapListener, retry_seconds: float = 2.0) -> None:
+        self.current: LoadedModel | None = None
+        self.ledger_end_at_start = 0
+        self.last_error: str | None = None
+        self._wanted: Wanted | None = None
+        self._rejected: set[str] = set()
+        self._loader = loader
+        self._on_swap = on_swap
+        self._retry_seconds = retry_seconds
+        self._wake = asyncio.Event()
+
+    @property
+    def serving(self) -> ModelRef | None:
+        """The model now serving, if any."""
+        return self.current.ref if self.current else None
+
+    def promoted(self, event: ModelPromoted, offset: int) -> None:
+        """Record a promotion read from the ledger (cheap; the load happens in `run`)."""
+        if self._wanted is None or offset >= self._wanted.offset:
+            self._wanted = Wanted(event, offset)
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Load whatever the newest promotion asks for, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            wanted = self._wanted
+            decision = decide(wanted, self.serving, self._rejected, self.ledger_end_at_start)
+            if decision is SwapDecision.LOAD and wanted is not None:
+                await self._try_load(wanted)
+
+    async def _try_load(self, wanted: Wanted) -> None:
+        ref = wanted.event.model
+        try:
+            model = await self._loader(wanted.event)
+        except ModelRejectedError as exc:
+            self._rejected.add(ref.sha256)
+            self.last_error = f"v{ref.version} rejected: {exc}"
+            log.error(
+                "model rejected; the old model keeps serving",
+                version=ref.version,
+                reason=str(exc),
+                serving=self.serving.version if self.serving else None,
+            )
+            return
+        except ModelUnavailableError as exc:
+            self.last_error = f"v{ref.version} unavailable: {exc}"
+            log.warning("model not loadable yet; retrying", version=ref.version, reason=str(exc))
+            await asyncio.sleep(self._retry_seconds)
+            self._wake.set()
+            return
+        if self._wanted is not wanted and self._wanted is not None:
+            self._wake.set()  # a newer promotion arrived meanwhile; it wins
+        previous, self.current = self.current, model
+        self.last_error = None
+        log.info(
+            "model swapped in",
+            version=ref.version,
+            sha256=ref.sha256,
+            provider=model.provider,
+            previous=previous.ref.version if previous else None,
+        )
+        await self._on_swap(model, previous)

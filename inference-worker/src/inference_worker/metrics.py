@@ -1,0 +1,44 @@
+"""Prometheus metrics of an inference worker (one registry per app, created in the factory)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_MS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+@dataclass
+class WorkerMetrics:
+    """Counters and histograms exported at /metrics."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.predictions = Counter(
+            "mnistream_predictions", "Predictions published.", ["model_version", "kind"], registry=r
+        )
+        self.dead_letters = Counter(
+            "mnistream_dead_letters", "Records sent to digits.deadletter.", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "mnistream_batch_size",
+            "Drawings per session.run.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.latency_ms = Histogram(
+            "mnistream_upload_to_prediction_ms",
+            "From submitted_at to prediction published.",
+            buckets=_MS_BUCKETS,
+            registry=r,
+        )
+        self.inference_ms = Histogram(
+            "mnistream_inference_ms", "session.run per batch.", buckets=_MS_BUCKETS, registry=r
+        )
+        self.swaps = Counter("mnistream_model_swaps", "Models swapped in.", registry=r)
+        self.model_version = Gauge(
+            "mnistream_model_version", "Version of the model now serving (0: none).", registry=r
+        )

@@ -1,0 +1,58 @@
+"""Fetching a model's ONNX from object storage and turning it into a `LoadedModel`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from minio.error import S3Error
+from mnistream_common.events import ModelRef
+from mnistream_common.storage import ObjectStore, S3Uri
+
+from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
+
+
+class ModelUnavailableError(Exception):
+    """The model could not be fetched right now (storage down); trying again may succeed."""
+
+
+async def fetch_and_build(
+    store: ObjectStore, ref: ModelRef, onnx_uri: str, options: RuntimeOptions
+) -> LoadedModel:
+    """Download, verify (sha256), build and warm a model; the build runs off the event loop."""
+    try:
+        uri = S3Uri.parse(onnx_uri)
+    except ValueError as exc:
+        raise ModelRejectedError(str(exc)) from exc
+    try:
+        onnx_bytes = await store.get(uri)
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchBucket", "AccessDenied"):
+            raise ModelRejectedError(f"cannot read {onnx_uri}: {exc.code}") from exc
+        raise ModelUnavailableError(f"object storage error for {onnx_uri}: {exc}") from exc
+    except Exception as exc:  # connection refused, timeouts: storage is down, try later
+        raise ModelUnavailableError(f"cannot reach object storage for {onnx_uri}: {exc}") from exc
+    return await asyncio.to_thread(build_model, ref, onnx_bytes, options)
+
+
+class ModelCache:
+    """The few most recently used models by sha256, so rescore chunks reuse one session."""
+
+    def __init__(self, store: ObjectStore, options: RuntimeOptions, capacity: int = 2) -> None:
+        self._store = store
+        self._options = options
+        self._capacity = capacity
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    async def get(self, ref: ModelRef, onnx_uri: str) -> LoadedModel:
+        """The model for `ref`, loading it once."""
+        async with self._lock:
+            model = self._models.get(ref.sha256)
+            if model is None:
+                model = await fetch_and_build(self._store, ref, onnx_uri, self._options)
+                self._models[ref.sha256] = model
+                while len(self._models) > self._capacity:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(ref.sha256)
+            return model
