@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from mnistream_common.settings import (
+    BaseServiceSettings,
+    KafkaSettings,
+    PostgresSettings,
+    S3Settings,
+)
 from pydantic import Field
-
-from mnistream_common.settings import BaseServiceSettings, KafkaSettings, PostgresSettings
-from mnistream_common.settings import S3Settings
 
 
 class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings):
@@ -13,7 +16,7 @@ class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings)
 
     history_host: str = Field(default="127.0.0.1")
     history_port: int = Field(default=8001, ge=1, le=65535)
-    history_batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per write.")
+    history_batch_size: int = Field(default=500, ge=1, le=2000, description="Records per write.")
     history_retry_max_seconds: float = Field(
         default=60.0, gt=0, description="Retry a failed write this long before redelivery."
     )

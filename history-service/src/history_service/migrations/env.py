@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from history_service.db import Base
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
-
-from history_service.db import Base
 
 config = context.config
 target_metadata = Base.metadata

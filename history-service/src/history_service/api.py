@@ -1,0 +1,344 @@
+"""The history read API (reached by browsers through the gateway under /api/...)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from mnistream_common.preprocessing import PreprocessError, preprocess, to_png
+from mnistream_common.storage import ObjectStore, S3Uri
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from history_service import queries
+from history_service.consumers import Health
+
+router = APIRouter()
+
+
+@dataclass
+class ReadContext:
+    """What the read routes need."""
+
+    engine: AsyncEngine
+    store: ObjectStore
+    health: Health
+    drawings_bucket: str
+
+
+def get_context(request: Request) -> ReadContext:
+    """The context built by the app's lifespan."""
+    context: ReadContext = request.app.state.history
+    return context
+
+
+Context = Annotated[ReadContext, Depends(get_context)]
+
+
+class PredictionOut(BaseModel):
+    """One model version's reading of a drawing."""
+
+    model_version: int
+    model_name: str
+    predicted_digit: int
+    confidence: float
+    probabilities: list[float]
+    kind: str
+    job_id: uuid.UUID | None
+    predicted_at: datetime
+
+
+class DrawingOut(BaseModel):
+    """A stored drawing with every prediction and its label."""
+
+    digit_id: uuid.UUID
+    submitted_at: datetime
+    media_type: str
+    width: int
+    height: int
+    image_url: str
+    input_url: str
+    label: int | None
+    labeled_at: datetime | None
+    predictions: list[PredictionOut]
+
+
+class DrawingsPage(BaseModel):
+    """Newest first; pass `next_cursor` as `before` for the next page."""
+
+    items: list[DrawingOut]
+    next_cursor: uuid.UUID | None
+
+
+class PromotionOut(BaseModel):
+    """One entry of the promotion ledger."""
+
+    version: int
+    model_name: str
+    previous_version: int | None
+    architecture: str
+    sha256: str
+    onnx_uri: str
+    metrics: dict[str, float]
+    promoted_by: str
+    reason: str
+    promoted_at: datetime
+
+
+class Flip(BaseModel):
+    """A drawing the new version reads differently."""
+
+    digit_id: uuid.UUID
+    from_: int = Field(alias="from", serialization_alias="from")
+    to: int
+    label: int | None
+
+
+class VersionStats(BaseModel):
+    """What one model version did: counts, agreement, flips, accuracy on user labels."""
+
+    version: int
+    predicted: int
+    live: int
+    rescore: int
+    candidate: int
+    previous_version: int | None
+    compared: int
+    agreement_with_previous: float | None
+    flipped: int = 0
+    flips: list[Flip]
+    flips_by_digit: dict[str, dict[str, int]]
+    labeled: int
+    label_accuracy: float | None
+    previous_label_accuracy: float | None = None
+
+
+class ChampionOut(PromotionOut):
+    """The model serving now, with how it does on user labels."""
+
+    labeled: int
+    label_accuracy: float | None
+
+
+class ModelsOut(BaseModel):
+    """Champion, ledger and per-version statistics."""
+
+    champion: ChampionOut | None
+    promotions: list[PromotionOut]
+    versions: list[int]
+
+
+class RescoreJobOut(BaseModel):
+    """Progress of a rescore or evaluation job."""
+
+    job_id: uuid.UUID
+    kind: str
+    model_version: int
+    done: int
+    total: int
+    finished: bool
+    superseded: bool
+    started_at: datetime
+    updated_at: datetime
+
+
+NotFound: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown digit id."}}
+
+
+@router.get("/api/digits", response_model=DrawingsPage, summary="Drawings, newest first")
+async def list_drawings(
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[uuid.UUID | None, Query(description="`next_cursor` of the last page")] = None,
+) -> DrawingsPage:
+    """A page of drawings with their predictions per model version and their labels."""
+    async with context.engine.connect() as conn:
+        rows = await queries.drawings_page(conn, limit, before)
+    items = [DrawingOut.model_validate(r) for r in rows]
+    cursor = items[-1].digit_id if len(items) == limit else None
+    return DrawingsPage(items=items, next_cursor=cursor)
+
+
+@router.get("/api/digits/{digit_id}", response_model=DrawingOut, responses=NotFound)
+async def get_drawing(digit_id: uuid.UUID, context: Context) -> DrawingOut:
+    """One drawing."""
+    async with context.engine.connect() as conn:
+        row = await queries.drawing(conn, digit_id)
+    if row is None:
+        raise HTTPException(404, f"no drawing with id {digit_id}")
+    return DrawingOut.model_validate(row)
+
+
+async def _original(context: ReadContext, digit_id: uuid.UUID) -> tuple[bytes, str]:
+    async with context.engine.connect() as conn:
+        location = await queries.image_location(conn, digit_id)
+    if location is None:
+        raise HTTPException(404, f"no drawing with id {digit_id}")
+    bucket, key, media_type = location
+    try:
+        return await context.store.get(S3Uri(bucket, key)), media_type
+    except Exception as exc:  # storage down: say so instead of a 500
+        raise HTTPException(503, "object storage is unavailable; try again shortly") from exc
+
+
+IMAGE_CACHE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+@router.get(
+    "/api/digits/{digit_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **NotFound},
+)
+async def original_image(digit_id: uuid.UUID, context: Context) -> Response:
+    """The drawing exactly as uploaded."""
+    data, media_type = await _original(context, digit_id)
+    return Response(data, media_type=media_type, headers=IMAGE_CACHE)
+
+
+@router.get(
+    "/api/digits/{digit_id}/input.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **NotFound},
+)
+async def model_input(digit_id: uuid.UUID, context: Context) -> Response:
+    """The 28×28 image the model saw (the shared preprocessing of the original)."""
+    data, _ = await _original(context, digit_id)
+    try:
+        png = await asyncio.to_thread(lambda: to_png(preprocess(data)))
+    except PreprocessError as exc:
+        raise HTTPException(422, f"this drawing cannot be preprocessed: {exc}") from exc
+    return Response(png, media_type="image/png", headers=IMAGE_CACHE)
+
+
+@router.get("/api/models", response_model=ModelsOut, summary="Champion, ledger, versions")
+async def models(context: Context) -> ModelsOut:
+    """The champion (with accuracy on user labels), the promotion ledger, versions seen."""
+    async with context.engine.connect() as conn:
+        ledger = await queries.promotions(conn)
+        versions = await queries.predicted_versions(conn)
+        champion = None
+        if ledger:
+            stats = await queries.version_stats(conn, ledger[0]["version"], None)
+            champion = ChampionOut(
+                **ledger[0], labeled=stats["labeled"], label_accuracy=stats["label_accuracy"]
+            )
+    return ModelsOut(
+        champion=champion,
+        promotions=[PromotionOut.model_validate(p) for p in ledger],
+        versions=versions,
+    )
+
+
+@router.get("/api/models/{version}", response_model=VersionStats, summary="Flip report")
+async def model_version(
+    version: int,
+    context: Context,
+    against: Annotated[int | None, Query(ge=1, description="Compare with this version")] = None,
+) -> VersionStats:
+    """How `version` reads the stored drawings compared with the champion before it."""
+    async with context.engine.connect() as conn:
+        ledger = await queries.promotions(conn)
+        previous = against if against is not None else _previous_of(version, ledger)
+        stats = await queries.version_stats(conn, version, previous)
+    if stats["predicted"] == 0 and not any(p["version"] == version for p in ledger):
+        raise HTTPException(404, f"model version {version} has no predictions and no promotion")
+    return VersionStats.model_validate(stats)
+
+
+def _previous_of(version: int, ledger: list[dict[str, Any]]) -> int | None:
+    """The champion before `version` was promoted; for a candidate, the current champion."""
+    for promotion in ledger:
+        if promotion["version"] == version:
+            previous: int | None = promotion["previous_version"]
+            return previous
+    return ledger[0]["version"] if ledger else None
+
+
+@router.get("/api/rescore-jobs", response_model=list[RescoreJobOut], summary="Rescore progress")
+async def list_jobs(
+    context: Context, active: Annotated[bool, Query(description="Only unfinished jobs")] = False
+) -> list[RescoreJobOut]:
+    """Recent rescore and evaluation jobs with done/total."""
+    jobs = await _jobs(context, None)
+    return [j for j in jobs if not (active and (j.finished or j.superseded))]
+
+
+@router.get("/api/rescore-jobs/{job_id}", response_model=RescoreJobOut, responses=NotFound)
+async def get_job(job_id: uuid.UUID, context: Context) -> RescoreJobOut:
+    """One job's progress."""
+    jobs = await _jobs(context, job_id)
+    if not jobs:
+        raise HTTPException(404, f"no rescore job with id {job_id}")
+    return jobs[0]
+
+
+async def _jobs(context: ReadContext, job_id: uuid.UUID | None) -> list[RescoreJobOut]:
+    async with context.engine.connect() as conn:
+        jobs = await queries.rescore_jobs(conn, job_id)
+        ledger = await queries.promotions(conn)
+    champion = ledger[0]["version"] if ledger else None
+    return [
+        RescoreJobOut(
+            **j,
+            superseded=j["kind"] == "rescore"
+            and not j["finished"]
+            and champion != j["model_version"],
+        )
+        for j in jobs
+    ]
+
+
+@router.get("/internal/digit-ids", summary="Stored ids, ascending (for rescore planning)")
+async def stored_ids(
+    context: Context,
+    after: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+) -> list[uuid.UUID]:
+    """Every stored drawing id, paged by `after`."""
+    async with context.engine.connect() as conn:
+        return await queries.digit_ids(conn, after, limit)
+
+
+@router.get("/internal/labeled", summary="Stored drawings with a user label")
+async def labeled(context: Context) -> list[dict[str, Any]]:
+    """(digit id, label) of every labeled drawing, for the promotion gate."""
+    async with context.engine.connect() as conn:
+        rows = await queries.labeled(conn)
+    return [{"digit_id": str(d), "label": label} for d, label in rows]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(context: Context) -> Response:
+    """Postgres and MinIO reachable and the last write succeeded."""
+    import json
+
+    postgres = True
+    try:
+        async with context.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:  # any failure: not ready
+        postgres = False
+    minio = await context.store.ping(context.drawings_bucket)
+    health = context.health
+    ready = postgres and minio and health.storage_ok
+    body = {
+        "ready": ready,
+        "postgres": postgres,
+        "minio": minio,
+        "last_error": health.last_error,
+        "written": health.written,
+    }
+    return Response(
+        json.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+    )

@@ -1,0 +1,274 @@
+"""Read queries of the history API (SQLAlchemy Core over the async engine)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
+
+FLIPS_SHOWN = 200
+
+
+async def drawings_page(
+    conn: AsyncConnection, limit: int, before: uuid.UUID | None
+) -> list[dict[str, Any]]:
+    """Newest drawings first (ids are UUIDv7, so id order is time order), keyset-paginated."""
+    query = (
+        select(Drawing, Label.label, Label.labeled_at)
+        .outerjoin(Label, Label.digit_id == Drawing.digit_id)
+        .order_by(Drawing.digit_id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(Drawing.digit_id < before)
+    rows = (await conn.execute(query)).all()
+    return await _with_predictions(conn, rows)
+
+
+async def drawing(conn: AsyncConnection, digit_id: uuid.UUID) -> dict[str, Any] | None:
+    """One drawing with its predictions and label, or None."""
+    query = (
+        select(Drawing, Label.label, Label.labeled_at)
+        .outerjoin(Label, Label.digit_id == Drawing.digit_id)
+        .where(Drawing.digit_id == digit_id)
+    )
+    rows = (await conn.execute(query)).all()
+    found = await _with_predictions(conn, rows)
+    return found[0] if found else None
+
+
+async def _with_predictions(conn: AsyncConnection, rows: Any) -> list[dict[str, Any]]:
+    ids = [row.digit_id for row in rows]
+    by_digit: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
+    if ids:
+        predictions = await conn.execute(
+            select(Prediction)
+            .where(Prediction.digit_id.in_(ids))
+            .order_by(Prediction.model_version)
+        )
+        for p in predictions:
+            by_digit[p.digit_id].append(_prediction_dict(p))
+    return [{**_drawing_dict(row), "predictions": by_digit[row.digit_id]} for row in rows]
+
+
+def _drawing_dict(row: Any) -> dict[str, Any]:
+    return {
+        "digit_id": row.digit_id,
+        "submitted_at": row.submitted_at,
+        "media_type": row.media_type,
+        "width": row.width,
+        "height": row.height,
+        "image_url": f"/api/digits/{row.digit_id}/image",
+        "input_url": f"/api/digits/{row.digit_id}/input.png",
+        "label": row.label,
+        "labeled_at": row.labeled_at,
+    }
+
+
+def _prediction_dict(p: Any) -> dict[str, Any]:
+    return {
+        "model_version": p.model_version,
+        "model_name": p.model_name,
+        "predicted_digit": p.predicted_digit,
+        "confidence": p.confidence,
+        "probabilities": p.probabilities,
+        "kind": p.kind,
+        "job_id": p.job_id,
+        "predicted_at": p.predicted_at,
+    }
+
+
+async def image_location(conn: AsyncConnection, digit_id: uuid.UUID) -> tuple[str, str, str] | None:
+    """(bucket, key, media type) of a drawing's original image."""
+    row = (
+        await conn.execute(
+            select(Drawing.image_bucket, Drawing.image_key, Drawing.media_type).where(
+                Drawing.digit_id == digit_id
+            )
+        )
+    ).first()
+    return None if row is None else (row.image_bucket, row.image_key, row.media_type)
+
+
+async def promotions(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """The promotion ledger, newest first."""
+    rows = await conn.execute(select(Promotion).order_by(Promotion.promoted_at.desc()))
+    return [
+        {
+            "version": p.version,
+            "model_name": p.model_name,
+            "previous_version": p.previous_version,
+            "architecture": p.architecture,
+            "sha256": p.sha256,
+            "onnx_uri": p.onnx_uri,
+            "metrics": p.metrics,
+            "promoted_by": p.promoted_by,
+            "reason": p.reason,
+            "promoted_at": p.promoted_at,
+        }
+        for p in rows
+    ]
+
+
+async def predicted_versions(conn: AsyncConnection) -> list[int]:
+    """Every model version that has predictions, ascending."""
+    rows = await conn.execute(select(Prediction.model_version).distinct().order_by("model_version"))
+    return [r.model_version for r in rows]
+
+
+async def version_stats(
+    conn: AsyncConnection, version: int, previous: int | None
+) -> dict[str, Any]:
+    """Counts, agreement with `previous`, flips and accuracy on labels for one version."""
+    kinds = dict(
+        (
+            await conn.execute(
+                select(Prediction.kind, func.count())
+                .where(Prediction.model_version == version)
+                .group_by(Prediction.kind)
+            )
+        ).all()
+    )
+    labeled, correct = await _label_accuracy(conn, version)
+    stats: dict[str, Any] = {
+        "version": version,
+        "predicted": sum(kinds.values()),
+        "live": kinds.get("live", 0),
+        "rescore": kinds.get("rescore", 0),
+        "candidate": kinds.get("candidate", 0),
+        "previous_version": previous,
+        "labeled": labeled,
+        "label_accuracy": (correct / labeled) if labeled else None,
+        "agreement_with_previous": None,
+        "compared": 0,
+        "flips": [],
+        "flips_by_digit": {},
+    }
+    if previous is not None:
+        stats.update(await _flip_report(conn, version, previous))
+        before_labeled, before_correct = await _label_accuracy(conn, previous)
+        stats["previous_label_accuracy"] = (
+            before_correct / before_labeled if before_labeled else None
+        )
+    return stats
+
+
+async def _label_accuracy(conn: AsyncConnection, version: int) -> tuple[int, int]:
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.sum(case((Prediction.predicted_digit == Label.label, 1), else_=0)), 0
+                ),
+            )
+            .select_from(Prediction)
+            .join(Label, Label.digit_id == Prediction.digit_id)
+            .where(Prediction.model_version == version)
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def _flip_report(conn: AsyncConnection, version: int, previous: int) -> dict[str, Any]:
+    new, old = aliased(Prediction), aliased(Prediction)
+    pair = and_(old.digit_id == new.digit_id, old.model_version == previous)
+    totals = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.sum(case((old.predicted_digit == new.predicted_digit, 1), else_=0)), 0
+                ),
+            )
+            .select_from(new)
+            .join(old, pair)
+            .where(new.model_version == version)
+        )
+    ).one()
+    changed = and_(new.model_version == version, old.predicted_digit != new.predicted_digit)
+    flips = await conn.execute(
+        select(new.digit_id, old.predicted_digit.label("from_"), new.predicted_digit, Label.label)
+        .select_from(new)
+        .join(old, pair)
+        .outerjoin(Label, Label.digit_id == new.digit_id)
+        .where(changed)
+        .order_by(new.digit_id.desc())
+        .limit(FLIPS_SHOWN)
+    )
+    by_digit = await conn.execute(
+        select(old.predicted_digit.label("from_"), new.predicted_digit, func.count())
+        .select_from(new)
+        .join(old, pair)
+        .where(changed)
+        .group_by("from_", new.predicted_digit)
+    )
+    grouped: dict[str, dict[str, int]] = defaultdict(dict)
+    for from_, to, count in by_digit:
+        grouped[str(to)][f"from_{from_}"] = count
+    compared, agreed = int(totals[0]), int(totals[1])
+    return {
+        "compared": compared,
+        "agreement_with_previous": agreed / compared if compared else None,
+        "flipped": compared - agreed,
+        "flips": [
+            {"digit_id": f.digit_id, "from": f.from_, "to": f.predicted_digit, "label": f.label}
+            for f in flips
+        ],
+        "flips_by_digit": dict(grouped),
+    }
+
+
+async def rescore_jobs(
+    conn: AsyncConnection, job_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
+    """Jobs with their progress (done counts distinct drawings), newest first."""
+    done = (
+        select(RescoreJobItem.job_id, func.count().label("done"))
+        .group_by(RescoreJobItem.job_id)
+        .subquery()
+    )
+    query = (
+        select(RescoreJob, func.coalesce(done.c.done, 0).label("done"))
+        .outerjoin(done, done.c.job_id == RescoreJob.job_id)
+        .order_by(RescoreJob.started_at.desc())
+        .limit(50)
+    )
+    if job_id is not None:
+        query = query.where(RescoreJob.job_id == job_id)
+    rows = (await conn.execute(query)).all()
+    return [
+        {
+            "job_id": r.job_id,
+            "kind": r.kind,
+            "model_version": r.model_version,
+            "done": int(r.done),
+            "total": r.total,
+            "finished": r.done >= r.total,
+            "started_at": r.started_at,
+            "updated_at": r.updated_at,
+        }
+        for r in rows
+    ]
+
+
+async def digit_ids(conn: AsyncConnection, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+    """Stored drawing ids in ascending order, for planning a rescore."""
+    query = select(Drawing.digit_id).order_by(Drawing.digit_id).limit(limit)
+    if after is not None:
+        query = query.where(Drawing.digit_id > after)
+    return [r.digit_id for r in await conn.execute(query)]
+
+
+async def labeled(conn: AsyncConnection) -> list[tuple[uuid.UUID, int]]:
+    """Stored drawings that carry a label."""
+    rows = await conn.execute(
+        select(Label.digit_id, Label.label).join(Drawing, Drawing.digit_id == Label.digit_id)
+    )
+    return [(r.digit_id, r.label) for r in rows]

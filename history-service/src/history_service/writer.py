@@ -1,0 +1,229 @@
+"""Idempotent writes of events into Postgres and MinIO.
+
+Every write is an upsert keyed the way design.md says (digit id; digit id and model version;
+event id for the ledger) and resolves conflicts by a rule that does not depend on arrival
+order, so processing a topic twice, or replaying it into an empty database, gives the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.storage import ObjectStore, S3Uri, sha256_hex
+from sqlalchemy import func, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
+
+# When one drawing has several predictions by one version, the row keeps the most telling one:
+# the live answer over a rescore, a rescore over a candidate evaluation.
+KIND_RANK = {"live": 0, "rescore": 1, "candidate": 2}
+_PREDICTION_KEY = ("digit_id", "model_version")
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
+
+
+def image_key(event: DigitSubmitted) -> str:
+    """Object key of a drawing's original image, derived from its id."""
+    return f"{event.digit_id}.{EXTENSIONS[event.media_type]}"
+
+
+class HistoryWriter:
+    """Writes each kind of event; every method is safe to repeat with the same events."""
+
+    def __init__(self, engine: AsyncEngine, store: ObjectStore, bucket: str) -> None:
+        self._engine = engine
+        self._store = store
+        self._bucket = bucket
+
+    async def drawings(self, events: Sequence[DigitSubmitted]) -> None:
+        """Put every image in object storage, then record the drawings."""
+        unique = {e.digit_id: e for e in events}
+        await asyncio.gather(
+            *(
+                self._store.put(S3Uri(self._bucket, image_key(e)), e.image, e.media_type)
+                for e in unique.values()
+            )
+        )
+        rows = [self._drawing_row(e) for e in unique.values()]
+        if rows:
+            statement = insert(Drawing).values(rows).on_conflict_do_nothing()
+            async with self._engine.begin() as connection:
+                await connection.execute(statement)
+
+    def _drawing_row(self, event: DigitSubmitted) -> dict[str, Any]:
+        return {
+            "digit_id": event.digit_id,
+            "submitted_at": event.submitted_at,
+            "media_type": event.media_type,
+            "width": event.width,
+            "height": event.height,
+            "size_bytes": len(event.image),
+            "image_bucket": self._bucket,
+            "image_key": image_key(event),
+            "image_sha256": sha256_hex(event.image),
+            "client_source": event.client.source,
+            "event_id": event.event_id,
+        }
+
+    async def predictions(self, events: Sequence[DigitPredicted]) -> None:
+        """Upsert predictions by (digit, version) and count job progress."""
+        rows = _keep_first(
+            (_prediction_row(e) for e in events),
+            key=lambda r: (r["digit_id"], r["model_version"]),
+            order=_prediction_order,
+        )
+        if not rows:
+            return
+        table = Prediction.__table__
+        statement = insert(Prediction).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.digit_id, table.c.model_version],
+            set_={
+                c: statement.excluded[c] for c in rows[0] if c not in ("digit_id", "model_version")
+            },
+            where=tuple_(
+                statement.excluded.kind_rank,
+                statement.excluded.predicted_at,
+                statement.excluded.event_id,
+            )
+            < tuple_(table.c.kind_rank, table.c.predicted_at, table.c.event_id),
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+            await self._job_progress(connection, [e for e in events if e.job_id is not None])
+
+    async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
+        if not events:
+            return
+        jobs = _keep_first(
+            (
+                {
+                    "job_id": e.job_id,
+                    "kind": e.kind,
+                    "model_version": e.model.version,
+                    "total": e.job_total or 0,
+                    "started_at": e.occurred_at,
+                    "updated_at": e.occurred_at,
+                }
+                for e in events
+            ),
+            key=lambda r: r["job_id"],
+            order=lambda r: r["started_at"],
+        )
+        for job in jobs:
+            mine = [e.occurred_at for e in events if e.job_id == job["job_id"]]
+            job["started_at"], job["updated_at"] = min(mine), max(mine)
+        table = RescoreJob.__table__
+        statement = insert(RescoreJob).values(jobs)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.job_id],
+                set_={
+                    "started_at": func.least(table.c.started_at, statement.excluded.started_at),
+                    "updated_at": func.greatest(table.c.updated_at, statement.excluded.updated_at),
+                    "total": func.greatest(table.c.total, statement.excluded.total),
+                },
+            )
+        )
+        items = {(e.job_id, e.digit_id) for e in events}
+        await connection.execute(
+            insert(RescoreJobItem)
+            .values([{"job_id": j, "digit_id": d} for j, d in items])
+            .on_conflict_do_nothing()
+        )
+
+    async def labels(self, events: Sequence[DigitLabeled]) -> None:
+        """Upsert labels; the latest `labeled_at` wins (event id breaks ties)."""
+        rows = _keep_first(
+            (
+                {
+                    "digit_id": e.digit_id,
+                    "label": e.label,
+                    "labeled_at": e.labeled_at,
+                    "event_id": e.event_id,
+                }
+                for e in events
+            ),
+            key=lambda r: r["digit_id"],
+            order=lambda r: (-r["labeled_at"].timestamp(), _negated(r["event_id"])),
+        )
+        if not rows:
+            return
+        table = Label.__table__
+        statement = insert(Label).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.digit_id],
+            set_={
+                "label": statement.excluded.label,
+                "labeled_at": statement.excluded.labeled_at,
+                "event_id": statement.excluded.event_id,
+            },
+            where=tuple_(statement.excluded.labeled_at, statement.excluded.event_id)
+            > tuple_(table.c.labeled_at, table.c.event_id),
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+
+    async def promotions(self, events: Sequence[ModelPromoted]) -> None:
+        """Record ledger entries (each promotion event once)."""
+        rows = [
+            {
+                "event_id": e.event_id,
+                "model_name": e.model.name,
+                "version": e.model.version,
+                "previous_version": e.previous_version,
+                "sha256": e.model.sha256,
+                "onnx_uri": e.onnx_uri,
+                "architecture": e.architecture,
+                "metrics": e.metrics,
+                "promoted_by": e.promoted_by,
+                "reason": e.reason,
+                "promoted_at": e.promoted_at,
+            }
+            for e in {e.event_id: e for e in events}.values()
+        ]
+        if rows:
+            async with self._engine.begin() as connection:
+                await connection.execute(insert(Promotion).values(rows).on_conflict_do_nothing())
+
+
+def _prediction_row(event: DigitPredicted) -> dict[str, Any]:
+    return {
+        "digit_id": event.digit_id,
+        "model_version": event.model.version,
+        "model_name": event.model.name,
+        "model_sha256": event.model.sha256,
+        "predicted_digit": event.predicted_digit,
+        "confidence": event.confidence,
+        "probabilities": event.probabilities,
+        "kind": event.kind,
+        "kind_rank": KIND_RANK[event.kind],
+        "job_id": event.job_id,
+        "worker_id": event.worker_id,
+        "provider": event.provider,
+        "timings": event.timings.model_dump(),
+        "predicted_at": event.occurred_at,
+        "event_id": event.event_id,
+    }
+
+
+def _prediction_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["kind_rank"], row["predicted_at"], row["event_id"])
+
+
+def _negated(value: Any) -> int:
+    return -int(value.int)
+
+
+def _keep_first(rows: Iterable[dict[str, Any]], *, key: Any, order: Any) -> list[dict[str, Any]]:
+    """One row per key, the smallest by `order`: a batch may repeat a key (redelivery)."""
+    best: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        k = key(row)
+        if k not in best or order(row) < order(best[k]):
+            best[k] = row
+    return list(best.values())
