@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from mnistream_common.events import DigitPredicted, InvalidEventError, ModelPromoted
-from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.kafka import end_offsets, make_broker, record_of
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.topics import (
     DIGITS_LABELED,
@@ -90,8 +90,7 @@ def _subscribe(broker: KafkaBroker, state: GatewayState) -> None:
     # No group: every gateway instance sees every prediction, so any can answer any waiter.
     @broker.subscriber(DIGITS_PREDICTED.name, auto_offset_reset="latest")
     async def on_predicted(msg: KafkaMessage) -> None:
-        record = msg.raw_message
-        assert not isinstance(record, tuple)
+        record = record_of(msg)
         try:
             event = DigitPredicted.from_bytes(record.value or b"")
         except InvalidEventError as exc:
@@ -101,8 +100,7 @@ def _subscribe(broker: KafkaBroker, state: GatewayState) -> None:
 
     @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
     async def on_promoted(msg: KafkaMessage) -> None:
-        record = msg.raw_message
-        assert not isinstance(record, tuple)
+        record = record_of(msg)
         try:
             event = ModelPromoted.from_bytes(record.value or b"")
         except InvalidEventError as exc:

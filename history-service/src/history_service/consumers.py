@@ -22,7 +22,7 @@ from mnistream_common.events import (
     InvalidEventError,
     ModelPromoted,
 )
-from mnistream_common.kafka import build_dead_letter
+from mnistream_common.kafka import build_dead_letter, records_of
 from mnistream_common.logs import get_logger
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
@@ -89,7 +89,7 @@ def _handler(
     retry_s: float,
 ) -> Callable[[KafkaMessage], Awaitable[None]]:
     async def handle(msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        records = records_of(msg)
         events, poison = _parse(records, event_type)
         if events:
             await _write_with_retry(write, events, health, spec.name, retry_s)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
-from mnistream_common.storage import ObjectStore, S3Uri, sha256_hex
+from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
 from sqlalchemy import func, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,12 +23,6 @@ from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob
 # the live answer over a rescore, a rescore over a candidate evaluation.
 KIND_RANK = {"live": 0, "rescore": 1, "candidate": 2}
 _PREDICTION_KEY = ("digit_id", "model_version")
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
-
-
-def image_key(event: DigitSubmitted) -> str:
-    """Object key of a drawing's original image, derived from its id."""
-    return f"{event.digit_id}.{EXTENSIONS[event.media_type]}"
 
 
 class HistoryWriter:
@@ -44,7 +38,7 @@ class HistoryWriter:
         unique = {e.digit_id: e for e in events}
         await asyncio.gather(
             *(
-                self._store.put(S3Uri(self._bucket, image_key(e)), e.image, e.media_type)
+                self._store.put(S3Uri(self._bucket, drawing_key(e.digit_id)), e.image, e.media_type)
                 for e in unique.values()
             )
         )
@@ -63,7 +57,7 @@ class HistoryWriter:
             "height": event.height,
             "size_bytes": len(event.image),
             "image_bucket": self._bucket,
-            "image_key": image_key(event),
+            "image_key": drawing_key(event.digit_id),
             "image_sha256": sha256_hex(event.image),
             "client_source": event.client.source,
             "event_id": event.event_id,

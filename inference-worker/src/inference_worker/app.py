@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +14,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from mnistream_common.events import InvalidEventError, ModelPromoted
-from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.kafka import end_offsets, make_broker, record_of, records_of
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import (
@@ -91,8 +91,7 @@ def _subscribe_to_promotions(worker: Worker) -> None:
     # No group: every worker instance reads the whole ledger and sees every promotion.
     @worker.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
     async def on_promoted(msg: KafkaMessage) -> None:
-        record = msg.raw_message
-        assert not isinstance(record, tuple)
+        record = record_of(msg)
         try:
             event = ModelPromoted.from_bytes(record.value or b"")
         except InvalidEventError as exc:
@@ -120,9 +119,7 @@ async def _start_consuming(worker: Worker) -> None:
     async def on_submitted(msg: KafkaMessage) -> None:
         model = worker.keeper.current
         assert model is not None  # consuming starts only after the first model is in place
-        records: Sequence[Any] = (
-            msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        )
+        records = records_of(msg)
         await worker.handler(model, records)
 
     await subscriber.start()

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
 
 from mnistream_common.events import DeadLetter, utc_now
 from mnistream_common.settings import KafkaSettings
@@ -94,6 +95,20 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
         return {tp.partition: int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+def record_of(message: KafkaMessage) -> Any:
+    """The one consumer record behind a (non-batch) FastStream message."""
+    raw = message.raw_message
+    if isinstance(raw, tuple):
+        raise TypeError("a batch message has several records; use records_of")
+    return raw
+
+
+def records_of(message: KafkaMessage) -> tuple[Any, ...]:
+    """The consumer records behind a FastStream message, batch or not."""
+    raw = message.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 def build_dead_letter(

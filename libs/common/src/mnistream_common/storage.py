@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -33,6 +34,14 @@ class S3Uri:
         if parsed.scheme != "s3" or not parsed.netloc or not key:
             raise ValueError(f"{uri!r} is not an object URI of the form s3://bucket/key")
         return cls(parsed.netloc, key)
+
+
+def drawing_key(digit_id: uuid.UUID) -> str:
+    """Object key of a drawing's original image: its id (the media type is object metadata).
+
+    Derived from the id alone, so a rescore worker can fetch images knowing only ids.
+    """
+    return str(digit_id)
 
 
 def sha256_hex(data: bytes) -> str:

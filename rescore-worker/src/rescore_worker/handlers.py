@@ -1,0 +1,134 @@
+"""Planning a job on promotion, and rescoring one chunk of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask, Timings
+from mnistream_common.logs import get_logger
+from mnistream_common.rescore import job_id_for, plan_chunks, task_key
+from mnistream_common.storage import ObjectStore
+from mnistream_serving.batch import prediction_event, score_batch
+from mnistream_serving.loader import ModelCache
+
+from rescore_worker.ledger import Ledger
+from rescore_worker.sources import fetch_images, stored_digit_ids
+
+log = get_logger(__name__)
+
+
+class Publisher(Protocol):
+    """The part of a FastStream publisher the handlers use."""
+
+    async def publish(self, message: Any, *, key: bytes | None = None) -> Any: ...
+
+
+@dataclass
+class Planner:
+    """On a promotion, publish the chunks of a job that rescores every stored drawing."""
+
+    history: httpx.AsyncClient
+    tasks: Publisher
+    ledger_end: Callable[[], Awaitable[int]]
+    chunk_size: int
+
+    async def __call__(self, event: ModelPromoted, offset: int) -> int:
+        """Plan (unless a newer promotion exists); returns the number of chunks published."""
+        if offset < await self.ledger_end() - 1:
+            log.info("promotion superseded; not planning", version=event.model.version)
+            return 0
+        ids = await stored_digit_ids(self.history)
+        job_id = job_id_for(event)
+        chunks = plan_chunks(job_id, "rescore", event.model, event.onnx_uri, ids, self.chunk_size)
+        await asyncio.gather(*(self.tasks.publish(c.to_bytes(), key=task_key(c)) for c in chunks))
+        log.info(
+            "rescore planned",
+            job_id=str(job_id),
+            version=event.model.version,
+            drawings=len(ids),
+            chunks=len(chunks),
+        )
+        return len(chunks)
+
+
+@dataclass
+class ChunkScorer:
+    """Fetch a chunk's images, score them with the job's model, publish `rescore` predictions."""
+
+    models: ModelCache
+    store: ObjectStore
+    bucket: str
+    predicted: Publisher
+    ledger: Ledger
+    worker_id: str
+    concurrency: int
+
+    async def __call__(self, task: RescoreTask) -> int:
+        """Score one chunk; returns how many predictions were published (acknowledged)."""
+        if task.kind == "rescore" and self.ledger.superseded(task.job_id):
+            log.info(
+                "chunk skipped: a newer promotion superseded its job",
+                job_id=str(task.job_id),
+                chunk=task.chunk_index,
+            )
+            return 0
+        started = time.perf_counter()
+        model = await self.models.get(task.model, task.onnx_uri)
+        images, missing = await fetch_images(
+            self.store, self.bucket, task.digit_ids, self.concurrency
+        )
+        if missing:
+            log.error(
+                "stored drawings have no image object; skipped",
+                job_id=str(task.job_id),
+                digit_ids=[str(d) for d in missing[:20]],
+                count=len(missing),
+            )
+        fetched = time.perf_counter()
+        result = await asyncio.to_thread(score_batch, model, images)
+        for failure in result.failed:
+            log.warning(
+                "stored drawing cannot be preprocessed",
+                digit_id=str(failure.item),
+                error=failure.error,
+            )
+        timings = Timings(
+            queue_ms=round((fetched - started) * 1000, 3),
+            preprocess_ms=round(result.preprocess_ms, 3),
+            inference_ms=round(result.inference_ms, 3),
+            batch_size=max(1, len(result.scored)),
+        )
+        events = [
+            self._event(task, s.item, s.probabilities, timings, model.provider)
+            for s in result.scored
+        ]
+        await asyncio.gather(
+            *(self.predicted.publish(e.to_bytes(), key=str(e.digit_id).encode()) for e in events)
+        )
+        return len(events)
+
+    def _event(
+        self,
+        task: RescoreTask,
+        digit_id: uuid.UUID,
+        probabilities: Any,
+        timings: Timings,
+        provider: str,
+    ) -> DigitPredicted:
+        return prediction_event(
+            digit_id=digit_id,
+            probabilities=probabilities,
+            model=task.model,
+            kind=task.kind,
+            timings=timings,
+            worker_id=self.worker_id,
+            provider=provider,
+            job_id=task.job_id,
+            job_total=task.job_total,
+        )
