@@ -1,0 +1,283 @@
+"""The local stack is the real thing: Kafka groups share partitions, the project's topics are as
+designed, Postgres keeps what is committed, MinIO returns the bytes it was given, and an MLflow
+model version's artifact lands in MinIO. Fails (never skips) when a component is down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from mnistream_common.events import DigitLabeled, utc_now
+from mnistream_common.settings import S3Settings
+from mnistream_common.storage import ObjectStore, S3Uri, make_minio
+from mnistream_common.topics import ALL_TOPICS
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tests.stack import wait_until_async
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = 120
+PARTITIONS = 12
+
+# ---------------------------------------------------------------- Kafka
+
+
+@pytest.fixture
+async def admin(kafka_bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A Kafka admin client."""
+    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers)
+    await client.start()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def throwaway_topic(admin: AIOKafkaAdminClient) -> AsyncIterator[str]:
+    """A fresh 12-partition topic, deleted afterwards."""
+    name = f"it-stack-{uuid.uuid4().hex}"
+    response = await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    assert [error for _, error, *_ in response.topic_errors] == [0], response
+    yield name
+    await admin.delete_topics([name])
+
+
+async def produce_labels(servers: str, topic: str) -> dict[uuid.UUID, DigitLabeled]:
+    """Publish MESSAGES labels keyed by digit id, durably; returns them by event id."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        events = [
+            DigitLabeled(digit_id=uuid.uuid4(), label=i % 10, labeled_at=utc_now())
+            for i in range(MESSAGES)
+        ]
+        sends = [
+            await producer.send(topic, e.to_bytes(), key=str(e.digit_id).encode()) for e in events
+        ]
+        await asyncio.gather(*sends)
+        return {e.event_id: e for e in events}
+    finally:
+        await producer.stop()
+
+
+def consumer(servers: str, topic: str, group: str) -> AIOKafkaConsumer:
+    """A group member reading from the beginning, committing nothing (so nothing is skipped)."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        heartbeat_interval_ms=300,
+    )
+
+
+async def poll(member: AIOKafkaConsumer, into: list[DigitLabeled]) -> None:
+    """Read what is there now, checking each record's key is its digit id."""
+    batches = await member.getmany(timeout_ms=100)
+    for records in batches.values():
+        for record in records:
+            event = DigitLabeled.from_bytes(record.value)
+            assert record.key == str(event.digit_id).encode()
+            into.append(event)
+
+
+async def read_until(members: list[AIOKafkaConsumer], count: int) -> list[list[DigitLabeled]]:
+    """What each member read, once together they read `count` records."""
+    received: list[list[DigitLabeled]] = [[] for _ in members]
+
+    async def all_read() -> bool:
+        await asyncio.gather(*(poll(m, r) for m, r in zip(members, received, strict=True)))
+        return sum(map(len, received)) >= count
+
+    await wait_until_async(all_read, timeout=30, message=f"{count} records read")
+    await all_read()  # one more round: a duplicate would show up here
+    return received
+
+
+async def wait_for_shared_assignment(members: list[AIOKafkaConsumer]) -> None:
+    """Until every member holds some partitions and together they hold each exactly once."""
+
+    async def shared() -> bool:
+        owned = [m.assignment() for m in members]
+        together = [tp.partition for tps in owned for tp in tps]
+        return all(owned) and sorted(together) == list(range(PARTITIONS))
+
+    await wait_until_async(shared, timeout=30, message="the group shares the 12 partitions")
+
+
+async def test_one_group_shares_partitions_and_another_group_sees_everything(
+    kafka_bootstrap_servers: str, throwaway_topic: str
+) -> None:
+    group = f"it-stack-{uuid.uuid4().hex}"
+    members = [consumer(kafka_bootstrap_servers, throwaway_topic, group) for _ in range(2)]
+    other = consumer(kafka_bootstrap_servers, throwaway_topic, f"{group}-other")
+    for member in [*members, other]:
+        await member.start()
+    try:
+        await wait_for_shared_assignment(members)
+        sent = await produce_labels(kafka_bootstrap_servers, throwaway_topic)
+        first, second = await read_until(members, MESSAGES)
+        [everything] = await read_until([other], MESSAGES)
+    finally:
+        await asyncio.gather(*(m.stop() for m in [*members, other]))
+    assert first, "the first member of the group got nothing"
+    assert second, "the second member of the group got nothing"
+    assert sorted(e.event_id for e in first + second) == sorted(sent)
+    assert {e.event_id: e for e in everything} == sent
+    assert len(everything) == MESSAGES
+
+
+async def test_the_project_topics_have_the_designed_partitions_and_retention(
+    admin: AIOKafkaAdminClient,
+) -> None:
+    described = await admin.describe_topics([spec.name for spec in ALL_TOPICS])
+    partitions = {topic["topic"]: len(topic["partitions"]) for topic in described}
+    for spec in ALL_TOPICS:
+        assert partitions.get(spec.name) == spec.partitions, f"{spec.name} partitions"
+        config = await topic_config(admin, spec.name)
+        for key, value in spec.config().items():
+            assert config.get(key) == value, f"{spec.name}: {key}"
+
+
+async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]:
+    """A topic's effective configuration."""
+    response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    return {entry[0]: entry[1] for entry in response[0].resources[0][4]}
+
+
+def test_setup_is_idempotent(kafka_bootstrap_servers: str, s3_settings: S3Settings) -> None:
+    mnistream = Path(sys.executable).with_name("mnistream")
+    subprocess.run([mnistream, "setup"], check=True, capture_output=True, timeout=60)
+    second = subprocess.run(
+        [mnistream, "setup"], check=True, capture_output=True, text=True, timeout=60
+    )
+    actions = {line.split()[1]: line.split()[2] for line in second.stdout.splitlines()}
+    buckets = [s3_settings.drawings_bucket, s3_settings.artifacts_bucket]
+    expected = [t.name for t in ALL_TOPICS] + buckets
+    assert actions == dict.fromkeys(expected, "unchanged"), second.stdout
+
+
+# ---------------------------------------------------------------- Postgres
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the application database."""
+    created = create_async_engine(database_url)
+    yield created
+    await created.dispose()
+
+
+async def test_postgres_keeps_what_was_committed(engine: AsyncEngine) -> None:
+    table = f"it_stack_{uuid.uuid4().hex}"
+    rows = [{"id": uuid.uuid4(), "label": i, "image": os.urandom(64)} for i in range(10)]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(f"CREATE TABLE {table} (id uuid PRIMARY KEY, label int, image bytea)")
+        )
+        await conn.execute(text(f"INSERT INTO {table} VALUES (:id, :label, :image)"), rows)
+    try:
+        async with engine.connect() as other:  # another connection sees the commit
+            result = await other.execute(
+                text(f"SELECT id, label, image FROM {table} ORDER BY label")
+            )
+            assert [dict(row._mapping) for row in result] == rows
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE {table}"))
+
+
+# ---------------------------------------------------------------- MinIO
+
+
+async def test_minio_returns_the_bytes_it_was_given(s3_settings: S3Settings) -> None:
+    client = make_minio(s3_settings)
+    store = ObjectStore(client)
+    uri = S3Uri(s3_settings.drawings_bucket, f"it-stack/{uuid.uuid4()}.png")
+    data = os.urandom(300_000)
+    await store.put(uri, data, "image/png")
+    try:
+        assert await store.exists(uri)
+        assert await store.get(uri) == data
+    finally:
+        await asyncio.to_thread(client.remove_object, uri.bucket, uri.key)
+    assert not await store.exists(uri)
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    """A valid ONNX model (y = x) saved as model.onnx."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 10]) for n in "xy")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "it", [x], [y])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+class Experiment(NamedTuple):
+    """An MLflow client and the id of an experiment to log into."""
+
+    client: Any
+    experiment_id: str
+
+
+@pytest.fixture
+def experiment(mlflow_tracking_uri: str) -> Iterator[Experiment]:
+    """A throwaway MLflow experiment (deleted afterwards)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_tracking_uri)
+    experiment_id = client.create_experiment(f"it-stack-{uuid.uuid4().hex}")
+    yield Experiment(client, experiment_id)
+    client.delete_experiment(experiment_id)
+
+
+def test_a_registered_model_version_lands_in_minio(
+    experiment: Experiment, tiny_onnx: Path, s3_settings: S3Settings
+) -> None:
+    client = experiment.client
+    run = client.create_run(experiment.experiment_id).info
+    client.log_metric(run.run_id, "accuracy", 0.5)
+    client.log_artifact(run.run_id, str(tiny_onnx), artifact_path="model")
+    client.set_terminated(run.run_id)
+    name = f"it-stack-{uuid.uuid4().hex}"
+    client.create_registered_model(name)
+    try:
+        source = f"{run.artifact_uri}/model"
+        version = client.create_model_version(name, source, run_id=run.run_id).version
+        assert client.get_model_version(name, version).status == "READY"
+        assert client.get_model_version_download_uri(name, version) == source
+        assert artifact_in_minio(s3_settings, f"{source}/model.onnx") == tiny_onnx.read_bytes()
+    finally:
+        client.delete_registered_model(name)
+
+
+def artifact_in_minio(settings: S3Settings, artifact_uri: str) -> bytes:
+    """The bytes MinIO holds for a proxied MLflow artifact (`mlflow-artifacts:/<path>`)."""
+    scheme = "mlflow-artifacts:"
+    assert artifact_uri.startswith(scheme), f"artifacts are not proxied: {artifact_uri}"
+    key = artifact_uri.removeprefix(scheme).lstrip("/")
+    response = make_minio(settings).get_object(settings.artifacts_bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()

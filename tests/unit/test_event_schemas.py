@@ -1,0 +1,113 @@
+"""The committed JSON Schemas (schemas/) are the machines' contract: a schema change without a
+schema_version bump must not pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mnistream_common.events import ALL_EVENTS, DigitLabeled, Event
+from mnistream_common.schemas import (
+    SCHEMA_FILE,
+    SchemaChangedError,
+    event_schema,
+    event_schemas,
+    export_schemas,
+    main,
+    schema_filename,
+    schema_problem,
+    schema_version,
+)
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: e.event_type)
+def test_the_committed_schema_of_the_current_version_is_the_models_schema(
+    event: type[Event],
+) -> None:
+    problem = schema_problem(SCHEMAS, event.event_type, schema_version(event), event_schema(event))
+    if problem:
+        pytest.fail(problem)
+
+
+def test_every_committed_schema_file_belongs_to_an_event_version() -> None:
+    current = {e.event_type: schema_version(e) for e in ALL_EVENTS}
+    for path in SCHEMAS.iterdir():
+        match = SCHEMA_FILE.match(path.name)
+        assert match, f"{path.name} is not named <event_type>.v<version>.json"
+        assert match["event_type"] in current, f"{path.name}: no event {match['event_type']!r}"
+        assert int(match["version"]) <= current[match["event_type"]], f"{path.name} is ahead"
+
+
+def test_schemas_are_json_schema_documents_of_the_wire_format() -> None:
+    schema = event_schemas()[schema_filename("digit.labeled", 1)]
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["additionalProperties"] is False
+    assert {"event_id", "occurred_at", "schema_version"} <= set(schema["properties"])
+    assert schema["properties"]["schema_version"]["const"] == 1
+
+
+def test_the_export_is_stable_text(tmp_path: Path) -> None:
+    [path, *_] = export_schemas(tmp_path)
+    text = path.read_text()
+    assert text.endswith("}\n")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    assert export_schemas(tmp_path)[0].read_text() == text
+
+
+# ---------------------------------------------------------------- the check really fails
+
+
+def _labeled_schema_with_an_extra_field() -> dict[str, object]:
+    schema = event_schema(DigitLabeled)
+    properties = {**schema["properties"], "comment": {"type": "string"}}
+    return {**schema, "properties": properties}
+
+
+def test_a_changed_schema_without_a_version_bump_fails(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    problem = schema_problem(tmp_path, "digit.labeled", 1, _labeled_schema_with_an_extra_field())
+    assert problem is not None
+    assert "changed but its schema_version is still 1" in problem
+    assert "bump schema_version to 2" in problem
+    assert "`make schemas`" in problem
+
+
+def test_a_new_version_without_its_exported_file_fails(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    problem = schema_problem(tmp_path, "digit.labeled", 2, _labeled_schema_with_an_extra_field())
+    assert problem is not None
+    assert "new schema_version 2 of digit.labeled was introduced (committed: v1)" in problem
+    assert "run `make schemas`" in problem
+
+
+def test_a_missing_file_fails(tmp_path: Path) -> None:
+    problem = schema_problem(tmp_path, "digit.labeled", 1, event_schema(DigitLabeled))
+    assert problem is not None
+    assert "digit.labeled.v1.json is missing; run `make schemas`" in problem
+
+
+def test_an_unchanged_schema_passes(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    assert schema_problem(tmp_path, "digit.labeled", 1, event_schema(DigitLabeled)) is None
+
+
+def test_the_export_refuses_to_rewrite_a_committed_version(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    committed = tmp_path / "digit.labeled.v1.json"
+    committed.write_text(committed.read_text().replace("The latest label wins.", "Edited."))
+    with pytest.raises(SchemaChangedError, match=r"digit\.labeled\.v1\.json would change"):
+        export_schemas(tmp_path)
+    assert "Edited." in committed.read_text()
+    export_schemas(tmp_path, force=True)
+    assert "Edited." not in committed.read_text()
+
+
+def test_the_command_checks_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", str(tmp_path)]) == 1
+    assert "is missing" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 0
+    assert main(["--check", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(event_schemas())
