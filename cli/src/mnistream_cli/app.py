@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from mnistream_cli import operate
 from mnistream_cli.settings import Settings
 
 app = typer.Typer(
@@ -31,6 +32,13 @@ def setup() -> None:
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")
     for bucket in (settings.drawings_bucket, settings.artifacts_bucket):
         typer.echo(f"bucket {bucket:<18} {'created' if bucket in buckets else 'unchanged'}")
+
+
+app.command()(operate.models)
+app.command()(operate.promote)
+app.command()(operate.rollback)
+app.command()(operate.evaluate)
+app.command()(operate.status)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask, Timings
+from mnistream_common.history_client import stored_digit_ids
 from mnistream_common.logs import get_logger
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_common.storage import ObjectStore
@@ -18,7 +19,7 @@ from mnistream_serving.batch import prediction_event, score_batch
 from mnistream_serving.loader import ModelCache
 
 from rescore_worker.ledger import Ledger
-from rescore_worker.sources import fetch_images, stored_digit_ids
+from rescore_worker.sources import fetch_images
 
 log = get_logger(__name__)
 

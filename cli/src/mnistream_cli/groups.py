@@ -1,0 +1,47 @@
+"""Consumer groups as an operator sees them: members and lag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """One consumer group: its state, members and lag per topic."""
+
+    group: str
+    state: str
+    members: list[str]
+    lag: dict[str, int]
+
+
+async def group_status(bootstrap_servers: str, groups: list[str]) -> list[GroupStatus]:
+    """State, members (client id @ host) and lag of each group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-cli")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        return [await _one(admin, consumer, group) for group in groups]
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _one(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str) -> GroupStatus:
+    # One group per request: aiokafka misreads multi-group DescribeGroups responses.
+    [response] = await admin.describe_consumer_groups([group])
+    described: dict[str, Any] = response.to_object()["groups"][0]
+    members = [f"{m['client_id']}@{m['client_host'].lstrip('/')}" for m in described["members"]]
+    committed = await admin.list_consumer_group_offsets(group)
+    lag: dict[str, int] = {}
+    if committed:
+        ends = await consumer.end_offsets(list(committed))
+        for tp, meta in committed.items():
+            behind = max(0, ends[TopicPartition(tp.topic, tp.partition)] - max(meta.offset, 0))
+            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+    return GroupStatus(group, str(described["state"]), members, lag)

@@ -1,0 +1,255 @@
+"""`models`, `promote`, `rollback`, `evaluate`, `status`: the operator commands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+from mnistream_common.history_client import stored_digit_ids
+from mnistream_common.rescore import plan_chunks
+from mnistream_common.topics import Groups
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mnistream_cli.groups import group_status
+from mnistream_cli.kafka_ops import publish_tasks
+from mnistream_cli.promotion import GateReport, Promoter, PromotionError
+from mnistream_cli.registry import RegistryError
+from mnistream_cli.settings import Settings
+
+console = Console()
+EVALUATION_CHUNK = 500
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error a person can act on; exit 1."""
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def models() -> None:
+    """List registered versions: architecture, test accuracy, sha256, created, champion."""
+    promoter = Promoter(Settings())
+    try:
+        versions = promoter.registry.versions()
+        ledger = promoter.ledger()
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    champion = ledger[-1].model.version if ledger else None
+    table = Table(title=f"registered model {promoter.registry.name}")
+    for column in ("version", "architecture", "test acc", "sha256", "created (UTC)", "champion"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            v.architecture,
+            f"{v.test_accuracy:.4f}" if v.test_accuracy is not None else "-",
+            v.sha256[:12] or "-",
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "★ champion" if v.version == champion else "",
+        )
+    console.print(table if versions else "no versions registered yet: run `mnistream train`")
+
+
+def promote(
+    version: Annotated[int, typer.Argument(help="Registered version to promote.")],
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
+    force: Annotated[bool, typer.Option(help="Promote even if the quality gate objects.")] = False,
+) -> None:
+    """Make VERSION the champion: quality gate, MLflow alias, `model.promoted` (acks=all)."""
+    promoter = Promoter(Settings())
+    try:
+        report = promoter.check(version)
+        _show_gate(report)
+        if report.objections and not force:
+            raise fail(
+                "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
+            )
+        previous = report.champion.version if report.champion else None
+        event = promoter.promote(report.candidate, previous=previous, reason=reason)
+    except (RegistryError, PromotionError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"[bold green]promoted[/] {event.model.name} v{event.model.version} "
+        f"(previous: {f'v{previous}' if previous else 'none'}); workers swap now, "
+        "rescoring of the history starts"
+    )
+
+
+def _show_gate(report: GateReport) -> None:
+    c, ch = report.candidate, report.champion
+    console.print(
+        f"candidate v{c.version} ({c.architecture}) test accuracy "
+        f"{c.test_accuracy if c.test_accuracy is not None else '-'}"
+    )
+    if ch is not None:
+        console.print(
+            f"champion  v{ch.version} ({ch.architecture}) test accuracy {ch.test_accuracy}"
+        )
+    if report.labeled:
+        console.print(
+            f"user labels ({report.labeled}): candidate {report.candidate_label_accuracy:.4f}, "
+            f"champion {report.champion_label_accuracy:.4f}"
+        )
+
+
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "rollback",
+) -> None:
+    """Re-promote the champion before the current one (from the ledger)."""
+    promoter = Promoter(Settings())
+    try:
+        ledger = promoter.ledger()
+        if not ledger or ledger[-1].previous_version is None:
+            raise fail("nothing to roll back to: the ledger has no previous champion")
+        current, target = ledger[-1].model.version, ledger[-1].previous_version
+        candidate = promoter.registry.get(target)
+        event = promoter.promote(candidate, previous=current, reason=reason)
+    except (RegistryError, PromotionError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"[bold green]rolled back[/] from v{current} to v{event.model.version}")
+
+
+def evaluate(
+    version: Annotated[int, typer.Argument(help="Registered version to evaluate.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the rescore.")] = 600.0,
+) -> None:
+    """Read every stored drawing with VERSION without promoting it, then print the flip report."""
+    settings = Settings()
+    promoter = Promoter(settings)
+    try:
+        candidate = promoter.registry.get(version)
+        ledger = promoter.ledger()
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    if missing := candidate.missing_tags():
+        raise fail(f"version {version} lacks the tags {', '.join(missing)}")
+    try:
+        ids = asyncio.run(_stored_ids(settings.history_url))
+    except httpx.HTTPError as exc:
+        raise fail(f"history-service at {settings.history_url} is unreachable ({exc})") from exc
+    if not ids:
+        raise fail("no stored drawings to evaluate on yet: draw some first")
+    job_id = uuid.uuid4()
+    tasks = plan_chunks(
+        job_id, "candidate", candidate.ref, candidate.onnx_uri, ids, EVALUATION_CHUNK
+    )
+    asyncio.run(publish_tasks(settings.kafka_bootstrap_servers, tasks))
+    console.print(f"evaluating v{version} on {len(ids)} drawings (job {job_id})")
+    _follow_job(settings.history_url, job_id, len(ids), timeout)
+    against = ledger[-1].model.version if ledger else None
+    _print_flip_report(settings.history_url, version, against)
+
+
+async def _stored_ids(history_url: str) -> list[uuid.UUID]:
+    async with httpx.AsyncClient(base_url=history_url, timeout=30.0) as client:
+        return await stored_digit_ids(client)
+
+
+def _follow_job(history_url: str, job_id: uuid.UUID, total: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("rescoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with (
+        Progress(*columns, console=console) as progress,
+        httpx.Client(base_url=history_url) as client,
+    ):
+        bar = progress.add_task("job", total=total)
+        while time.monotonic() < deadline:
+            response = client.get(f"/api/rescore-jobs/{job_id}")
+            if response.status_code == 200:
+                job = response.json()
+                progress.update(bar, completed=job["done"])
+                if job["finished"]:
+                    return
+            time.sleep(0.5)
+    raise fail(
+        f"the evaluation did not finish within {timeout:.0f} s; are rescore workers running?"
+    )
+
+
+def _print_flip_report(history_url: str, version: int, against: int | None) -> None:
+    params = {"against": against} if against else {}
+    report = httpx.get(f"{history_url}/api/models/{version}", params=params, timeout=30).json()
+    console.print(_flip_summary(report))
+    if report["flips"]:
+        table = Table(title="flips (old → new, label)")
+        for column in ("digit id", "old", "new", "label"):
+            table.add_column(column)
+        for flip in report["flips"][:20]:
+            label = "-" if flip["label"] is None else str(flip["label"])
+            table.add_row(flip["digit_id"], str(flip["from"]), str(flip["to"]), label)
+        console.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _flip_summary(report: dict[str, Any]) -> str:
+    agreement = report.get("agreement_with_previous")
+    shown = "-" if agreement is None else f"{agreement:.1%}"
+    lines = [
+        f"v{report['version']} vs v{report['previous_version']}: {report['compared']} compared, "
+        f"{report.get('flipped', 0)} flipped, agreement {shown}",
+    ]
+    if report.get("labeled"):
+        before = _percent(report.get("previous_label_accuracy"))
+        after = _percent(report.get("label_accuracy"))
+        lines.append(f"accuracy on {report['labeled']} user labels: {before} → {after}")
+    for digit, sources in sorted(report.get("flips_by_digit", {}).items()):
+        lines.append(
+            f"  now {digit}: "
+            + ", ".join(f"{k.removeprefix('from_')}→{digit} ×{n}" for k, n in sources.items())
+        )
+    return "\n".join(lines)
+
+
+def status() -> None:
+    """Champion, live workers, consumer lag per group, rescore progress."""
+    settings = Settings()
+    promoter = Promoter(settings)
+    try:
+        ledger = promoter.ledger()
+        groups = asyncio.run(
+            group_status(
+                settings.kafka_bootstrap_servers,
+                [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
+            )
+        )
+    except Exception as exc:  # Kafka down: say so plainly
+        raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc
+    if ledger:
+        last = ledger[-1]
+        console.print(
+            f"champion: {last.model.name} v{last.model.version} ({last.architecture}), promoted "
+            f"{last.promoted_at:%Y-%m-%d %H:%M:%S} by {last.promoted_by}"
+        )
+    else:
+        console.print("champion: none promoted yet (`mnistream promote VERSION`)")
+    table = Table(title="consumer groups")
+    for column in ("group", "state", "members", "lag"):
+        table.add_column(column)
+    for g in groups:
+        lag = ", ".join(f"{t} {n}" for t, n in sorted(g.lag.items())) or "-"
+        table.add_row(g.group, g.state, "\n".join(g.members) or "-", lag)
+    console.print(table)
+    _print_jobs(settings.history_url)
+
+
+def _print_jobs(history_url: str) -> None:
+    try:
+        jobs = httpx.get(f"{history_url}/api/rescore-jobs", timeout=10).json()
+    except httpx.HTTPError:
+        console.print(f"rescore progress: history-service at {history_url} is unreachable")
+        return
+    for job in jobs[:5]:
+        state = "done" if job["finished"] else "superseded" if job["superseded"] else "running"
+        console.print(
+            f"{job['kind']} job {job['job_id']} v{job['model_version']}: "
+            f"{job['done']}/{job['total']} {state}"
+        )

@@ -1,0 +1,148 @@
+"""Promoting a model version: the quality gate, the `champion` alias, the `model.promoted` event.
+
+The alias and the event move together: if the event cannot be published, the alias is put
+back, so a promotion is either complete or visibly not done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+from dataclasses import dataclass, field
+
+import httpx
+from mnistream_common.events import ModelPromoted, utc_now
+from mnistream_common.storage import ObjectStore, make_minio
+
+from mnistream_cli.kafka_ops import publish_promotion, read_ledger
+from mnistream_cli.labels import label_accuracy, labeled_drawings
+from mnistream_cli.registry import RegisteredVersion, Registry
+from mnistream_cli.settings import Settings
+
+
+class PromotionError(Exception):
+    """The promotion did not happen; the message says why and what to do."""
+
+
+@dataclass
+class GateReport:
+    """The numbers the quality gate compared, and its objections."""
+
+    candidate: RegisteredVersion
+    champion: RegisteredVersion | None
+    labeled: int = 0
+    candidate_label_accuracy: float | None = None
+    champion_label_accuracy: float | None = None
+    objections: list[str] = field(default_factory=list)
+
+
+def gate(report: GateReport) -> GateReport:
+    """Object when the candidate is worse than the champion on test data or on user labels."""
+    candidate, champion = report.candidate, report.champion
+    if champion is None:
+        return report
+    if candidate.version == champion.version:
+        report.objections.append(f"version {candidate.version} is already the champion")
+    if (
+        candidate.test_accuracy is not None
+        and champion.test_accuracy is not None
+        and candidate.test_accuracy < champion.test_accuracy
+    ):
+        report.objections.append(
+            f"test accuracy {candidate.test_accuracy:.4f} is below the champion's "
+            f"(v{champion.version}) {champion.test_accuracy:.4f}"
+        )
+    new, old = report.candidate_label_accuracy, report.champion_label_accuracy
+    if new is not None and old is not None and new < old:
+        report.objections.append(
+            f"accuracy on {report.labeled} user-labeled drawings {new:.4f} is below the "
+            f"champion's {old:.4f}"
+        )
+    return report
+
+
+def promoted_by() -> str:
+    """Who promotes: user@host."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass
+class Promoter:
+    """Runs promotions against the registry, Kafka and (for the gate) the history."""
+
+    settings: Settings
+
+    @property
+    def registry(self) -> Registry:
+        """The registered model."""
+        return Registry(self.settings.mlflow_tracking_uri, self.settings.registered_model_name)
+
+    def ledger(self) -> list[ModelPromoted]:
+        """The promotion ledger, oldest first."""
+        return asyncio.run(read_ledger(self.settings.kafka_bootstrap_servers))
+
+    def check(self, version: int) -> GateReport:
+        """Load the candidate and the champion and run the quality gate."""
+        registry = self.registry
+        candidate = registry.get(version)
+        if missing := candidate.missing_tags():
+            raise PromotionError(
+                f"version {version} lacks the tags {', '.join(missing)}; only versions "
+                "registered by `mnistream train` can be promoted"
+            )
+        ledger = self.ledger()
+        champion = registry.get(ledger[-1].model.version) if ledger else None
+        report = GateReport(candidate, champion)
+        if champion is not None and champion.version != candidate.version:
+            self._label_scores(report)
+        return gate(report)
+
+    def _label_scores(self, report: GateReport) -> None:
+        try:
+            labeled = asyncio.run(labeled_drawings(self.settings.history_url))
+        except httpx.HTTPError as exc:
+            report.objections.append(
+                f"accuracy on user labels cannot be checked: history-service at "
+                f"{self.settings.history_url} is unreachable ({exc})"
+            )
+            return
+        if not labeled or report.champion is None:
+            return
+        store = ObjectStore(make_minio(self.settings))
+        bucket = self.settings.drawings_bucket
+        report.labeled = len(labeled)
+        report.candidate_label_accuracy = asyncio.run(
+            label_accuracy(store, bucket, report.candidate, labeled)
+        )
+        report.champion_label_accuracy = asyncio.run(
+            label_accuracy(store, bucket, report.champion, labeled)
+        )
+
+    def promote(
+        self, candidate: RegisteredVersion, *, previous: int | None, reason: str
+    ) -> ModelPromoted:
+        """Move the alias, publish the event; undo the alias if the event is not acknowledged."""
+        registry = self.registry
+        old_alias = registry.champion_alias()
+        event = ModelPromoted(
+            model=candidate.ref,
+            previous_version=previous,
+            onnx_uri=candidate.onnx_uri,
+            architecture=candidate.architecture,
+            metrics={"test_accuracy": candidate.test_accuracy or 0.0},
+            promoted_by=promoted_by(),
+            reason=reason,
+            promoted_at=utc_now(),
+        )
+        registry.set_champion(candidate.version)
+        try:
+            asyncio.run(publish_promotion(self.settings.kafka_bootstrap_servers, event))
+        except Exception as exc:  # any failure to publish: undo the alias, say so
+            registry.set_champion(old_alias)
+            restored = f"v{old_alias}" if old_alias else "no champion"
+            raise PromotionError(
+                f"publishing model.promoted failed ({exc!r}); the champion alias was put back "
+                f"to {restored}, nothing was promoted. Is Kafka up (`make infra-status`)?"
+            ) from exc
+        return event
