@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +34,7 @@ class Event(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
+        strict=True,  # "3" is not a label and true is not a digit: match the JSON Schema
         ser_json_bytes="base64",
         val_json_bytes="base64",
     )
@@ -47,7 +48,7 @@ class Event(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Any:
+    def from_bytes(cls, raw: bytes) -> Self:
         """Parse a Kafka record value, raising `InvalidEventError` with a readable reason."""
         try:
             return cls.model_validate_json(raw)
@@ -72,7 +73,7 @@ class InvalidEventError(ValueError):
 class ClientInfo(BaseModel):
     """What the gateway knows about the client that uploaded a drawing."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     source: str = Field(default="api", max_length=64, description="web, api, bench, ...")
     user_agent: str | None = Field(default=None, max_length=512)
@@ -96,7 +97,7 @@ class DigitSubmitted(Event):
 class ModelRef(BaseModel):
     """Identifies one registered model version and its exact bytes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     version: int = Field(ge=1)
@@ -106,7 +107,7 @@ class ModelRef(BaseModel):
 class Timings(BaseModel):
     """Where the time went for one prediction, in milliseconds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     queue_ms: float = Field(ge=0, description="From submitted_at (or task start) to batch start.")
     preprocess_ms: float = Field(ge=0)

@@ -58,9 +58,10 @@ async def ensure_topics(
             if spec.name in existing:
                 changes.append(await _align_topic(admin, spec))
             else:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config())]
                 )
+                _raise_for_errors(f"creating topic {spec.name}", response.to_object())
                 changes.append(TopicChange(spec.name, "created", f"{spec.partitions} partitions"))
         return changes
     finally:
@@ -79,7 +80,11 @@ async def _align_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> TopicChan
     if partitions != spec.partitions:
         notes.append(f"has {partitions} partitions, design says {spec.partitions} (left as is)")
     if drift:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)])
+        responses = await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)]
+        )
+        for response in responses:
+            _raise_for_errors(f"configuring topic {spec.name}", response.to_object())
         notes.append("config set: " + ", ".join(f"{k}={v}" for k, v in drift.items()))
         return TopicChange(spec.name, "updated", "; ".join(notes))
     return TopicChange(spec.name, "unchanged", "; ".join(notes))
@@ -95,6 +100,20 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
         return {tp.partition: int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+class TopicSetupError(RuntimeError):
+    """Kafka refused to create or configure a topic."""
+
+
+def _raise_for_errors(action: str, response: dict[str, Any]) -> None:
+    """Kafka admin responses report failures as error codes inside a successful reply."""
+    results = response.get("topic_errors") or response.get("topics") or response.get("resources")
+    for result in results or []:
+        code = result.get("error_code", 0)
+        if code:
+            message = result.get("error_message") or f"error code {code}"
+            raise TopicSetupError(f"{action} failed: {message}")
 
 
 def record_of(message: KafkaMessage) -> Any:
