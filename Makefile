@@ -64,17 +64,33 @@ schemas: install ## Re-export the JSON Schema of every event into schemas/
 
 # ---------------------------------------------------------------- tests
 
+# The tests run against their own stack (own data folder and ports), so `make test` never
+# touches the system `make run` serves.
+TEST_STACK := MNISTREAM_DATA=$(CURDIR)/.data/test \
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 KAFKA_CONTROLLER_PORT=19093 \
+  DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:15432/mnistream \
+  S3_ENDPOINT_URL=http://127.0.0.1:19000 MINIO_CONSOLE_PORT=19001 \
+  MLFLOW_TRACKING_URI=http://127.0.0.1:15000
+
 .PHONY: test
-test: install infra-up lint typecheck ## Everything CI runs: set-up, stack, lint, types, every test
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+test: install lint typecheck test-stack-up ## Everything CI runs: set-up, test stack, lint, types, every test
+	$(TEST_STACK) $(UV) run --frozen pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Unit and component tests only (no stack needed)
 	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: infra-up ## Integration tests against the real stack
-	$(UV) run --frozen pytest tests -m "integration or e2e or browser" $(PYTEST_ARGS)
+test-integration: install test-stack-up ## Integration, end-to-end and browser tests (test stack)
+	$(TEST_STACK) $(UV) run --frozen pytest tests -m "integration or e2e or browser" $(PYTEST_ARGS)
+
+.PHONY: test-stack-up
+test-stack-up: install data ## Start the test stack (.data/test, ports 19092/15432/19000/15000)
+	$(TEST_STACK) infra/stack.sh up
+
+.PHONY: test-stack-down
+test-stack-down: ## Stop the test stack
+	$(TEST_STACK) infra/stack.sh down
 
 # ---------------------------------------------------------------- models
 

@@ -12,7 +12,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-if [[ -f .env ]]; then set -a; source .env; set +a; fi
+# .env fills in what the environment does not set (the environment wins, as in the services).
+if [[ -f .env ]]; then
+  while IFS='=' read -r key value; do
+    [[ "$key" =~ ^[A-Z_][A-Z0-9_]*$ && -z "${!key:-}" ]] && export "$key=$value"
+  done < <(grep -E '^[A-Z_][A-Z0-9_]*=' .env)
+fi
 
 DATA="${MNISTREAM_DATA:-$ROOT/.data}"
 CACHE="${MNISTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnistream}"
@@ -300,10 +305,25 @@ cmd_status() {
 
 cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
 
+# One component, for fault tests and operators: stop/start postgres|minio|kafka|mlflow.
+cmd_component() { # stop|start name
+  mkdir -p "$DATA" "$LOGS" "$RUN"
+  case "$1:$2" in
+    stop:postgres) down_postgres ;;
+    stop:minio|stop:kafka|stop:mlflow) stop_group "$2" ;;
+    start:postgres) up_postgres ;;
+    start:minio) up_minio ;;
+    start:kafka) up_kafka ;;
+    start:mlflow) up_mlflow ;;
+    *) say "usage: $0 stop|start postgres|minio|kafka|mlflow"; exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   provision) cmd_provision ;;
-  *) say "usage: $0 up|down|status|provision"; exit 2 ;;
+  stop|start) cmd_component "$1" "${2:-}" ;;
+  *) say "usage: $0 up|down|status|provision|stop NAME|start NAME"; exit 2 ;;
 esac

@@ -39,6 +39,7 @@ app.command()(operate.promote)
 app.command()(operate.rollback)
 app.command()(operate.evaluate)
 app.command()(operate.status)
+app.add_typer(operate.replay_app, name="replay")
 
 
 def main() -> None:

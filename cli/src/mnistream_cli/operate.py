@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -20,6 +21,12 @@ from mnistream_cli.groups import group_status
 from mnistream_cli.kafka_ops import publish_tasks
 from mnistream_cli.promotion import GateReport, Promoter, PromotionError
 from mnistream_cli.registry import RegistryError
+from mnistream_cli.replay import (
+    ReplayRefusedError,
+    history_lag,
+    replay_dead_letters,
+    rewind_history,
+)
 from mnistream_cli.settings import Settings
 
 console = Console()
@@ -253,3 +260,74 @@ def _print_jobs(history_url: str) -> None:
             f"{job['kind']} job {job['job_id']} v{job['model_version']}: "
             f"{job['done']}/{job['total']} {state}"
         )
+
+
+replay_app = typer.Typer(help="Rebuild the history from the topics; re-publish dead letters.")
+
+
+@replay_app.command("history")
+def replay_history(
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Re-read every topic from offset 0.")
+    ] = False,
+    since: Annotated[
+        datetime | None, typer.Option(help="Re-read records from this time (ISO 8601, UTC).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rewind even if consumers look active.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait, showing progress, until history-service has caught up.")
+    ] = False,
+) -> None:
+    """Rewind the `history` consumer group so history-service rebuilds its tables from Kafka."""
+    if from_beginning == (since is not None):
+        raise fail("say where to start: --from-beginning or --since TIME (one of them)")
+    settings = Settings()
+    when = since.replace(tzinfo=since.tzinfo or UTC) if since else None
+    try:
+        rewind = asyncio.run(
+            rewind_history(settings.kafka_bootstrap_servers, since=when, force=force)
+        )
+    except ReplayRefusedError as exc:
+        raise fail(str(exc)) from exc
+    total = sum(rewind.records.values())
+    for topic, count in sorted(rewind.records.items()):
+        console.print(f"{topic:<18} {count} records to replay")
+    console.print(f"history rewound: {total} records; start history-service to rebuild")
+    if wait:
+        _follow_lag(settings.kafka_bootstrap_servers, total)
+
+
+def _follow_lag(bootstrap_servers: str, total: int) -> None:
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("replay", total=total)
+        while (lag := asyncio.run(history_lag(bootstrap_servers))) > 0:
+            progress.update(bar, completed=max(0, total - lag))
+            time.sleep(0.5)
+        progress.update(bar, completed=total)
+
+
+@replay_app.command("deadletter")
+def replay_deadletter(
+    topic: Annotated[
+        str | None, typer.Option(help="Only dead letters that came from this topic.")
+    ] = None,
+) -> None:
+    """Re-publish dead letters to their source topic (after a fix); each one once."""
+    settings = Settings()
+    columns = (TextColumn("dead letters"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("replay", total=None)
+
+        def show(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        result = asyncio.run(
+            replay_dead_letters(settings.kafka_bootstrap_servers, topic=topic, progress=show)
+        )
+    for source, count in sorted(result.republished.items()):
+        console.print(f"re-published {count} to {source}")
+    if not result.republished:
+        console.print("no dead letters to replay")
+    if result.skipped:
+        console.print(f"skipped {result.skipped} (other topics, or unreadable)")

@@ -34,6 +34,20 @@ def migrate() -> None:
     typer.echo("history schema is at head")
 
 
+@cli.command()
+def reset(
+    yes: bool = typer.Option(False, "--yes", help="Confirm: every history table is dropped."),
+) -> None:
+    """Drop the history tables and recreate them empty (then `mnistream replay history`)."""
+    if not yes:
+        typer.echo("this drops every history table; run again with --yes to confirm", err=True)
+        raise typer.Exit(1)
+    from history_service.migrate import reset_schema
+
+    reset_schema(Settings().database_url)
+    typer.echo("history tables dropped and recreated empty; replay the topics to refill them")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -27,3 +27,10 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 async def upgrade_async(database_url: str) -> None:
     """`upgrade` from inside a running event loop (Alembic's env runs its own loop)."""
     await asyncio.to_thread(upgrade, database_url)
+
+
+def reset_schema(database_url: str) -> None:
+    """Drop every history table (down to base), then migrate back up to head."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")

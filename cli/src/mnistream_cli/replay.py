@@ -1,0 +1,176 @@
+"""Replays: rewinding the history consumer group, re-publishing dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from mnistream_common.events import DeadLetter, InvalidEventError
+from mnistream_common.kafka import MAX_REQUEST_BYTES
+from mnistream_common.topics import (
+    DIGITS_DEADLETTER,
+    DIGITS_LABELED,
+    DIGITS_PREDICTED,
+    DIGITS_SUBMITTED,
+    MODEL_PROMOTED,
+    Groups,
+    TopicSpec,
+)
+
+from mnistream_cli.groups import group_status
+
+HISTORY_TOPICS: tuple[TopicSpec, ...] = (
+    DIGITS_SUBMITTED,
+    DIGITS_PREDICTED,
+    DIGITS_LABELED,
+    MODEL_PROMOTED,
+)
+DEADLETTER_GROUP = "deadletter-replay"
+
+
+class ReplayRefusedError(Exception):
+    """The replay would be unsafe now; the message says what to do first."""
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """What a rewind did: records the history service will read again, per topic."""
+
+    records: dict[str, int]
+
+
+async def rewind_history(bootstrap_servers: str, *, since: datetime | None, force: bool) -> Rewind:
+    """Move the `history` group's offsets to the beginning (or to `since`) of its topics."""
+    [status] = await group_status(bootstrap_servers, [Groups.HISTORY])
+    if status.members and not force:
+        raise ReplayRefusedError(
+            f"history-service is consuming ({len(status.members)} members: "
+            f"{', '.join(status.members)}); stop it first (`make stop`, or stop the "
+            "history-service processes), then replay; --force tries anyway"
+        )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=Groups.HISTORY, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(t.name, p) for t in HISTORY_TOPICS for p in range(t.partitions)
+        ]
+        consumer.assign(partitions)
+        targets = await _targets(consumer, partitions, since)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in targets.items()})
+    finally:
+        await consumer.stop()
+    records: dict[str, int] = {}
+    for tp, offset in targets.items():
+        records[tp.topic] = records.get(tp.topic, 0) + max(0, ends[tp] - offset)
+    return Rewind(records)
+
+
+async def _targets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
+) -> dict[TopicPartition, int]:
+    beginnings = await consumer.beginning_offsets(partitions)
+    if since is None:
+        return {tp: int(o) for tp, o in beginnings.items()}
+    ends = await consumer.end_offsets(partitions)
+    found = await consumer.offsets_for_times(
+        {tp: int(since.timestamp() * 1000) for tp in partitions}
+    )
+    return {tp: int(found[tp].offset) if found.get(tp) else int(ends[tp]) for tp in partitions}
+
+
+async def history_lag(bootstrap_servers: str) -> int:
+    """Records the history group has still to read."""
+    [status] = await group_status(bootstrap_servers, [Groups.HISTORY])
+    return sum(status.lag.values())
+
+
+@dataclass(frozen=True)
+class DeadLetterReplay:
+    """What a dead-letter replay re-published, per source topic, and what it skipped."""
+
+    republished: dict[str, int]
+    skipped: int
+
+
+async def replay_dead_letters(
+    bootstrap_servers: str,
+    *,
+    topic: str | None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> DeadLetterReplay:
+    """Re-publish each dead letter (once: the group remembers how far it got) to its source."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=DEADLETTER_GROUP,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=MAX_REQUEST_BYTES,
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        return await _replay_loop(consumer, producer, topic, progress)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _replay_loop(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    topic: str | None,
+    progress: Callable[[int, int], None],
+) -> DeadLetterReplay:
+    partitions = [
+        TopicPartition(DIGITS_DEADLETTER.name, p) for p in range(DIGITS_DEADLETTER.partitions)
+    ]
+    consumer.assign(partitions)
+    for tp in partitions:  # resume where the last replay stopped
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+    ends = await consumer.end_offsets(partitions)
+    total = sum(await _remaining(consumer, ends))
+    republished: dict[str, int] = {}
+    skipped = done = 0
+    while any(await _remaining(consumer, ends)):
+        batch = await consumer.getmany(*partitions, timeout_ms=1000)
+        for records in batch.values():
+            for record in records:
+                done += 1
+                letter = _letter(record.value)
+                if letter is None or (topic and letter.source_topic != topic):
+                    skipped += 1
+                    continue
+                await producer.send_and_wait(
+                    letter.source_topic, letter.original, key=letter.source_key
+                )
+                republished[letter.source_topic] = republished.get(letter.source_topic, 0) + 1
+        positions = {tp: OffsetAndMetadata(await consumer.position(tp), "") for tp in partitions}
+        await consumer.commit(positions)
+        progress(done, total)
+    return DeadLetterReplay(republished, skipped)
+
+
+async def _remaining(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[int]:
+    return [max(0, ends[tp] - await consumer.position(tp)) for tp in ends]
+
+
+def _letter(value: bytes | None) -> DeadLetter | None:
+    try:
+        return DeadLetter.from_bytes(value or b"")
+    except InvalidEventError:
+        return None
