@@ -73,7 +73,9 @@ class Service:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.process.returncode}):\n{self.tail()}"
+                )
             try:
                 response = httpx.get(self.ready_url, timeout=2.0)
                 if response.status_code in status:
@@ -94,7 +96,7 @@ class Service:
 
 @dataclass
 class System:
-    """The whole set of services, on ports offset from the defaults so tests run beside `make run`."""
+    """All the services, on ports apart from the defaults so tests run beside `make run`."""
 
     inference_workers: int = 2
     rescore_workers: int = 1
@@ -118,6 +120,7 @@ class System:
             "GATEWAY_PORT": str(self.base_port),
             "HISTORY_PORT": str(self.base_port + 1),
             "RATE_LIMIT_PER_MINUTE": "0",
+            "RESCORE_CHUNK_SIZE": "100",
         }
 
     def build(self) -> None:
@@ -125,13 +128,7 @@ class System:
         self._add("history", ["history-service", "serve"], {}, f"{self.history_url}/readyz")
         self._add("gateway", ["gateway"], {}, f"{self.gateway_url}/healthz")
         for i in range(self.inference_workers):
-            port = self.base_port + 100 + i
-            self._add(
-                f"inference-{i}",
-                ["inference-worker"],
-                {"INFERENCE_HTTP_PORT": str(port), "WORKER_ID": f"test-inference-{i}"},
-                f"http://127.0.0.1:{port}/healthz",
-            )
+            self._add_inference(i)
         for i in range(self.rescore_workers):
             port = self.base_port + 200 + i
             self._add(
@@ -141,9 +138,29 @@ class System:
                 f"http://127.0.0.1:{port}/healthz",
             )
 
+    def _add_inference(self, index: int) -> Service:
+        port = self.base_port + 100 + index
+        self._add(
+            f"inference-{index}",
+            ["inference-worker"],
+            {"INFERENCE_HTTP_PORT": str(port), "WORKER_ID": f"test-inference-{index}"},
+            f"http://127.0.0.1:{port}/healthz",
+        )
+        return self.services[f"inference-{index}"]
+
+    def add_inference_worker(self) -> str:
+        """Start one more inference worker (it joins the group); returns its name."""
+        index = sum(name.startswith("inference-") for name in self.services)
+        service = self._add_inference(index)
+        service.start()
+        service.wait_ready()
+        return service.name
+
     def _add(self, name: str, command: list[str], env: dict[str, str], ready: str) -> None:
         executable = str(BIN / command[0])
-        self.services[name] = Service(name, [executable, *command[1:]], {**self.env(), **env}, ready)
+        self.services[name] = Service(
+            name, [executable, *command[1:]], {**self.env(), **env}, ready
+        )
 
     def start(self) -> None:
         """Start every service and wait until each answers."""
@@ -166,10 +183,10 @@ class System:
             service.stop()
 
     def inference_ready(self, timeout: float = 60.0) -> None:
-        """Wait until every inference worker serves a model (/readyz 200)."""
+        """Wait until every running inference worker serves a model (/readyz 200)."""
         for name, service in self.services.items():
-            if name.startswith("inference-"):
+            if name.startswith("inference-") and service.process and service.process.poll() is None:
                 port = service.env["INFERENCE_HTTP_PORT"]
-                Service(name, [], {}, f"http://127.0.0.1:{port}/readyz", service.process).wait_ready(
-                    timeout
-                )
+                Service(
+                    name, [], {}, f"http://127.0.0.1:{port}/readyz", service.process
+                ).wait_ready(timeout)

@@ -1,0 +1,164 @@
+"""Static checks of docker-compose.yml, the Dockerfiles and .env.example (no Docker engine here).
+
+They catch what would only fail on a machine with Docker: a command that is not an entry point
+of the workspace, an environment variable no Settings class reads, a scalable service pinned to
+a name or a host port, a missing health check, torch sneaking into the inference image.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gateway.settings import Settings as GatewaySettings
+from history_service.settings import Settings as HistorySettings
+from inference_worker.settings import Settings as InferenceSettings
+from mnistream_cli.settings import Settings as CliSettings
+from pydantic_settings import BaseSettings
+from rescore_worker.settings import Settings as RescoreSettings
+from trainer.settings import Settings as TrainerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+OUR_SERVICES: dict[str, type[BaseSettings]] = {
+    "gateway": GatewaySettings,
+    "inference-worker": InferenceSettings,
+    "history-service": HistorySettings,
+    "rescore-worker": RescoreSettings,
+    "setup": CliSettings,
+    "cli": CliSettings,
+    "trainer": TrainerSettings,
+}
+SCALABLE = ("inference-worker", "rescore-worker")
+ONE_SHOT = ("setup", "cli", "trainer")
+MEMBERS = (
+    "libs/common",
+    "libs/serving",
+    "gateway",
+    "inference-worker",
+    "history-service",
+    "rescore-worker",
+    "trainer",
+    "cli",
+)
+
+
+def compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    """A compose file with YAML merge keys resolved."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
+    return loaded
+
+
+def entry_points() -> set[str]:
+    """Every console script the workspace installs."""
+    scripts: set[str] = set()
+    for member in MEMBERS:
+        project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
+        scripts |= set(project.get("scripts", {}))
+    return scripts
+
+
+def command_of(service: dict[str, Any]) -> str:
+    """The program a service runs: its entrypoint, else its command."""
+    program = service.get("entrypoint") or service.get("command")
+    return str(program[0] if isinstance(program, list) else str(program).split()[0])
+
+
+@pytest.mark.parametrize("name", list(OUR_SERVICES))
+def test_each_command_is_an_entry_point_of_the_workspace(name: str) -> None:
+    service = compose()["services"][name]
+    assert command_of(service) in entry_points(), f"{name} runs {command_of(service)!r}"
+
+
+@pytest.mark.parametrize("name", list(OUR_SERVICES))
+def test_each_environment_variable_is_a_settings_field(name: str) -> None:
+    fields = {field.upper() for field in OUR_SERVICES[name].model_fields}
+    environment = compose()["services"][name].get("environment", {})
+    unknown = sorted(set(environment) - fields)
+    assert not unknown, f"{name} sets {unknown}, which its Settings do not read"
+
+
+def test_every_long_running_service_has_a_health_check() -> None:
+    services = compose()["services"]
+    missing = [n for n, s in services.items() if n not in ONE_SHOT and "healthcheck" not in s]
+    assert not missing
+
+
+def test_dependencies_wait_for_health_or_completion() -> None:
+    for name, service in compose()["services"].items():
+        for dependency, rule in (service.get("depends_on") or {}).items():
+            assert rule["condition"] in ("service_healthy", "service_completed_successfully"), (
+                f"{name} → {dependency}"
+            )
+
+
+@pytest.mark.parametrize("name", SCALABLE)
+def test_scalable_services_have_no_fixed_name_or_host_port(name: str) -> None:
+    service = compose()["services"][name]
+    assert "container_name" not in service
+    assert "ports" not in service
+
+
+def test_volumes_are_named_and_nothing_binds_the_working_directory() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${PWD}" not in text and "$PWD" not in text
+    declared = set(compose()["volumes"])
+    for name, service in compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            assert source in declared or source.startswith("./infra/"), f"{name}: {volume}"
+
+
+def test_published_ports_bind_to_localhost_by_default() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
+
+
+def test_the_gpu_variant_gives_inference_and_trainer_the_gpu_with_onnxruntime_gpu() -> None:
+    services = compose("docker-compose.gpu.yml")["services"]
+    for name in ("inference-worker", "trainer"):
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia"
+    assert services["inference-worker"]["build"]["args"]["ONNXRUNTIME"] == "onnxruntime-gpu"
+
+
+@pytest.mark.parametrize(
+    "name", ["gateway", "inference-worker", "history-service", "rescore-worker", "trainer", "cli"]
+)
+def test_dockerfiles_are_multi_stage_and_non_root(name: str) -> None:
+    dockerfile = (ROOT / name / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) >= 2
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+
+
+def locked_dependencies(package: str) -> set[str]:
+    """Every package `package` pulls in, transitively, according to uv.lock."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    by_name = {p["name"]: p for p in lock["package"]}
+    seen: set[str] = set()
+    todo = [package]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [d["name"] for d in by_name[name].get("dependencies", [])]
+    return seen
+
+
+@pytest.mark.parametrize("package", ["inference-worker", "gateway", "rescore-worker"])
+def test_the_live_path_never_pulls_torch(package: str) -> None:
+    assert "torch" not in locked_dependencies(package)
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    for name, settings in OUR_SERVICES.items():
+        missing = {f.upper() for f in settings.model_fields} - listed
+        assert not missing, f"{name}: {sorted(missing)} missing from .env.example"
