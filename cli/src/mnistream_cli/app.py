@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mnistream_cli import operate
+from mnistream_cli import operate, train
 from mnistream_cli.settings import Settings
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ def setup() -> None:
         typer.echo(f"bucket {bucket:<18} {'created' if bucket in buckets else 'unchanged'}")
 
 
+app.command()(train.train)
 app.command()(operate.models)
 app.command()(operate.promote)
 app.command()(operate.rollback)
