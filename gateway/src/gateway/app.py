@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -32,7 +34,18 @@ from gateway.state import GatewayState
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class Edges:
+    """What the gateway talks to. Left empty, the lifespan connects to the real ones; component
+    tests pass an in-memory broker (FastStream's TestKafkaBroker), a ledger end that needs no
+    Kafka, and a transport that fakes history-service."""
+
+    broker: KafkaBroker | None = None
+    ledger_end: Callable[[], Awaitable[int]] | None = None
+    history_transport: httpx.AsyncBaseTransport | None = None
+
+
+def create_app(settings: Settings | None = None, edges: Edges | None = None) -> FastAPI:
     """Build the gateway; connections are made in the lifespan, not here."""
     settings = settings or Settings()
     configure_logging("gateway", level=settings.log_level, json=settings.log_json)
@@ -41,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="mnistream gateway",
         version="0.1.0",
         description="Upload drawings, stream predictions back, read the history.",
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, edges or Edges()),
     )
     app.include_router(router)
     app.mount("/metrics", make_asgi_app(metrics.registry))
@@ -54,12 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-untyped-def]
+def _lifespan(settings: Settings, metrics: GatewayMetrics, edges: Edges):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(settings, client_id="gateway", log_level=logging.DEBUG)
+        broker = edges.broker or make_broker(settings, client_id="gateway", log_level=logging.DEBUG)
         hub = EventHub(settings.sse_queue_size)
-        history = httpx.AsyncClient(base_url=settings.history_url, timeout=10.0)
+        history = httpx.AsyncClient(
+            base_url=settings.history_url, timeout=10.0, transport=edges.history_transport
+        )
         state = GatewayState(
             settings=settings,
             broker=broker,
@@ -70,8 +85,8 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
             progress=RescoreProgress(hub, history),
             metrics=metrics,
         )
-        ends = await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)
-        state.champion.ledger_end_at_start = ends.get(0, 0)
+        ledger_end = edges.ledger_end or partial(_ledger_end, settings)
+        state.champion.ledger_end_at_start = await ledger_end()
         _subscribe(broker, state)
         app.state.gateway = state
         await broker.start()
@@ -84,6 +99,11 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
             await history.aclose()
 
     return lifespan
+
+
+async def _ledger_end(settings: Settings) -> int:
+    """Where `model.promoted` ends now: promotions after it are news for the browsers."""
+    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
 
 
 def _subscribe(broker: KafkaBroker, state: GatewayState) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
@@ -196,7 +197,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(size: int, limit: int, *, at_least: bool = False) -> UploadRejectedError:
-    shown = f"more than {limit // 1024} KB" if at_least else f"{size / 1024:.0f} KB"
+    # Rounded up: an upload a few bytes over the limit must not read as "512 KB; the limit is 512".
+    shown = f"more than {limit // 1024} KB" if at_least else f"{math.ceil(size / 1024)} KB"
     return UploadRejectedError(413, f"the upload is {shown}; the limit is {limit // 1024} KB")
 
 

@@ -119,7 +119,7 @@ def _raise_for_errors(action: str, response: dict[str, Any]) -> None:
 def record_of(message: KafkaMessage) -> Any:
     """The one consumer record behind a (non-batch) FastStream message."""
     raw = message.raw_message
-    if isinstance(raw, tuple):
+    if isinstance(raw, tuple | list):
         raise TypeError("a batch message has several records; use records_of")
     return raw
 
@@ -127,7 +127,8 @@ def record_of(message: KafkaMessage) -> Any:
 def records_of(message: KafkaMessage) -> tuple[Any, ...]:
     """The consumer records behind a FastStream message, batch or not."""
     raw = message.raw_message
-    return raw if isinstance(raw, tuple) else (raw,)
+    # aiokafka batches arrive as a tuple; FastStream's TestKafkaBroker delivers a list.
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 def build_dead_letter(

@@ -78,7 +78,9 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         ) from exc
     width, height = image.size
     if width > max_side or height > max_side:
-        raise PreprocessError(f"the image is {width}×{height}; the limit is {max_side} px per side")
+        raise ImageTooLargeError(
+            f"the image is {width}×{height}; the limit is {max_side} px per side"
+        )
     if getattr(image, "n_frames", 1) > 1:
         raise PreprocessError("animated images are not accepted; send a single-frame PNG or JPEG")
     try:

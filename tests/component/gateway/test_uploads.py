@@ -1,0 +1,307 @@
+"""Uploading a drawing through the gateway: accepted drawings reach Kafka exactly once, keyed by
+their time-ordered id; `?wait=` answers with the prediction; every bad upload gets its 4xx."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from mnistream_common.events import DigitSubmitted
+
+from tests.component.gateway.conftest import Gateway, running_gateway
+from tests.helpers import (
+    animated_png,
+    blank_png,
+    drawing_png,
+    encode_ink,
+    png_header,
+    stroke_ink,
+)
+
+PNG = drawing_png()
+LIMIT = 512 * 1024
+
+
+def multipart(data: bytes, content_type: str = "image/png", field: str = "image") -> Any:
+    return {field: ("drawing.png", data, content_type)}
+
+
+async def upload_raw(
+    gateway: Gateway, data: bytes, content_type: str = "image/png", query: str = ""
+) -> httpx.Response:
+    return await gateway.client.post(
+        f"/api/predictions{query}", content=data, headers={"content-type": content_type}
+    )
+
+
+def assert_accepted_and_published(gateway: Gateway, response: httpx.Response) -> DigitSubmitted:
+    """202, a UUIDv7 id, and exactly one `digits.submitted` record with that key and payload."""
+    assert response.status_code == 202, response.text
+    body = response.json()
+    digit_id = uuid.UUID(body["digit_id"])
+    assert digit_id.version == 7
+    assert body["status"] == "accepted"
+    assert body["result_url"] == f"/api/digits/{digit_id}"
+    assert body["events_url"] == "/api/events"
+    assert body["prediction"] is None
+    [record] = gateway.submitted
+    assert record.key == str(digit_id).encode()
+    event = DigitSubmitted.from_bytes(record.value)
+    assert event.digit_id == digit_id
+    return event
+
+
+async def test_a_multipart_upload_is_accepted_and_published_once(gateway: Gateway) -> None:
+    response = await gateway.client.post(
+        "/api/predictions",
+        files=multipart(PNG),
+        headers={"user-agent": "pytest-browser", "x-mnistream-source": "web"},
+    )
+
+    event = assert_accepted_and_published(gateway, response)
+    assert event.image == PNG
+    assert (event.media_type, event.width, event.height) == ("image/png", 280, 280)
+    assert event.client.source == "web"
+    assert event.client.user_agent == "pytest-browser"
+    assert event.submitted_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+async def test_a_raw_image_body_is_accepted_and_published_once(gateway: Gateway, kind: str) -> None:
+    data = PNG if kind == "png" else encode_ink(stroke_ink(size=200), "jpeg")
+
+    response = await upload_raw(gateway, data, f"image/{kind}")
+
+    event = assert_accepted_and_published(gateway, response)
+    assert event.image == data
+    assert event.media_type == f"image/{kind}"
+    assert event.client.source == "api"
+
+
+async def test_the_real_type_wins_over_a_wrong_declared_one(gateway: Gateway) -> None:
+    response = await gateway.client.post(
+        "/api/predictions", files=multipart(PNG, content_type="image/jpeg")
+    )
+
+    assert assert_accepted_and_published(gateway, response).media_type == "image/png"
+
+
+async def test_ids_are_time_ordered(gateway: Gateway) -> None:
+    ids = []
+    for _ in range(5):
+        response = await upload_raw(gateway, PNG)
+        ids.append(uuid.UUID(response.json()["digit_id"]))
+
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    assert [r.key for r in gateway.submitted] == [str(i).encode() for i in ids]
+
+
+async def test_wait_answers_200_with_the_prediction_when_it_arrives(gateway: Gateway) -> None:
+    gateway.worker.answering = True
+    gateway.worker.digit = 4
+
+    response = await upload_raw(gateway, PNG, query="?wait=5000")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "predicted"
+    prediction = body["prediction"]
+    assert prediction["digit_id"] == body["digit_id"]
+    assert prediction["predicted_digit"] == 4
+    assert prediction["kind"] == "live"
+    assert prediction["model"]["version"] == 7
+    assert len(prediction["probabilities"]) == 10
+    assert prediction["latency_ms"] >= 0
+    assert len(gateway.submitted) == 1
+
+
+async def test_wait_answers_202_when_no_prediction_arrives_in_time(gateway: Gateway) -> None:
+    response = await upload_raw(gateway, PNG, query="?wait=50")
+
+    assert_accepted_and_published(gateway, response)
+
+
+async def test_a_prediction_for_another_drawing_does_not_answer_the_wait(
+    gateway: Gateway,
+) -> None:
+    gateway.worker.answering = True
+    gateway.worker.misaddressed = True
+
+    response = await upload_raw(gateway, PNG, query="?wait=50")
+
+    assert_accepted_and_published(gateway, response)
+
+
+@pytest.mark.parametrize("wait", ["-1", "5001", "soon"])
+async def test_wait_is_bounded(gateway: Gateway, wait: str) -> None:
+    response = await upload_raw(gateway, PNG, query=f"?wait={wait}")
+
+    assert response.status_code == 422
+    assert gateway.submitted == []
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+async def _too_big_stream(chunks: list[int], size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    yield PNG
+    for _ in range(40):  # 2.5 MB in all, far over the limit
+        chunks.append(size)
+        yield b"\x00" * size
+
+
+BAD_RAW_UPLOADS = [
+    ("empty", b"", "image/png", 400, "the upload is empty (0 bytes)"),
+    ("not-an-image", b"hello, world", "image/png", 415, "not a PNG or JPEG image"),
+    (
+        "gif-declared-as-png",
+        b"GIF89a" + b"\x00" * 64,
+        "image/png",
+        415,
+        "accepted types: image/png, image/jpeg",
+    ),
+    (
+        "unsupported-content-type",
+        PNG,
+        "image/gif",
+        415,
+        "unsupported Content-Type 'image/gif'; send multipart/form-data with an `image` field",
+    ),
+    ("no-content-type", PNG, "", 415, "unsupported Content-Type '(none)'"),
+    (
+        "oversize",
+        b"\x89PNG" + b"\x00" * LIMIT,
+        "image/png",
+        413,
+        "the upload is 513 KB; the limit is 512 KB",
+    ),
+    ("20000px", png_header(20_000, 20_000), "image/png", 413, "the image has too many pixels"),
+    ("4096px", png_header(4096, 16), "image/png", 413, "4096×16; the limit is 2048 px per side"),
+    ("blank", blank_png(), "image/png", 400, "the drawing is blank: no ink was found"),
+    ("truncated", PNG[: len(PNG) // 2], "image/png", 400, "corrupt or truncated"),
+    ("animated", animated_png(), "image/png", 400, "animated images are not accepted"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "message"),
+    [case[1:] for case in BAD_RAW_UPLOADS],
+    ids=[case[0] for case in BAD_RAW_UPLOADS],
+)
+async def test_every_bad_raw_upload_gets_its_status_and_message(
+    gateway: Gateway, data: bytes, content_type: str, status: int, message: str
+) -> None:
+    response = await upload_raw(gateway, data, content_type)
+
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert gateway.submitted == []
+
+
+BAD_MULTIPART_UPLOADS = [
+    ("empty", multipart(b""), 400, "the upload is empty (0 bytes)"),
+    ("not-an-image", multipart(b"%PDF-1.7", "application/pdf"), 415, "(declared application/pdf)"),
+    (
+        "oversize",
+        multipart(b"\x89PNG" + b"\x00" * LIMIT),
+        413,
+        "the upload is 513 KB; the limit is 512 KB",
+    ),
+    ("blank", multipart(blank_png()), 400, "the drawing is blank"),
+    ("truncated", multipart(PNG[:300]), 400, "corrupt or truncated"),
+    ("animated", multipart(animated_png()), 400, "animated images are not accepted"),
+    ("20000px", multipart(png_header(20_000, 20_000)), 413, "too many pixels"),
+    (
+        "no-image-field",
+        multipart(PNG, field="file"),
+        422,
+        "the multipart body has no file field named `image`; send the drawing as `image`",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "message"),
+    [case[1:] for case in BAD_MULTIPART_UPLOADS],
+    ids=[case[0] for case in BAD_MULTIPART_UPLOADS],
+)
+async def test_every_bad_multipart_upload_gets_its_status_and_message(
+    gateway: Gateway, files: Any, status: int, message: str
+) -> None:
+    response = await gateway.client.post("/api/predictions", files=files)
+
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert gateway.submitted == []
+
+
+async def test_a_multipart_body_with_only_text_fields_is_refused(gateway: Gateway) -> None:
+    text_field: Any = {"image": (None, b"a drawing")}
+
+    response = await gateway.client.post("/api/predictions", files=text_field)
+
+    assert response.status_code == 422
+    assert "no file field named `image`" in response.json()["detail"]
+
+
+async def test_an_oversize_body_without_content_length_is_refused_while_reading(
+    gateway: Gateway,
+) -> None:
+    sent: list[int] = []
+
+    response = await gateway.client.post(
+        "/api/predictions",
+        content=_too_big_stream(sent),
+        headers={"content-type": "image/png"},
+    )
+
+    assert response.status_code == 413, response.text
+    assert "more than 512 KB; the limit is 512 KB" in response.json()["detail"]
+    assert sum(sent) < 40 * 64 * 1024, "the gateway read the whole body before refusing"
+    assert gateway.submitted == []
+
+
+async def test_an_oversize_multipart_body_without_content_length_is_refused(
+    gateway: Gateway,
+) -> None:
+    boundary = "mnistream-boundary"
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=image; filename=a.png\r\n"
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        async for chunk in _too_big_stream(sent):
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = await gateway.client.post(
+        "/api/predictions",
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert response.status_code == 413, response.text
+    assert "more than 512 KB" in response.json()["detail"]
+    assert gateway.submitted == []
+
+
+async def test_too_many_uploads_get_429_with_retry_after() -> None:
+    async with running_gateway(rate_limit_per_minute=3) as gateway:
+        accepted = [(await upload_raw(gateway, PNG)).status_code for _ in range(3)]
+
+        refused = await upload_raw(gateway, PNG)
+
+        assert accepted == [202, 202, 202]
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (
+            "too many uploads from 127.0.0.1: the limit is 3 per minute"
+            in (refused.json()["detail"])
+        )
+        assert len(gateway.submitted) == 3

@@ -1,0 +1,117 @@
+"""The history consumers on FastStream's in-memory broker, with a fake writer at the edge: valid
+events are written, poison goes to the dead letters with its coordinates, an outage is retried
+until the write succeeds, and nothing is lost."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from history_service.consumers import Health, subscribe_all
+from history_service.writer import HistoryWriter
+from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
+from mnistream_common.kafka import record_of
+from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_LABELED, MODEL_PROMOTED
+
+from tests.helpers import promotion, tiny_onnx_model
+
+
+@dataclass
+class FakeWriter:
+    """Keeps what would be written; fails `outages` times first, like Postgres restarting."""
+
+    written: dict[str, list[Any]] = field(default_factory=dict)
+    outages: int = 0
+
+    async def _write(self, kind: str, events: Sequence[Any]) -> None:
+        if self.outages > 0:
+            self.outages -= 1
+            raise ConnectionRefusedError("postgres is restarting")
+        self.written.setdefault(kind, []).extend(events)
+
+    async def drawings(self, events: Sequence[Any]) -> None:
+        await self._write("drawings", events)
+
+    async def predictions(self, events: Sequence[Any]) -> None:
+        await self._write("predictions", events)
+
+    async def labels(self, events: Sequence[Any]) -> None:
+        await self._write("labels", events)
+
+    async def promotions(self, events: Sequence[Any]) -> None:
+        await self._write("promotions", events)
+
+
+@dataclass
+class History:
+    broker: KafkaBroker
+    writer: FakeWriter
+    health: Health
+    dead: list[DeadLetter]
+
+
+@pytest.fixture
+async def history() -> AsyncIterator[History]:
+    broker = KafkaBroker("kafka.invalid:9092")
+    writer, health, dead = FakeWriter(), Health(), []
+
+    @broker.subscriber(DIGITS_DEADLETTER.name, group_id="fake-replay")
+    async def dead_letters(msg: KafkaMessage) -> None:
+        dead.append(DeadLetter.from_bytes(record_of(msg).value))
+
+    subscribe_all(broker, cast(HistoryWriter, writer), health, batch_size=100, retry_s=10.0)
+    async with TestKafkaBroker(broker):
+        yield History(broker, writer, health, dead)
+
+
+def label(digit: int) -> DigitLabeled:
+    return DigitLabeled(digit_id=uuid.uuid4(), label=digit, labeled_at=utc_now())
+
+
+async def test_valid_events_are_written_and_poison_dead_lettered(history: History) -> None:
+    good = [label(1), label(2), label(3)]
+    bodies = [
+        good[0].to_bytes(),
+        b"{oops",
+        good[1].to_bytes(),
+        b'{"label": 11}',
+        good[2].to_bytes(),
+    ]
+
+    await history.broker.publish_batch(*bodies, topic=DIGITS_LABELED.name)
+
+    assert history.writer.written == {"labels": good}
+    assert [d.original for d in history.dead] == [b"{oops", b'{"label": 11}']
+    for letter in history.dead:
+        assert letter.source_topic == DIGITS_LABELED.name
+        assert letter.service == "history-service"
+        assert letter.error.startswith("not a valid DigitLabeled")
+    assert len(history.writer.written["labels"]) + len(history.dead) == len(bodies)
+    assert history.health.written == {DIGITS_LABELED.name: 3}
+
+
+async def test_an_outage_is_retried_until_the_batch_is_written(history: History) -> None:
+    history.writer.outages = 1
+    event = promotion(tiny_onnx_model(1), 1)
+
+    await history.broker.publish_batch(event.to_bytes(), topic=MODEL_PROMOTED.name)
+
+    assert history.writer.written == {"promotions": [event]}
+    assert history.health.storage_ok
+    assert history.health.last_error is None
+
+
+async def test_an_event_of_another_type_on_a_topic_is_poison(history: History) -> None:
+    wrong = label(4)
+
+    await history.broker.publish_batch(wrong.to_bytes(), topic=MODEL_PROMOTED.name)
+
+    assert history.writer.written == {}
+    [letter] = history.dead
+    assert letter.original == wrong.to_bytes()
+    assert "not a valid ModelPromoted" in letter.error

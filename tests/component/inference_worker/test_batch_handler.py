@@ -1,0 +1,170 @@
+"""The inference worker's batch handler: every good drawing predicted, every poison record in the
+dead letters with what is needed to replay it, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from inference_worker.handlers import BatchHandler
+from inference_worker.metrics import WorkerMetrics
+from mnistream_common.events import DeadLetter, DigitPredicted
+from mnistream_common.preprocessing import preprocess, to_batch
+from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
+
+from tests.helpers import (
+    FOUR,
+    SEVEN,
+    FakePublisher,
+    FakeRecord,
+    blank_png,
+    drawing_png,
+    encode_ink,
+    model_ref,
+    records,
+    stroke_ink,
+    submitted,
+    tiny_onnx_model,
+)
+
+WORKER = "worker-under-test"
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    onnx_bytes = tiny_onnx_model(11)
+    return build_model(model_ref(onnx_bytes, 6), onnx_bytes, RuntimeOptions(1, False, 4))
+
+
+def handler() -> tuple[BatchHandler, FakePublisher, FakePublisher]:
+    predicted, deadletter = FakePublisher(), FakePublisher()
+    return BatchHandler(WORKER, predicted, deadletter, WorkerMetrics()), predicted, deadletter
+
+
+def predictions(publisher: FakePublisher) -> list[DigitPredicted]:
+    return [DigitPredicted.from_bytes(body) for body in publisher.bodies]
+
+
+def dead_letters(publisher: FakePublisher) -> list[DeadLetter]:
+    return [DeadLetter.from_bytes(body) for body in publisher.bodies]
+
+
+async def test_good_records_are_predicted_and_poison_dead_lettered_with_none_lost(
+    model: LoadedModel,
+) -> None:
+    good = [
+        submitted(drawing_png(SEVEN)),
+        submitted(encode_ink(stroke_ink(FOUR), "jpeg")),
+        submitted(drawing_png(FOUR, size=100)),
+    ]
+    foreign_version = json.loads(good[0].to_bytes())
+    foreign_version["schema_version"] = 2
+    blank, garbage = submitted(blank_png()), submitted(b"\x89PNG\r\n\x1a\n not really")
+    values: list[bytes | None] = [
+        good[0].to_bytes(),
+        b"{definitely not json",
+        good[1].to_bytes(),
+        blank.to_bytes(),
+        json.dumps(foreign_version).encode(),
+        None,
+        garbage.to_bytes(),
+        good[2].to_bytes(),
+    ]
+    batch = records(values)
+    handle, predicted, deadletter = handler()
+
+    await handle(model, batch)
+
+    made = predictions(predicted)
+    assert [p.digit_id for p in made] == [e.digit_id for e in good]
+    assert [p.key for p in predicted.sent] == [str(e.digit_id).encode() for e in good]
+    for prediction, event in zip(made, good, strict=True):
+        assert prediction.kind == "live"
+        assert prediction.model == model.ref
+        assert prediction.worker_id == WORKER
+        assert prediction.provider == "CPUExecutionProvider"
+        assert prediction.submitted_at == event.submitted_at
+        assert len(prediction.probabilities) == 10
+        assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert prediction.predicted_digit == int(np.argmax(prediction.probabilities))
+        assert prediction.confidence == pytest.approx(max(prediction.probabilities), abs=1e-6)
+        assert prediction.timings.batch_size == 3
+        assert prediction.job_id is None
+
+    letters = dead_letters(deadletter)
+    by_offset = {letter.source_offset: letter for letter in letters}
+    assert sorted(by_offset) == [1, 3, 4, 5, 6]
+    for letter in letters:
+        record = batch[letter.source_offset]
+        assert (letter.source_topic, letter.source_partition) == ("digits.submitted", 0)
+        assert letter.source_key == record.key
+        assert letter.original == (record.value or b"")
+        assert letter.service == "inference-worker"
+    assert [p.key for p in deadletter.sent] == [
+        batch[letter.source_offset].key for letter in letters
+    ]
+    assert by_offset[1].error.startswith("not a valid DigitSubmitted")
+    assert "schema_version" in by_offset[4].error
+    assert "blank" in by_offset[3].error
+    assert "not a PNG or JPEG" in by_offset[6].error
+
+    assert len(made) + len(letters) == len(batch), "every record is predicted or dead-lettered"
+
+
+async def test_predictions_are_the_models_reading_of_each_drawing(model: LoadedModel) -> None:
+    images = [drawing_png(SEVEN), drawing_png(FOUR)]
+    events = [submitted(image) for image in images]
+    handle, predicted, _ = handler()
+
+    await handle(model, records([e.to_bytes() for e in events]))
+
+    expected = model.predict(to_batch([preprocess(image) for image in images]))
+    for prediction, row in zip(predictions(predicted), expected, strict=True):
+        np.testing.assert_allclose(prediction.probabilities, row, atol=1e-6)
+
+
+async def test_a_batch_of_only_poison_publishes_only_dead_letters(model: LoadedModel) -> None:
+    handle, predicted, deadletter = handler()
+
+    await handle(model, records([b"", b"[]", submitted(blank_png()).to_bytes()]))
+
+    assert predicted.sent == []
+    assert sorted(letter.source_offset for letter in dead_letters(deadletter)) == [0, 1, 2]
+
+
+async def test_records_from_several_partitions_keep_their_own_coordinates(
+    model: LoadedModel,
+) -> None:
+    batch = [
+        FakeRecord("digits.submitted", 3, 41, None, b"poison"),
+        FakeRecord("digits.submitted", 11, 7, uuid.uuid4().bytes, b"more poison"),
+        FakeRecord("digits.submitted", 0, 0, b"k", submitted().to_bytes()),
+    ]
+    handle, predicted, deadletter = handler()
+
+    await handle(model, batch)
+
+    coordinates = {
+        (d.source_partition, d.source_offset, d.source_key) for d in dead_letters(deadletter)
+    }
+    assert coordinates == {(3, 41, None), (11, 7, batch[1].key)}
+    assert len(predicted.sent) == 1
+
+
+class FailingPublisher:
+    """Kafka refusing to acknowledge."""
+
+    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
+        raise ConnectionError("kafka is down")
+
+
+async def test_an_unacknowledged_publish_fails_the_batch_so_it_is_not_committed(
+    model: LoadedModel,
+) -> None:
+    handle = BatchHandler(WORKER, FailingPublisher(), FakePublisher(), WorkerMetrics())
+
+    with pytest.raises(ConnectionError):
+        await handle(model, records([submitted().to_bytes()]))

@@ -1,0 +1,199 @@
+"""Hot swapping: the keeper loads only the newest promotion, never swaps in a model that fails its
+checks (the old one keeps serving), retries one that cannot be fetched yet, and swaps between
+batches, so a batch in progress finishes with the model it started with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from inference_worker.handlers import BatchHandler
+from inference_worker.keeper import ModelKeeper
+from inference_worker.metrics import WorkerMetrics
+from mnistream_common.events import DigitPredicted, ModelPromoted
+from mnistream_serving.loader import ModelUnavailableError
+from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
+
+from tests.helpers import FakePublisher, promotion, records, submitted, tiny_onnx_model
+from tests.stack import wait_until_async
+
+OPTIONS = RuntimeOptions(1, False, 2)
+MODELS = {version: tiny_onnx_model(100 + version) for version in range(1, 6)}
+
+
+@dataclass
+class FakeModelStore:
+    """Loads models by version, or fails the way storage or a bad model would."""
+
+    rejected: set[int] = field(default_factory=set)
+    unavailable_times: dict[int, int] = field(default_factory=dict)
+    loads: list[int] = field(default_factory=list)
+
+    async def load(self, event: ModelPromoted) -> LoadedModel:
+        version = event.model.version
+        self.loads.append(version)
+        if version in self.rejected:
+            raise ModelRejectedError(f"sha256 mismatch for mnist-digits v{version}")
+        if self.unavailable_times.get(version, 0) > 0:
+            self.unavailable_times[version] -= 1
+            raise ModelUnavailableError("cannot reach object storage")
+        return build_model(event.model, MODELS[version], OPTIONS)
+
+
+@dataclass
+class Swaps:
+    """What the worker was told on each swap: (new version, previous version)."""
+
+    seen: list[tuple[int, int | None]] = field(default_factory=list)
+
+    async def __call__(self, model: LoadedModel, previous: LoadedModel | None) -> None:
+        self.seen.append((model.ref.version, previous.ref.version if previous else None))
+
+
+@dataclass
+class Running:
+    keeper: ModelKeeper
+    store: FakeModelStore
+    swaps: Swaps
+
+    def promote(self, version: int, offset: int) -> ModelPromoted:
+        event = promotion(MODELS[version], version)
+        self.keeper.promoted(event, offset)
+        return event
+
+    def serving(self) -> int | None:
+        ref = self.keeper.serving
+        return ref.version if ref else None
+
+    async def until_serving(self, version: int) -> None:
+        await self.until(lambda: self.serving() == version, f"v{version} serving")
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        async def check() -> bool:
+            return condition()
+
+        await wait_until_async(check, timeout=5.0, message=f"waiting for {what}", interval=0.002)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    store, swaps = FakeModelStore(), Swaps()
+    keeper = ModelKeeper(store.load, swaps, retry_seconds=0.01)
+    task = asyncio.create_task(keeper.run())
+    try:
+        yield Running(keeper, store, swaps)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_only_the_newest_promotion_in_the_ledger_is_loaded(running: Running) -> None:
+    running.keeper.ledger_end_at_start = 4
+    for offset, version in enumerate([1, 2, 3, 4]):
+        running.promote(version, offset)
+        await asyncio.sleep(0)  # let the keeper see each one as it is read
+
+    await running.until_serving(4)
+
+    assert running.store.loads == [4]
+    assert running.swaps.seen == [(4, None)]
+
+
+async def test_a_promotion_after_start_replaces_the_model(running: Running) -> None:
+    running.keeper.ledger_end_at_start = 1
+    running.promote(1, 0)
+    await running.until_serving(1)
+
+    running.promote(2, 1)
+    await running.until_serving(2)
+
+    assert running.store.loads == [1, 2]
+    assert running.swaps.seen == [(1, None), (2, 1)]
+    assert running.keeper.last_error is None
+
+
+async def test_a_rejected_model_is_never_swapped_in_and_the_old_keeps_serving(
+    running: Running,
+) -> None:
+    running.store.rejected.add(2)
+    running.promote(1, 0)
+    await running.until_serving(1)
+
+    running.promote(2, 1)
+    await running.until(lambda: running.keeper.last_error is not None, "the rejection")
+
+    assert running.serving() == 1
+    assert running.keeper.last_error == "v2 rejected: sha256 mismatch for mnist-digits v2"
+
+    running.promote(2, 2)  # the same model promoted again is not tried again
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the keeper decide about it before the next promotion
+    running.promote(3, 3)
+    await running.until_serving(3)
+    assert running.store.loads == [1, 2, 3]
+    assert running.swaps.seen == [(1, None), (3, 1)]
+
+
+async def test_an_unavailable_model_is_retried_until_it_loads(running: Running) -> None:
+    running.store.unavailable_times[1] = 3
+
+    running.promote(1, 0)
+    await running.until_serving(1)
+
+    assert running.store.loads == [1, 1, 1, 1]
+    assert running.keeper.last_error is None
+
+
+async def test_while_retrying_a_newer_promotion_wins(running: Running) -> None:
+    running.store.unavailable_times[1] = 1_000_000
+    running.promote(1, 0)
+    await running.until(lambda: len(running.store.loads) >= 2, "a retry")
+
+    running.promote(2, 1)
+    await running.until_serving(2)
+
+    assert running.swaps.seen == [(2, None)]
+
+
+async def test_a_batch_in_progress_keeps_the_model_it_started_with(running: Running) -> None:
+    running.promote(1, 0)
+    await running.until_serving(1)
+    gate = asyncio.Event()
+    held = HeldPublisher(gate)
+    handler = BatchHandler("w", held, FakePublisher(), WorkerMetrics())
+
+    # What the worker's subscriber does: read the current model once, then run the batch.
+    first = asyncio.create_task(handler(_current(running), records([submitted().to_bytes()] * 3)))
+    await running.until(lambda: held.waiting, "the batch to be publishing")
+    running.promote(2, 1)
+    await running.until_serving(2)
+    gate.set()
+    await first
+    await handler(_current(running), records([submitted().to_bytes()]))
+
+    versions = [DigitPredicted.from_bytes(m).model.version for m in held.bodies]
+    assert versions == [1, 1, 1, 2]
+
+
+def _current(running: Running) -> LoadedModel:
+    model = running.keeper.current
+    assert model is not None
+    return model
+
+
+@dataclass
+class HeldPublisher:
+    """A publisher whose acknowledgements wait for a gate, like a slow Kafka."""
+
+    gate: asyncio.Event
+    bodies: list[bytes] = field(default_factory=list)
+    waiting: bool = False
+
+    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
+        self.waiting = True
+        await self.gate.wait()
+        self.bodies.append(message)

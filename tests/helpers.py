@@ -1,0 +1,352 @@
+"""Test helpers shared by unit, component and end-to-end tests: drawings, tiny models, fakes.
+
+Drawings are rendered deterministically with Pillow (no binary fixtures); models are built
+in-process with `onnx.helper`, so every test can make exactly the input it needs.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from minio.error import S3Error
+from mnistream_common.events import DigitSubmitted, ModelPromoted, ModelRef
+from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image, ImageDraw
+from urllib3 import HTTPResponse
+
+MODEL_NAME = "mnist-digits"
+CANVAS = 280
+
+# A "7"-like and a "4"-like figure as polylines in a 0..1 square (x right, y down).
+SEVEN: tuple[tuple[tuple[float, float], ...], ...] = (
+    ((0.25, 0.22), (0.72, 0.22), (0.45, 0.80)),
+    ((0.38, 0.50), (0.62, 0.50)),
+)
+FOUR: tuple[tuple[tuple[float, float], ...], ...] = (
+    ((0.55, 0.18), (0.28, 0.60), (0.72, 0.60)),
+    ((0.58, 0.35), (0.58, 0.84)),
+)
+
+InputKind = str
+INPUT_KINDS: tuple[InputKind, ...] = (
+    "rgba-dark",  # the browser canvas: dark strokes on a transparent background
+    "rgba-light",  # light strokes on a transparent background (dark-theme canvas)
+    "rgb-white",  # a photo or scan: dark ink on white paper
+    "l-white",  # grayscale, white background
+    "l-dark",  # grayscale, dark background: how MNIST itself looks
+    "jpeg",  # dark ink on white, lossy
+    "palette",  # an indexed-colour PNG
+    "png16",  # a 16-bit grayscale PNG, white background
+    "cmyk-jpeg",  # a print-workflow JPEG
+)
+
+
+# --- drawings -------------------------------------------------------------------------------
+
+
+def stroke_ink(
+    figure: Sequence[Sequence[tuple[float, float]]] = SEVEN,
+    *,
+    size: int = CANVAS,
+    width: int | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+) -> npt.NDArray[np.uint8]:
+    """A digit-like stroke figure as ink (bright on black, uint8), `size`×`size` pixels."""
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    stroke = width or max(2, size // 14)
+    for line in figure:
+        points = [_place(point, size, offset, scale) for point in line]
+        draw.line(points, fill=255, width=stroke, joint="curve")
+        radius = stroke / 2
+        for px, py in points:  # round caps, like a pen
+            draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _place(
+    point: tuple[float, float], size: int, offset: tuple[float, float], scale: float
+) -> tuple[float, float]:
+    x, y = point
+    return (
+        (0.5 + (x - 0.5) * scale + offset[0]) * size,
+        (0.5 + (y - 0.5) * scale + offset[1]) * size,
+    )
+
+
+def encode_ink(ink: npt.NDArray[np.uint8], kind: InputKind) -> bytes:
+    """The same ink as the bytes of one input kind (see INPUT_KINDS)."""
+    paper = 255 - ink  # dark ink on white paper
+    if kind == "rgba-dark":
+        return _save(_rgba(ink, colour=(20, 20, 30)), "PNG")
+    if kind == "rgba-light":
+        return _save(_rgba(ink, colour=(250, 250, 250)), "PNG")
+    if kind == "rgb-white":
+        return _save(Image.fromarray(paper).convert("RGB"), "PNG")
+    if kind == "l-white":
+        return _save(Image.fromarray(paper), "PNG")
+    if kind == "l-dark":
+        return _save(Image.fromarray(ink), "PNG")
+    if kind == "jpeg":
+        return _save(Image.fromarray(paper).convert("RGB"), "JPEG", quality=90)
+    if kind == "palette":
+        rgb = Image.fromarray(paper).convert("RGB")
+        return _save(rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG")
+    if kind == "png16":
+        return _save(Image.fromarray(paper.astype(np.uint16) * 257), "PNG")
+    if kind == "cmyk-jpeg":
+        return _save(Image.fromarray(paper).convert("RGB").convert("CMYK"), "JPEG", quality=92)
+    raise ValueError(f"unknown input kind {kind!r}; known: {', '.join(INPUT_KINDS)}")
+
+
+def drawing_png(
+    figure: Sequence[Sequence[tuple[float, float]]] = SEVEN, *, size: int = CANVAS
+) -> bytes:
+    """A canvas-like PNG (dark strokes, transparent background) of a stroke figure."""
+    return encode_ink(stroke_ink(figure, size=size), "rgba-dark")
+
+
+def blank_png(size: int = CANVAS, *, mode: str = "RGBA") -> bytes:
+    """An empty canvas: nothing drawn."""
+    colour: Any = (0, 0, 0, 0) if mode == "RGBA" else "white"
+    return _save(Image.new(mode, (size, size), colour), "PNG")
+
+
+def render_canvas_png(pixels28: npt.NDArray[Any], size: int = CANVAS) -> bytes:
+    """A 28×28 MNIST image as the browser canvas would send it: `size`×`size` RGBA PNG,
+    dark strokes on a transparent background (alpha carries the ink).
+
+    `pixels28` is ink bright on black, uint8 0-255 or float in [0, 1].
+    """
+    if pixels28.shape != (28, 28):
+        raise ValueError(f"expected a 28×28 image, got shape {pixels28.shape}")
+    values = np.asarray(pixels28, dtype=np.float32)
+    if pixels28.dtype != np.uint8 and values.max(initial=0) <= 1.0:
+        values = values * 255.0
+    ink = Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8))
+    ink = ink.resize((size, size), Image.Resampling.BILINEAR)
+    return _save(_rgba(np.asarray(ink), colour=(0, 0, 0)), "PNG")
+
+
+def animated_png(size: int = 64) -> bytes:
+    """A two-frame APNG, each frame with ink."""
+    frames = [Image.fromarray(255 - stroke_ink(f, size=size)) for f in (SEVEN, FOUR)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:], duration=100)
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width`×`height` but carries almost no pixel data (a few bytes).
+
+    Enough for a decoder to read the dimensions; decoding the pixels would fail (truncated).
+    """
+    signature = b"\x89PNG\r\n\x1a\n"
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(b"\x00" * 16)
+    return signature + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _rgba(ink: npt.NDArray[np.uint8], *, colour: tuple[int, int, int]) -> Image.Image:
+    height, width = ink.shape
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    rgba[..., :3] = colour
+    rgba[..., 3] = ink
+    return Image.fromarray(rgba)
+
+
+def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def tiny_onnx_model(
+    seed: int = 0,
+    *,
+    input_name: str = "pixels",
+    output_name: str = "probabilities",
+    softmax: bool = True,
+) -> bytes:
+    """A tiny linear ONNX classifier: `pixels` [N,1,28,28] → `probabilities` [N,10] (softmax).
+
+    Different seeds give different weights (and so different sha256 and predictions).
+    `softmax=False` yields raw scores, which serving must refuse as non-probabilities.
+    """
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0.0, 0.5, size=(28 * 28, 10)).astype(np.float32)
+    bias = rng.normal(0.0, 0.1, size=(10,)).astype(np.float32)
+    last = "probabilities_raw" if softmax else output_name
+    nodes = [
+        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "weights"], ["scores"]),
+        helper.make_node("Add", ["scores", "bias"], [last]),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [last], [output_name], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "tiny-digits",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 10])],
+        initializer=[
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def model_ref(onnx_bytes: bytes, version: int = 1, name: str = MODEL_NAME) -> ModelRef:
+    """The ModelRef events carry for these exact bytes."""
+    return ModelRef(name=name, version=version, sha256=sha256_hex(onnx_bytes))
+
+
+def promotion(onnx_bytes: bytes, version: int = 1, *, previous: int | None = None) -> ModelPromoted:
+    """A `model.promoted` event for a model stored at s3://mlflow/models/v{version}.onnx."""
+    return ModelPromoted(
+        model=model_ref(onnx_bytes, version),
+        previous_version=previous,
+        onnx_uri=f"s3://mlflow/models/v{version}.onnx",
+        architecture="linear",
+        metrics={"test_accuracy": 0.9},
+        promoted_by="tests@localhost",
+        reason="test",
+        promoted_at=datetime.now(UTC),
+    )
+
+
+# --- events and records ---------------------------------------------------------------------
+
+
+def submitted(image: bytes | None = None, *, digit_id: uuid.UUID | None = None) -> DigitSubmitted:
+    """A `digits.submitted` event carrying a canvas drawing (or the given bytes)."""
+    data = drawing_png() if image is None else image
+    return DigitSubmitted(
+        digit_id=digit_id or uuid.uuid4(),
+        submitted_at=datetime.now(UTC),
+        media_type="image/png",
+        image=data,
+        width=CANVAS,
+        height=CANVAS,
+    )
+
+
+@dataclass
+class FakeRecord:
+    """The fields of an aiokafka ConsumerRecord that consumers read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def records(values: Sequence[bytes | None], *, topic: str = "digits.submitted") -> list[FakeRecord]:
+    """Consumer records at offsets 0.. of partition 0, keyed by position."""
+    return [
+        FakeRecord(topic, 0, offset, f"key-{offset}".encode(), value)
+        for offset, value in enumerate(values)
+    ]
+
+
+# --- fakes at the edge ----------------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    """One message handed to a fake publisher."""
+
+    message: Any
+    key: bytes | None
+
+
+@dataclass
+class FakePublisher:
+    """Captures what a handler publishes (acknowledged at once, like Kafka with acks=all)."""
+
+    sent: list[Published] = field(default_factory=list)
+
+    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
+        """Record the message."""
+        self.sent.append(Published(message, key))
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """Every published message body, in order."""
+        return [p.message for p in self.sent]
+
+
+@dataclass
+class FakeObjectStore:
+    """In-memory object storage with MinIO's errors: NoSuchKey for a missing object, and a
+    connection error for every call while `down`."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)
+    down: bool = False
+
+    def add(self, uri: S3Uri | str, data: bytes) -> None:
+        """Store bytes under an object URI."""
+        self.objects[str(uri)] = data
+
+    def add_drawing(self, bucket: str, digit_id: uuid.UUID, data: bytes) -> None:
+        """Store a drawing's original image where the history service puts it."""
+        self.add(S3Uri(bucket, drawing_key(digit_id)), data)
+
+    async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
+        """Store bytes (the content type is not kept)."""
+        self._check()
+        self.objects[str(uri)] = data
+
+    async def get(self, uri: S3Uri) -> bytes:
+        """Read a whole object, or raise S3Error NoSuchKey."""
+        self._check()
+        self.reads.append(str(uri))
+        try:
+            return self.objects[str(uri)]
+        except KeyError:
+            raise _s3_error("NoSuchKey", uri) from None
+
+    async def exists(self, uri: S3Uri) -> bool:
+        """Whether an object exists."""
+        self._check()
+        return str(uri) in self.objects
+
+    def as_store(self) -> ObjectStore:
+        """Typed as the real store, for code that annotates it."""
+        return cast(ObjectStore, self)
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("object storage is down")
+
+
+def _s3_error(code: str, uri: S3Uri) -> S3Error:
+    response = HTTPResponse(body=b"", status=404)
+    return S3Error(response, code, "not found", uri.key, "req", "host", uri.bucket, uri.key)

@@ -1,0 +1,249 @@
+"""The one preprocessing path: every kind of upload becomes the same MNIST-style 28×28 input.
+
+Drawings are rendered in the test; the expected 28×28 outputs are small golden PNGs under
+tests/unit/goldens/ (regenerate deliberately with MNISTREAM_UPDATE_GOLDENS=1).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from mnistream_common.preprocessing import (
+    BOX,
+    INK_THRESHOLD,
+    BlankImageError,
+    FloatImage,
+    ImageTooLargeError,
+    PreprocessError,
+    center_digit,
+    decode,
+    preprocess,
+    to_batch,
+    to_png,
+)
+from PIL import Image
+
+from tests.helpers import (
+    FOUR,
+    INPUT_KINDS,
+    SEVEN,
+    animated_png,
+    blank_png,
+    drawing_png,
+    encode_ink,
+    png_header,
+    render_canvas_png,
+    stroke_ink,
+)
+
+GOLDENS = Path(__file__).resolve().parent.parent / "goldens"
+FIGURES = {"seven": SEVEN, "four": FOUR}
+CENTRE = (28 - 1) / 2
+
+
+def centre_of_mass(pixels: FloatImage) -> tuple[float, float]:
+    """(row, column) of the ink's centre of mass."""
+    ys, xs = np.indices(pixels.shape)
+    total = float(pixels.sum())
+    return float((ys * pixels).sum()) / total, float((xs * pixels).sum()) / total
+
+
+def ink_box(pixels: FloatImage) -> tuple[int, int]:
+    """Height and width of the box holding the visible ink."""
+    mask = pixels > INK_THRESHOLD
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def golden(name: str, figure: Sequence[Sequence[tuple[float, float]]]) -> FloatImage:
+    """The expected 28×28 for a figure (MNIST-like input), from tests/unit/goldens/."""
+    path = GOLDENS / f"{name}_28.png"
+    if os.environ.get("MNISTREAM_UPDATE_GOLDENS") == "1":
+        path.write_bytes(to_png(preprocess(encode_ink(stroke_ink(figure), "l-dark"))))
+    with Image.open(path) as image:
+        pixels: FloatImage = np.asarray(image, dtype=np.float32) / 255.0
+    return pixels
+
+
+def assert_mnist_like(pixels: FloatImage) -> None:
+    """28×28 float32 in [0, 1], bright ink on black, centred by mass, inside 20×20."""
+    assert pixels.shape == (28, 28)
+    assert pixels.dtype == np.float32
+    assert float(pixels.min()) >= 0.0
+    assert float(pixels.max()) <= 1.0
+    assert float(pixels.max()) > 0.9, "the strokes should be bright"
+    assert float(np.median(pixels)) == 0.0, "the background should be black"
+    assert float(pixels.mean()) < 0.3
+    row, col = centre_of_mass(pixels)
+    assert abs(row - CENTRE) <= 1.0
+    assert abs(col - CENTRE) <= 1.0
+    height, width = ink_box(pixels)
+    assert max(height, width) <= BOX
+    assert max(height, width) >= BOX - 1, "the longer side should fill the 20×20 box"
+
+
+@pytest.mark.parametrize("name", FIGURES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_every_input_kind_matches_the_golden(kind: str, name: str) -> None:
+    figure = FIGURES[name]
+    pixels = preprocess(encode_ink(stroke_ink(figure), kind))
+
+    assert_mnist_like(pixels)
+    expected = golden(name, figure)
+    difference = np.abs(pixels - expected)
+    assert float(difference.mean()) < 0.02, f"{kind} drifted from the golden {name}"
+    assert float(difference.max()) < 0.15
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_the_same_drawing_in_every_kind_gives_nearly_the_same_input(kind: str) -> None:
+    ink = stroke_ink(SEVEN)
+    reference = preprocess(encode_ink(ink, "l-dark"))
+
+    pixels = preprocess(encode_ink(ink, kind))
+
+    assert float(np.abs(pixels - reference).mean()) < 0.02
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_an_mnist_image_drawn_on_the_browser_canvas_comes_back_nearly_unchanged(
+    dtype: str,
+) -> None:
+    mnist = golden("four", FOUR)
+    pixels28 = (mnist * 255).round().astype(np.uint8) if dtype == "uint8" else mnist
+
+    canvas = render_canvas_png(pixels28)
+
+    with Image.open(io.BytesIO(canvas)) as image:
+        assert (image.size, image.mode) == ((280, 280), "RGBA")
+    again = preprocess(canvas)
+    assert_mnist_like(again)
+    assert float(np.abs(again - mnist).mean()) < 0.03
+
+
+def test_different_digits_give_different_inputs() -> None:
+    seven = preprocess(drawing_png(SEVEN))
+    four = preprocess(drawing_png(FOUR))
+
+    assert float(np.abs(seven - four).mean()) > 0.1
+
+
+@pytest.mark.parametrize(
+    ("offset", "scale"),
+    [((0.0, 0.0), 1.0), ((-0.3, -0.3), 0.3), ((0.35, 0.2), 0.25), ((0.0, 0.0), 0.15)],
+    ids=["centred", "small-top-left", "small-bottom-right", "tiny"],
+)
+def test_position_and_size_on_the_canvas_do_not_matter(
+    offset: tuple[float, float], scale: float
+) -> None:
+    # The pen width scales with the figure, so only its place and size on the canvas change.
+    ink = stroke_ink(SEVEN, offset=offset, scale=scale, width=round(20 * scale))
+    reference = preprocess(encode_ink(stroke_ink(SEVEN, width=20), "rgba-dark"))
+
+    pixels = preprocess(encode_ink(ink, "rgba-dark"))
+
+    assert_mnist_like(pixels)
+    assert float(np.abs(pixels - reference).mean()) < 0.08
+
+
+def test_a_thin_horizontal_stroke_keeps_its_aspect_ratio() -> None:
+    ink = np.zeros((280, 280), dtype=np.uint8)
+    ink[130:150, 40:240] = 255
+
+    pixels = preprocess(encode_ink(ink, "l-dark"))
+
+    height, width = ink_box(pixels)
+    assert width == BOX
+    assert height <= 3
+
+
+def test_center_digit_accepts_float_ink_like_uint8() -> None:
+    ink = stroke_ink(FOUR, size=112)
+
+    from_uint8 = center_digit(ink)
+    from_float = center_digit(ink.astype(np.float32) / 255.0)
+
+    np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
+
+
+def test_to_batch_makes_the_model_tensor() -> None:
+    images = [preprocess(drawing_png(SEVEN)), preprocess(drawing_png(FOUR))]
+
+    batch = to_batch(images)
+
+    assert batch.shape == (2, 1, 28, 28)
+    assert batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[1, 0], images[1])
+
+
+def test_to_png_shows_what_the_model_saw() -> None:
+    pixels = preprocess(drawing_png(SEVEN))
+
+    with Image.open(io.BytesIO(to_png(pixels))) as image:
+        shown = np.asarray(image, dtype=np.float32) / 255.0
+        assert image.size == (28, 28)
+        assert image.mode == "L"
+    np.testing.assert_allclose(shown, pixels, atol=1 / 255 + 1e-6)
+
+
+def test_decode_reports_the_real_type_and_size() -> None:
+    jpeg = encode_ink(stroke_ink(SEVEN, size=120), "jpeg")
+
+    decoded = decode(jpeg)
+
+    assert (decoded.media_type, decoded.width, decoded.height) == ("image/jpeg", 120, 120)
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "RGB"])
+def test_a_blank_drawing_is_refused_with_a_clear_message(mode: str) -> None:
+    with pytest.raises(BlankImageError, match="blank: no ink was found; draw a digit first"):
+        preprocess(blank_png(mode=mode))
+
+
+def test_faint_noise_is_still_blank() -> None:
+    rng = np.random.default_rng(1)
+    noise: npt.NDArray[np.uint8] = rng.integers(0, 30, size=(100, 100), dtype=np.uint8)
+
+    with pytest.raises(BlankImageError):
+        preprocess(encode_ink(noise, "l-dark"))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(20_000, 20_000), (10_000, 10_000), (3000, 10), (10, 2049)]
+)
+def test_too_large_images_are_refused_before_decoding(width: int, height: int) -> None:
+    with pytest.raises(ImageTooLargeError, match="the limit is 2048 px per side"):
+        preprocess(png_header(width, height))
+
+
+def test_the_size_limit_is_a_parameter() -> None:
+    with pytest.raises(ImageTooLargeError, match=r"is 280×280; the limit is 100 px per side"):
+        preprocess(drawing_png(), max_side=100)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", r"the image is empty \(0 bytes\)"),
+        (b"hello, I am not an image", "not a PNG or JPEG image"),
+        (b"GIF89a" + b"\x00" * 64, "not a PNG or JPEG image"),
+        (drawing_png()[:300], "corrupt or truncated"),
+        (encode_ink(stroke_ink(SEVEN), "jpeg")[:800], "corrupt or truncated"),
+        (animated_png(), "animated images are not accepted"),
+    ],
+    ids=["empty", "text", "gif", "truncated-png", "truncated-jpeg", "animated-png"],
+)
+def test_unusable_bytes_are_refused_with_the_reason(data: bytes, message: str) -> None:
+    with pytest.raises(PreprocessError, match=message) as raised:
+        preprocess(data)
+
+    assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)

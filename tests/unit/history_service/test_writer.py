@@ -1,0 +1,258 @@
+"""What the history writes for a batch: one row per key, chosen by a rule that does not depend on
+arrival order, so redelivery and replay give the same rows.
+
+The writer runs against a recording engine: the statements it would send are compiled for
+PostgreSQL and read back as rows (no database; the real upserts are integration tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from history_service.writer import HistoryWriter
+from mnistream_common.events import (
+    DigitLabeled,
+    DigitPredicted,
+    ModelRef,
+    PredictionKind,
+    Timings,
+)
+from mnistream_common.storage import S3Uri
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers import promotion, submitted, tiny_onnx_model
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DIGIT = uuid.UUID("01953c1e-8a4b-7c2d-9e0f-1a2b3c4d5e6f")
+
+
+@dataclass
+class RecordingEngine:
+    """Stands in for an AsyncEngine: keeps every statement executed in a transaction."""
+
+    statements: list[Any] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[RecordingEngine]:
+        yield self
+
+    async def execute(self, statement: Any) -> None:
+        self.statements.append(statement)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows inserted into `table`, across statements."""
+        found: list[dict[str, Any]] = []
+        for statement in self.statements:
+            if statement.table.name == table:
+                found.extend(rows_of(statement))
+        return found
+
+
+@dataclass
+class RecordingStore:
+    """Stands in for the ObjectStore: keeps what was put."""
+
+    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+
+    async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
+        self.objects[str(uri)] = (data, content_type)
+
+
+def rows_of(statement: Any) -> list[dict[str, Any]]:
+    """The VALUES rows of a multi-row INSERT, as column → value."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    params = statement.compile(dialect=dialect).params
+    rows: dict[int, dict[str, Any]] = {}
+    for name, value in params.items():
+        column, _, index = name.rpartition("_m")
+        rows.setdefault(int(index), {})[column] = value
+    return [rows[i] for i in sorted(rows)]
+
+
+def writer() -> tuple[HistoryWriter, RecordingEngine, RecordingStore]:
+    engine, store = RecordingEngine(), RecordingStore()
+    return HistoryWriter(cast(AsyncEngine, engine), cast(Any, store), "drawings"), engine, store
+
+
+def predicted(
+    kind: PredictionKind = "live",
+    *,
+    version: int = 1,
+    at: datetime = AT,
+    digit_id: uuid.UUID = DIGIT,
+    event_id: uuid.UUID | None = None,
+    digit: int = 3,
+    job_id: uuid.UUID | None = None,
+) -> DigitPredicted:
+    probabilities = [0.0] * 10
+    probabilities[digit] = 1.0
+    return DigitPredicted(
+        event_id=event_id or uuid.uuid4(),
+        occurred_at=at,
+        digit_id=digit_id,
+        model=ModelRef(name="mnist-digits", version=version, sha256="ab" * 32),
+        probabilities=probabilities,
+        predicted_digit=digit,
+        confidence=1.0,
+        kind=kind,
+        timings=Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
+        worker_id="w",
+        provider="CPUExecutionProvider",
+        job_id=job_id,
+        job_total=None if job_id is None else 10,
+    )
+
+
+def labeled(label: int, at: datetime, event_id: uuid.UUID | None = None) -> DigitLabeled:
+    return DigitLabeled(
+        event_id=event_id or uuid.uuid4(), digit_id=DIGIT, label=label, labeled_at=at
+    )
+
+
+async def kept_predictions(events: Sequence[DigitPredicted]) -> list[dict[str, Any]]:
+    history, engine, _ = writer()
+    await history.predictions(events)
+    return engine.rows("predictions")
+
+
+# --- predictions ----------------------------------------------------------------------------
+
+
+async def test_live_beats_rescore_beats_candidate_in_any_order() -> None:
+    events = [predicted("candidate", digit=1), predicted("live", digit=2), predicted("rescore")]
+
+    for order in itertools.permutations(events):
+        rows = await kept_predictions(order)
+
+        assert len(rows) == 1
+        assert (rows[0]["kind"], rows[0]["predicted_digit"]) == ("live", 2)
+
+
+async def test_the_earliest_prediction_of_a_kind_wins_then_the_smaller_event_id() -> None:
+    low, high = uuid.UUID(int=1), uuid.UUID(int=2)
+    events = [
+        predicted("rescore", at=AT + timedelta(seconds=5), digit=9),
+        predicted("rescore", at=AT, event_id=high, digit=8),
+        predicted("rescore", at=AT, event_id=low, digit=7),
+    ]
+
+    for order in itertools.permutations(events):
+        rows = await kept_predictions(order)
+
+        assert [(r["predicted_digit"], r["event_id"]) for r in rows] == [(7, low)]
+
+
+async def test_each_model_version_and_each_drawing_keeps_its_own_row() -> None:
+    other = uuid.uuid4()
+    events = [
+        predicted(version=1),
+        predicted(version=2),
+        predicted(version=1, digit_id=other),
+        predicted(version=1),  # a redelivery
+    ]
+
+    rows = await kept_predictions(events)
+
+    assert sorted((r["digit_id"], r["model_version"]) for r in rows) == sorted(
+        [(DIGIT, 1), (DIGIT, 2), (other, 1)]
+    )
+
+
+async def test_job_progress_counts_each_drawing_once_and_spans_the_batch() -> None:
+    job = uuid.uuid4()
+    first, last = AT, AT + timedelta(seconds=30)
+    other = uuid.uuid4()
+    events = [
+        predicted("rescore", version=2, at=last, job_id=job),
+        predicted("rescore", version=2, at=first, job_id=job),  # the same drawing again
+        predicted(
+            "rescore", version=2, at=first + timedelta(seconds=1), job_id=job, digit_id=other
+        ),
+        predicted("live", version=2),
+    ]
+    history, engine, _ = writer()
+
+    await history.predictions(events)
+
+    [job_row] = engine.rows("rescore_jobs")
+    assert (job_row["job_id"], job_row["total"], job_row["model_version"]) == (job, 10, 2)
+    assert (job_row["started_at"], job_row["updated_at"]) == (first, last)
+    items = engine.rows("rescore_job_items")
+    assert sorted(i["digit_id"] for i in items) == sorted([DIGIT, other])
+
+
+async def test_an_empty_batch_writes_nothing() -> None:
+    history, engine, _ = writer()
+
+    await history.predictions([])
+    await history.labels([])
+    await history.promotions([])
+    await history.drawings([])
+
+    assert engine.statements == []
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+
+async def test_the_latest_label_wins_in_any_order() -> None:
+    events = [
+        labeled(1, AT),
+        labeled(7, AT + timedelta(minutes=2)),
+        labeled(4, AT + timedelta(minutes=1)),
+    ]
+
+    for order in itertools.permutations(events):
+        history, engine, _ = writer()
+        await history.labels(order)
+
+        assert [r["label"] for r in engine.rows("labels")] == [7]
+
+
+async def test_labels_at_the_same_instant_are_settled_by_the_larger_event_id() -> None:
+    events = [labeled(2, AT, uuid.UUID(int=9)), labeled(5, AT, uuid.UUID(int=10))]
+
+    for order in itertools.permutations(events):
+        history, engine, _ = writer()
+        await history.labels(order)
+
+        assert [r["label"] for r in engine.rows("labels")] == [5]
+
+
+# --- promotions and drawings ----------------------------------------------------------------
+
+
+async def test_a_promotion_delivered_twice_is_one_ledger_row() -> None:
+    event = promotion(tiny_onnx_model(1), 1)
+    history, engine, _ = writer()
+
+    await history.promotions([event, event])
+
+    [row] = engine.rows("promotions")
+    assert (row["event_id"], row["version"], row["sha256"]) == (
+        event.event_id,
+        1,
+        event.model.sha256,
+    )
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+async def test_a_drawing_is_stored_under_its_id_with_its_sha256(copies: int) -> None:
+    event = submitted()
+    history, engine, store = writer()
+
+    await history.drawings([event] * copies)
+
+    assert store.objects == {f"s3://drawings/{event.digit_id}": (event.image, "image/png")}
+    [row] = engine.rows("drawings")
+    assert row["digit_id"] == event.digit_id
+    assert row["size_bytes"] == len(event.image)
+    assert len(row["image_sha256"]) == 64
