@@ -102,3 +102,17 @@ data: install ## Materialise MNIST in torchvision's layout under .data/mnist (do
 train: data infra-up ## Train and register a model: make train ARCH=cnn|mlp [EPOCHS=n] [HIDDEN=n]
 	$(UV) run --frozen mnistream train --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(HIDDEN),--hidden $(HIDDEN))
+
+# ---------------------------------------------------------------- run
+
+.PHONY: run
+run: install data ## Run everything: stack, first model if none, all services (INFERENCE_WORKERS=2); Ctrl-C stops
+	infra/run.sh
+
+.PHONY: stop
+stop: ## Stop `make run` (services, then the stack); no process is left behind
+	@if [ -f .data/run/honcho.pid ] && kill -0 "$$(cat .data/run/honcho.pid)" 2>/dev/null; then \
+	  kill -TERM "$$(cat .data/run/honcho.pid)"; \
+	  for i in $$(seq 1 60); do [ -f .data/run/honcho.pid ] || break; sleep 0.5; done; \
+	fi
+	infra/stack.sh down

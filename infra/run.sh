@@ -12,14 +12,6 @@ infra/stack.sh up
 .venv/bin/history-service migrate
 .venv/bin/mnistream bootstrap
 
-stopping() {
-  trap - EXIT INT TERM
-  rm -f "$DATA/run/honcho.pid"
-  echo "stopping the stack..." >&2
-  infra/stack.sh down
-}
-trap stopping EXIT INT TERM
-
 port="${GATEWAY_PORT:-8000}"
 cat >&2 <<MSG
 
@@ -30,5 +22,12 @@ cat >&2 <<MSG
 MSG
 .venv/bin/honcho -f Procfile start -p 8100 \
   -c "gateway=1,history=1,inference=$WORKERS,rescore=$RESCORERS" &
-echo $! >"$DATA/run/honcho.pid"
-wait "$(cat "$DATA/run/honcho.pid")" || true
+honcho=$!
+echo "$honcho" >"$DATA/run/honcho.pid"
+# Ctrl-C or `make stop`: let honcho stop the services first, then stop the stack.
+trap 'kill -TERM "$honcho" 2>/dev/null || true' INT TERM
+wait "$honcho" || true
+wait "$honcho" 2>/dev/null || true
+rm -f "$DATA/run/honcho.pid"
+echo "services stopped; stopping the stack..." >&2
+infra/stack.sh down

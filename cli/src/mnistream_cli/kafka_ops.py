@@ -22,7 +22,9 @@ async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
         partition = TopicPartition(MODEL_PROMOTED.name, 0)
         consumer.assign([partition])
         end = (await consumer.end_offsets([partition]))[partition]
-        await consumer.seek_to_beginning(partition)
+        # An explicit seek: seek_to_beginning right after end_offsets left the position at
+        # the end here (aiokafka 0.14), silently reading an empty ledger.
+        consumer.seek(partition, (await consumer.beginning_offsets([partition]))[partition])
         events: list[ModelPromoted] = []
         while await consumer.position(partition) < end:
             batch = await consumer.getmany(partition, timeout_ms=1000)

@@ -136,12 +136,10 @@ async def _replay_loop(
         TopicPartition(DIGITS_DEADLETTER.name, p) for p in range(DIGITS_DEADLETTER.partitions)
     ]
     consumer.assign(partitions)
+    beginnings = await consumer.beginning_offsets(partitions)
     for tp in partitions:  # resume where the last replay stopped
         committed = await consumer.committed(tp)
-        if committed is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, committed)
+        consumer.seek(tp, beginnings[tp] if committed is None else committed)
     ends = await consumer.end_offsets(partitions)
     total = sum(await _remaining(consumer, ends))
     republished: dict[str, int] = {}

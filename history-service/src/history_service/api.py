@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +73,23 @@ class DrawingsPage(BaseModel):
     """Newest first; pass `next_cursor` as `before` for the next page."""
 
     items: list[DrawingOut]
-    next_cursor: uuid.UUID | None
+    next_cursor: str | None
+
+
+def encode_cursor(drawing: DrawingOut) -> str:
+    """An opaque cursor pointing just after `drawing` in newest-first order."""
+    raw = f"{drawing.submitted_at.isoformat()}|{drawing.digit_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor points at; 422 when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, digit_id = raw.split("|")
+        return datetime.fromisoformat(when), uuid.UUID(digit_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, "`before` is not a cursor from `next_cursor`") from exc
 
 
 class PromotionOut(BaseModel):
@@ -154,13 +171,14 @@ NotFound: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown digit
 async def list_drawings(
     context: Context,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: Annotated[uuid.UUID | None, Query(description="`next_cursor` of the last page")] = None,
+    before: Annotated[str | None, Query(description="`next_cursor` of the last page")] = None,
 ) -> DrawingsPage:
     """A page of drawings with their predictions per model version and their labels."""
+    position = decode_cursor(before) if before else None
     async with context.engine.connect() as conn:
-        rows = await queries.drawings_page(conn, limit, before)
+        rows = await queries.drawings_page(conn, limit, position)
     items = [DrawingOut.model_validate(r) for r in rows]
-    cursor = items[-1].digit_id if len(items) == limit else None
+    cursor = encode_cursor(items[-1]) if len(items) == limit else None
     return DrawingsPage(items=items, next_cursor=cursor)
 
 

@@ -33,6 +33,8 @@ class Drawing(Base):
     client_source: Mapped[str] = mapped_column(String(64))
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
 
+    __table_args__ = (Index("ix_drawings_submitted_at_digit_id", "submitted_at", "digit_id"),)
+
 
 class Prediction(Base):
     """One model version's reading of one drawing."""
@@ -55,7 +57,10 @@ class Prediction(Base):
     predicted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
 
-    __table_args__ = (Index("ix_predictions_version_digit", "model_version", "digit_id"),)
+    __table_args__ = (
+        Index("ix_predictions_version_digit", "model_version", "digit_id"),
+        Index("ix_predictions_job_id", "job_id"),
+    )
 
 
 class Label(Base):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -16,17 +17,17 @@ FLIPS_SHOWN = 200
 
 
 async def drawings_page(
-    conn: AsyncConnection, limit: int, before: uuid.UUID | None
+    conn: AsyncConnection, limit: int, before: tuple[datetime, uuid.UUID] | None
 ) -> list[dict[str, Any]]:
-    """Newest drawings first (ids are UUIDv7, so id order is time order), keyset-paginated."""
+    """Newest drawings first, keyset-paginated on (submitted_at, digit_id)."""
     query = (
         select(Drawing, Label.label, Label.labeled_at)
         .outerjoin(Label, Label.digit_id == Drawing.digit_id)
-        .order_by(Drawing.digit_id.desc())
+        .order_by(Drawing.submitted_at.desc(), Drawing.digit_id.desc())
         .limit(limit)
     )
     if before is not None:
-        query = query.where(Drawing.digit_id < before)
+        query = query.where(tuple_(Drawing.submitted_at, Drawing.digit_id) < tuple_(*before))
     rows = (await conn.execute(query)).all()
     return await _with_predictions(conn, rows)
 

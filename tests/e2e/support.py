@@ -1,0 +1,107 @@
+"""Helpers for end-to-end tests: the CLI as a user runs it, uploads, collected predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from mnistream_common.events import DigitPredicted
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Models:
+    """Two registered versions: the weak first model and a better one."""
+
+    weak: int
+    better: int
+
+
+def mnistream(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `mnistream` CLI as a user would; returns its output."""
+    result = subprocess.run(
+        [str(BIN / "mnistream"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"mnistream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@dataclass
+class Predictions:
+    """Every prediction published since the collector started, by digit id."""
+
+    by_digit: dict[uuid.UUID, list[DigitPredicted]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def versions(self, digit_id: uuid.UUID, kind: str | None = None) -> set[int]:
+        """Model versions that predicted `digit_id` (optionally of one kind)."""
+        return {p.model.version for p in self.by_digit[digit_id] if kind in (None, p.kind)}
+
+    def missing(
+        self, ids: list[uuid.UUID], *, version: int | None = None, kind: str = "live"
+    ) -> list[uuid.UUID]:
+        """Ids without a prediction of `kind` (by `version`, when given)."""
+        return [
+            d
+            for d in ids
+            if not any(
+                p.kind == kind and (version is None or p.model.version == version)
+                for p in self.by_digit[d]
+            )
+        ]
+
+
+async def upload_all(
+    gateway_url: str, images: list[bytes], *, concurrency: int = 16, wait_ms: int = 0
+) -> list[uuid.UUID]:
+    """Upload drawings (multipart); the ids answered 202 or 200. Any other answer fails."""
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30.0) as client:
+
+        async def one(image: bytes) -> uuid.UUID:
+            async with gate:
+                response = await client.post(
+                    "/api/predictions",
+                    params={"wait": wait_ms} if wait_ms else None,
+                    files={"image": ("digit.png", image, "image/png")},
+                )
+            assert response.status_code in (200, 202), response.text
+            return uuid.UUID(response.json()["digit_id"])
+
+        return list(await asyncio.gather(*(one(image) for image in images)))
+
+
+async def eventually(
+    predicate: Callable[[], object], within: float, message: str, interval: float = 0.1
+) -> None:
+    """Poll a sync or async predicate until it holds; fail with `message` after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{message}: still not the case after {within:g} s")
+        await asyncio.sleep(interval)

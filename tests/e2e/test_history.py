@@ -1,0 +1,289 @@
+"""The history end to end: stored, idempotent, order-tolerant, outage-proof and rebuildable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import uuid
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from mnistream_cli.groups import group_status
+from mnistream_common.events import (
+    DigitLabeled,
+    DigitPredicted,
+    DigitSubmitted,
+    Event,
+    ModelRef,
+    Timings,
+    utc_now,
+)
+from mnistream_common.storage import make_minio
+from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED, Groups
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.e2e.support import Predictions, eventually, mnistream, upload_all
+from tests.stack import require_kafka, require_minio, require_postgres
+from tests.system import BIN, ROOT, System
+
+pytestmark = pytest.mark.e2e
+
+TABLES = {
+    "drawings": "digit_id",
+    "predictions": "digit_id, model_version",
+    "labels": "digit_id",
+    "promotions": "event_id",
+    "rescore_jobs": "job_id",
+    "rescore_job_items": "job_id, digit_id",
+}
+
+
+async def stored(history_url: str, digit_id: uuid.UUID) -> dict[str, object] | None:
+    """The drawing as the read API returns it, or None while it is not stored."""
+    async with httpx.AsyncClient(base_url=history_url, timeout=10) as client:
+        response = await client.get(f"/api/digits/{digit_id}")
+    return response.json() if response.status_code == 200 else None
+
+
+async def history_caught_up() -> bool:
+    """The history group has read everything (lag 0) and has members."""
+    [status] = await group_status(require_kafka(), [Groups.HISTORY])
+    return bool(status.members) and sum(status.lag.values()) == 0
+
+
+async def table_checksums(where_ids: Sequence[uuid.UUID] | None = None) -> dict[str, str]:
+    """md5 of every history table's rows in key order (optionally only some digit ids)."""
+    engine = create_async_engine(require_postgres())
+    sums: dict[str, str] = {}
+    try:
+        async with engine.connect() as conn:
+            for table, key in TABLES.items():
+                where = ""
+                if where_ids is not None:
+                    if "digit_id" not in key:
+                        continue
+                    where = "WHERE digit_id = ANY(:ids)"
+                query = text(
+                    f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {key}), '')) "
+                    f"FROM {table} t {where}"
+                )
+                params = {"ids": list(where_ids)} if where_ids is not None else {}
+                count, digest = (await conn.execute(query, params)).one()
+                sums[table] = f"{count}:{digest}"
+    finally:
+        await engine.dispose()
+    return sums
+
+
+def object_checksum() -> str:
+    """Digest of every drawing object's name and content hash."""
+    settings = require_minio()
+    client = make_minio(settings)
+    listing = sorted(
+        (o.object_name or "", o.etag or "")
+        for o in client.list_objects(settings.drawings_bucket, recursive=True)
+    )
+    return f"{len(listing)}:{hashlib.sha256(repr(listing).encode()).hexdigest()}"
+
+
+async def publish(events: Sequence[tuple[str, Event, uuid.UUID]]) -> None:
+    """Publish events keyed by digit id, acks=all."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=require_kafka(), acks="all", max_request_size=3_000_000
+    )
+    await producer.start()
+    try:
+        for topic, event, key in events:
+            await producer.send_and_wait(topic, event.to_bytes(), key=str(key).encode())
+    finally:
+        await producer.stop()
+
+
+def made_up_events(image: bytes) -> tuple[uuid.UUID, DigitSubmitted, DigitPredicted, DigitLabeled]:
+    """A drawing, a prediction and a label for a new id, produced by no service."""
+    digit_id = uuid.uuid4()
+    submitted = DigitSubmitted(
+        digit_id=digit_id,
+        submitted_at=utc_now(),
+        media_type="image/png",
+        image=image,
+        width=280,
+        height=280,
+    )
+    predicted = DigitPredicted(
+        digit_id=digit_id,
+        model=ModelRef(name="e2e", version=999, sha256="0" * 64),
+        probabilities=[0.1] * 10,
+        predicted_digit=3,
+        confidence=0.1,
+        kind="live",
+        timings=Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
+        worker_id="e2e",
+        provider="CPUExecutionProvider",
+        submitted_at=submitted.submitted_at,
+    )
+    labeled = DigitLabeled(digit_id=digit_id, label=3, labeled_at=utc_now())
+    return digit_id, submitted, predicted, labeled
+
+
+async def test_upload_is_stored_with_its_prediction_and_exact_image(
+    system: System, drawings: list[bytes]
+) -> None:
+    [digit_id] = await upload_all(system.gateway_url, drawings[10:11], wait_ms=5000)
+
+    async def has_prediction() -> bool:
+        row = await stored(system.gateway_url, digit_id)  # through the gateway, as browsers do
+        return bool(row and row["predictions"])
+
+    await eventually(has_prediction, 30, "drawing stored with its prediction")
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        image = await client.get(f"/api/digits/{digit_id}/image")
+        model_input = await client.get(f"/api/digits/{digit_id}/input.png")
+    assert image.content == drawings[10], "the stored image must be byte-identical"
+    assert image.headers["content-type"] == "image/png"
+    assert model_input.status_code == 200 and model_input.content.startswith(b"\x89PNG")
+
+
+async def test_the_same_events_twice_give_the_same_rows(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    made = [made_up_events(drawings[i]) for i in range(5)]
+    events = [
+        (topic, event, digit_id)
+        for digit_id, submitted, predicted, labeled in made
+        for topic, event in (
+            (DIGITS_SUBMITTED.name, submitted),
+            (DIGITS_PREDICTED.name, predicted),
+            (DIGITS_LABELED.name, labeled),
+        )
+    ]
+    ids = [m[0] for m in made]
+
+    def live_predictions(count: int) -> bool:
+        return all(
+            sum(p.kind == "live" and p.worker_id != "e2e" for p in predictions.by_digit[d]) >= count
+            for d in ids
+        )
+
+    await publish(events)
+    # The workers read the published drawings too: wait for their answers to be stored.
+    await eventually(lambda: live_predictions(1), 60, "the workers read the drawings")
+    await eventually(history_caught_up, 60, "history caught up")
+    first = await table_checksums(ids)
+    assert first["drawings"].startswith("5:")
+    assert first["predictions"].startswith("10:")  # the made-up v999 and the champion's
+    assert first["labels"].startswith("5:")
+    await publish(events)  # redelivery: every event a second time
+    await eventually(lambda: live_predictions(2), 60, "the workers read them again")
+    await eventually(history_caught_up, 60, "history caught up again")
+    assert await table_checksums(ids) == first
+
+
+async def test_prediction_and_label_before_the_drawing_are_kept_and_joined(
+    system: System, drawings: list[bytes]
+) -> None:
+    digit_id, submitted, predicted, labeled = made_up_events(drawings[3])
+    await publish(
+        [(DIGITS_PREDICTED.name, predicted, digit_id), (DIGITS_LABELED.name, labeled, digit_id)]
+    )
+    await eventually(history_caught_up, 60, "history caught up")
+    assert await stored(system.history_url, digit_id) is None  # no drawing yet, nothing failed
+    await publish([(DIGITS_SUBMITTED.name, submitted, digit_id)])
+
+    async def joined() -> bool:
+        row = await stored(system.history_url, digit_id)
+        return bool(row and row["predictions"] and row["label"] == 3)
+
+    await eventually(joined, 30, "the early prediction and label joined the drawing")
+
+
+def stack_component(action: str, name: str) -> None:
+    """Stop or start one component of the test stack (infra/stack.sh stop|start NAME)."""
+    subprocess.run([str(ROOT / "infra" / "stack.sh"), action, name], check=True, timeout=120)
+
+
+async def test_postgres_outage_loses_nothing(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    stream = asyncio.create_task(
+        upload_all(system.gateway_url, [drawings[i % 300] for i in range(300)], concurrency=4)
+    )
+    await eventually(lambda: len(predictions.by_digit) >= 30, 60, "stream flowing")
+    await asyncio.to_thread(stack_component, "stop", "postgres")
+    try:
+
+        async def not_ready() -> bool:
+            async with httpx.AsyncClient(timeout=5) as client:
+                return (await client.get(f"{system.history_url}/readyz")).status_code == 503
+
+        await eventually(not_ready, 30, "history-service reports not-ready during the outage")
+        await asyncio.sleep(5)  # the outage itself: 5 s of uploads with Postgres down
+    finally:
+        await asyncio.to_thread(stack_component, "start", "postgres")
+    ids = await stream
+
+    async def all_stored() -> bool:
+        engine = create_async_engine(require_postgres())
+        try:
+            async with engine.connect() as conn:
+                found = await conn.execute(
+                    text(
+                        "SELECT count(DISTINCT d.digit_id) FROM drawings d "
+                        "JOIN predictions p ON p.digit_id = d.digit_id WHERE d.digit_id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+                return int(found.scalar_one()) == len(set(ids))
+        finally:
+            await engine.dispose()
+
+    await eventually(all_stored, 120, "every upload stored with its prediction")
+
+
+async def test_replay_into_an_empty_database_gives_identical_rows(
+    system: System, drawings: list[bytes]
+) -> None:
+    await upload_all(system.gateway_url, drawings[:20], wait_ms=5000)
+    await eventually(history_caught_up, 60, "history caught up")
+    before, objects = await table_checksums(), object_checksum()
+    refused = mnistream("replay", "history", "--from-beginning", check=False)
+    assert refused.returncode != 0 and "stop it first" in refused.stdout
+    system.services["history"].stop()
+    await asyncio.to_thread(
+        subprocess.run, [str(BIN / "history-service"), "reset", "--yes"], check=True
+    )
+    empty = await table_checksums()
+    assert empty["drawings"].startswith("0:")
+    mnistream("replay", "history", "--from-beginning")
+    system.restart("history")
+    await eventually(history_caught_up, 180, "history rebuilt from the topics")
+    assert await table_checksums() == before
+    assert object_checksum() == objects
+
+
+async def test_pagination_is_stable_while_new_drawings_arrive(
+    system: System, drawings: list[bytes]
+) -> None:
+    await upload_all(system.gateway_url, drawings[:12], wait_ms=5000)
+    await eventually(history_caught_up, 60, "history caught up")
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        first = (await client.get("/api/digits", params={"limit": 10})).json()
+        newer = await upload_all(system.gateway_url, drawings[20:25], wait_ms=5000)
+        await eventually(history_caught_up, 60, "new drawings stored")
+        second = (
+            await client.get("/api/digits", params={"limit": 10, "before": first["next_cursor"]})
+        ).json()
+        fresh = (await client.get("/api/digits", params={"limit": 5})).json()
+    first_ids = [item["digit_id"] for item in first["items"]]
+    second_ids = [item["digit_id"] for item in second["items"]]
+    assert len(first_ids) == 10 and second_ids, "two full pages expected"
+    assert not set(first_ids) & set(second_ids), "no drawing may appear on two pages"
+    first_times = [item["submitted_at"] for item in first["items"]]
+    second_times = [item["submitted_at"] for item in second["items"]]
+    assert max(second_times) <= min(first_times), "page two continues with older drawings"
+    assert first_times == sorted(first_times, reverse=True), "newest first"
+    assert {str(d) for d in newer} == {item["digit_id"] for item in fresh["items"]}

@@ -1,0 +1,148 @@
+"""Promotion end to end: the CLI, hot swap in every worker, rescoring of the whole history."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.e2e.support import Models, Predictions, eventually, mnistream, upload_all
+from tests.stack import require_postgres
+from tests.system import System
+
+pytestmark = pytest.mark.e2e
+
+
+async def drawings_without(version: int) -> int:
+    """Stored drawings that have no prediction by `version`."""
+    engine = create_async_engine(require_postgres())
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT count(*) FROM drawings d WHERE NOT EXISTS (SELECT 1 FROM predictions p "
+                    "WHERE p.digit_id = d.digit_id AND p.model_version = :v)"
+                ),
+                {"v": version},
+            )
+            return int(result.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def latest_job(history_url: str, version: int) -> dict[str, object] | None:
+    """The newest rescore job for `version`."""
+    async with httpx.AsyncClient(base_url=history_url, timeout=10) as client:
+        jobs = (await client.get("/api/rescore-jobs")).json()
+    mine = [j for j in jobs if j["model_version"] == version and j["kind"] == "rescore"]
+    return mine[0] if mine else None
+
+
+async def worker_versions(system: System) -> set[int]:
+    """The model version each running inference worker serves."""
+    versions = set()
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, service in system.services.items():
+            if name.startswith("inference-") and service.process and service.process.poll() is None:
+                port = service.env["INFERENCE_HTTP_PORT"]
+                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
+                versions.add(body["model"]["version"])
+    return versions
+
+
+async def test_promotion_rescores_every_stored_drawing_without_restarts(
+    system: System, models: Models, drawings: list[bytes], predictions: Predictions
+) -> None:
+    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: start weak")
+    await eventually(lambda: worker_versions(system), 30, "workers up")
+    pids = {name: s.process.pid for name, s in system.services.items() if s.process}
+    ids = await upload_all(system.gateway_url, drawings[:200], concurrency=16)
+    await eventually(
+        lambda: not predictions.missing(ids, version=models.weak), 60, "weak reads all"
+    )
+
+    promoted = mnistream("promote", str(models.better), "--reason", "e2e: better model")
+    assert "promoted" in promoted.stdout
+
+    async def everything_rescored() -> bool:
+        return await drawings_without(models.better) == 0
+
+    await eventually(everything_rescored, 180, "every stored drawing read by the new model")
+    job = await latest_job(system.history_url, models.better)
+    assert job is not None and job["finished"], job
+    assert await worker_versions(system) == {models.better}
+    after = await upload_all(system.gateway_url, drawings[200:220], wait_ms=5000)
+    await eventually(
+        lambda: not predictions.missing(after, version=models.better),
+        30,
+        "new live predictions by the new version",
+    )
+    assert pids == {name: s.process.pid for name, s in system.services.items() if s.process}, (
+        "no service may restart for a promotion"
+    )
+
+
+async def test_rollback_brings_the_old_champion_back_everywhere(
+    system: System, models: Models, drawings: list[bytes], predictions: Predictions
+) -> None:
+    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: weak")
+    mnistream("promote", str(models.better), "--reason", "e2e: better")
+
+    async def serving(version: int) -> bool:
+        return await worker_versions(system) == {version}
+
+    await eventually(lambda: serving(models.better), 30, "better serving")
+    rolled = mnistream("rollback", "--reason", "e2e: rollback")
+    assert f"to v{models.weak}" in rolled.stdout
+    await eventually(lambda: serving(models.weak), 30, "old champion serving again")
+    ids = await upload_all(system.gateway_url, drawings[30:40], wait_ms=5000)
+    await eventually(
+        lambda: not predictions.missing(ids, version=models.weak), 30, "live by the old champion"
+    )
+
+
+def test_the_gate_refuses_a_worse_model_unless_forced(system: System, models: Models) -> None:
+    mnistream("promote", str(models.better), "--force", "--reason", "e2e: better first")
+    refused = mnistream("promote", str(models.weak), check=False)
+    assert refused.returncode == 1
+    assert "refused" in refused.stdout and "below the champion's" in refused.stdout
+    assert "--force" in refused.stdout
+    forced = mnistream("promote", str(models.weak), "--force", "--reason", "e2e: forced")
+    assert forced.returncode == 0 and "promoted" in forced.stdout
+
+
+async def test_a_killed_rescore_worker_still_completes_the_job(
+    system: System, models: Models, drawings: list[bytes]
+) -> None:
+    await upload_all(system.gateway_url, [drawings[i % 300] for i in range(400)], concurrency=16)
+    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: weak")
+    await eventually(lambda: _job_done(system, models.weak), 180, "weak rescore done")
+    mnistream("promote", str(models.better), "--reason", "e2e: better, then a crash")
+
+    async def started() -> bool:
+        job = await latest_job(system.history_url, models.better)
+        return bool(job and not job["finished"] and int(str(job["done"])) > 0) or bool(
+            job and job["finished"]
+        )
+
+    await eventually(started, 60, "the rescore job started")
+    system.services["rescore-0"].kill()  # kill -9 mid-job
+    await eventually(lambda: _job_done(system, models.better), 180, "the job completes")
+    assert await drawings_without(models.better) == 0
+    job = await latest_job(system.history_url, models.better)
+    assert job is not None and job["done"] == job["total"]
+    system.restart("rescore-0")
+
+
+async def _job_done(system: System, version: int) -> bool:
+    job = await latest_job(system.history_url, version)
+    return bool(job and job["finished"])
+
+
+def test_models_lists_versions_and_the_champion(system: System, models: Models) -> None:
+    listing = mnistream("models")
+    assert str(models.weak) in listing.stdout and str(models.better) in listing.stdout
+    assert "champion" in listing.stdout
+    status = mnistream("status")
+    assert "champion:" in status.stdout and "inference" in status.stdout
