@@ -25,7 +25,7 @@ from mnistream_common.topics import (
     Groups,
 )
 from mnistream_serving.loader import ModelCache
-from mnistream_serving.model import RuntimeOptions
+from mnistream_serving.model import ModelRejectedError, RuntimeOptions
 from prometheus_client import CollectorRegistry, Counter, make_asgi_app
 
 from rescore_worker.handlers import ChunkScorer, Planner
@@ -137,7 +137,12 @@ def _subscribe(
         except InvalidEventError as exc:
             await to_dead_letter(record, str(exc))
             return
-        count = await scorer(task)
+        try:
+            count = await scorer(task)
+        except ModelRejectedError as exc:
+            # Redelivering would fail the same way forever and block the partition.
+            await to_dead_letter(record, f"model v{task.model.version} rejected: {exc}")
+            return
         rescored.labels(model_version=str(task.model.version), kind=task.kind).inc(count)
 
 
