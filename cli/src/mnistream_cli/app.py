@@ -40,6 +40,7 @@ app.command()(operate.promote)
 app.command()(operate.rollback)
 app.command()(operate.evaluate)
 app.command()(operate.status)
+app.command()(operate.bootstrap)
 app.add_typer(operate.replay_app, name="replay")
 
 

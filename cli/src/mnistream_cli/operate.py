@@ -331,3 +331,31 @@ def replay_deadletter(
         console.print("no dead letters to replay")
     if result.skipped:
         console.print(f"skipped {result.skipped} (other topics, or unreadable)")
+
+
+def bootstrap() -> None:
+    """First run: if no model was ever promoted, train the quick weak MLP and promote it."""
+    promoter = Promoter(Settings())
+    try:
+        ledger = promoter.ledger()
+    except Exception as exc:  # Kafka down: nothing can run
+        raise fail(f"cannot read the promotion ledger ({exc}); is the stack up?") from exc
+    if ledger:
+        last = ledger[-1]
+        console.print(
+            f"champion: v{last.model.version} ({last.architecture}); nothing to bootstrap"
+        )
+        return
+    console.print(
+        "no model has been promoted yet: training the first model (the teaching app's MLP, "
+        "10 hidden units; about 92 % accuracy, on purpose)"
+    )
+    from mnistream_cli.train import run_training, training_config
+
+    registered = run_training(training_config(arch="mlp", hidden=10), console)
+    try:
+        candidate = promoter.registry.get(registered.version)
+        event = promoter.promote(candidate, previous=None, reason="first model (bootstrap)")
+    except (RegistryError, PromotionError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"[bold green]promoted[/] v{event.model.version} as the first champion")

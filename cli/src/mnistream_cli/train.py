@@ -54,11 +54,11 @@ def train(
 ) -> None:
     """Train a model on MNIST, verify its ONNX export and register it as a new version."""
     console = Console()
-    config = _config(
+    config = training_config(
         arch=arch.value, epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed,
         device=device.value, augment=augment, limit_train=limit_train, workers=workers,
     )  # fmt: skip
-    registered = _run(config, console)
+    registered = run_training(config, console)
     seconds = ", ".join(f"{s:.1f}" for s in registered.epoch_seconds)
     for line in (
         f"run id       {registered.run_id}",
@@ -70,7 +70,8 @@ def train(
         console.print(line, soft_wrap=True, highlight=False)
 
 
-def _config(**values: object) -> TrainConfig:
+def training_config(**values: object) -> TrainConfig:
+    """A validated TrainConfig, or a clear error naming the bad options."""
     try:
         from trainer.config import TrainConfig
     except ImportError as exc:
@@ -85,7 +86,8 @@ def _config(**values: object) -> TrainConfig:
         raise _fail(problems or str(exc)) from exc
 
 
-def _run(config: TrainConfig, console: Console) -> RegisteredModel:
+def run_training(config: TrainConfig, console: Console) -> RegisteredModel:
+    """Train and register with progress on `console`; a clear error if it fails."""
     from trainer.console import RichReporter
     from trainer.errors import TRAINING_ERRORS
     from trainer.pipeline import train_and_register

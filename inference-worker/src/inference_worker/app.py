@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     _subscribe_to_promotions(worker)
     return AsgiFastStream(
         broker,
+        logger=logging.getLogger("mnistream.app"),
         lifespan=_lifespan(worker),
         asgi_routes=[
             ("/healthz", _healthz()),

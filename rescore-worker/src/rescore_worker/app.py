@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     _subscribe(broker, ledger, planner, scorer, rescored)
     return AsgiFastStream(
         broker,
+        logger=logging.getLogger("mnistream.app"),
         lifespan=_lifespan(history),
         asgi_routes=[
             ("/healthz", _probe(broker, ready_check=False)),

@@ -17,6 +17,7 @@ from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_common.storage import ObjectStore
 from mnistream_serving.batch import prediction_event, score_batch
 from mnistream_serving.loader import ModelCache
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from rescore_worker.ledger import Ledger
 from rescore_worker.sources import fetch_images
@@ -44,7 +45,7 @@ class Planner:
         if offset < await self.ledger_end() - 1:
             log.info("promotion superseded; not planning", version=event.model.version)
             return 0
-        ids = await stored_digit_ids(self.history)
+        ids = await self._stored_ids()
         job_id = job_id_for(event)
         chunks = plan_chunks(job_id, "rescore", event.model, event.onnx_uri, ids, self.chunk_size)
         await asyncio.gather(*(self.tasks.publish(c.to_bytes(), key=task_key(c)) for c in chunks))
@@ -56,6 +57,23 @@ class Planner:
             chunks=len(chunks),
         )
         return len(chunks)
+
+    async def _stored_ids(self) -> list[uuid.UUID]:
+        # history-service may still be starting (or restarting): wait for it rather than
+        # redelivering the promotion in a tight loop.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(httpx.HTTPError),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            stop=stop_after_delay(600),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "history-service unavailable; planning waits",
+                error=repr(state.outcome.exception() if state.outcome else None),
+            ),
+        ):
+            with attempt:
+                return await stored_digit_ids(self.history)
+        raise AssertionError("unreachable: tenacity reraises")
 
 
 @dataclass
