@@ -35,6 +35,7 @@ from mnistream_common.topics import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from history_service.metrics import HistoryMetrics
 from history_service.writer import HistoryWriter
 
 log = get_logger(__name__)
@@ -56,9 +57,16 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def subscribe_all(
-    broker: KafkaBroker, writer: HistoryWriter, health: Health, batch_size: int, retry_s: float
-) -> None:
-    """Register the four history subscribers on `broker`."""
+    broker: KafkaBroker,
+    writer: HistoryWriter,
+    health: Health,
+    batch_size: int,
+    retry_s: float,
+    metrics: HistoryMetrics | None = None,
+) -> list[Any]:
+    """Register the four history subscribers on `broker`; returns them (for lag metrics)."""
+    metrics = metrics or HistoryMetrics()
+    subscribers: list[Any] = []
     deadletter = broker.publisher(DIGITS_DEADLETTER.name)
     plan: list[tuple[TopicSpec, type[Event], Callable[[Any], Awaitable[None]]]] = [
         (DIGITS_SUBMITTED, DigitSubmitted, writer.drawings),
@@ -77,7 +85,9 @@ def subscribe_all(
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        subscriber(_handler(spec, event_type, write, deadletter, health, retry_s))
+        subscriber(_handler(spec, event_type, write, deadletter, health, retry_s, metrics))
+        subscribers.append(subscriber)
+    return subscribers
 
 
 def _handler(
@@ -87,13 +97,16 @@ def _handler(
     deadletter: Any,
     health: Health,
     retry_s: float,
+    metrics: HistoryMetrics,
 ) -> Callable[[KafkaMessage], Awaitable[None]]:
     async def handle(msg: KafkaMessage) -> None:
         records = records_of(msg)
         events, poison = _parse(records, event_type)
         if events:
-            await _write_with_retry(write, events, health, spec.name, retry_s)
+            await _write_with_retry(write, events, health, spec.name, retry_s, metrics)
+            _count(metrics, spec.name, events)
         for record, error in poison:
+            metrics.dead_letters.labels(topic=spec.name).inc()
             letter = build_dead_letter(
                 topic=record.topic,
                 partition=record.partition,
@@ -133,19 +146,33 @@ async def _write_with_retry(
     health: Health,
     topic: str,
     retry_s: float,
+    metrics: HistoryMetrics,
 ) -> None:
+    def before_sleep(state: Any) -> None:
+        metrics.write_retries.labels(topic=topic).inc()
+        _unhealthy(health, topic, state.outcome)
+
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_retryable),
         wait=wait_exponential(multiplier=0.2, max=5.0),
         stop=stop_after_delay(retry_s),
         reraise=True,
-        before_sleep=lambda state: _unhealthy(health, topic, state.outcome),
+        before_sleep=before_sleep,
     ):
         with attempt:
             await write(events)
     health.storage_ok = True
     health.last_error = None
     health.written[topic] = health.written.get(topic, 0) + len(events)
+
+
+def _count(metrics: HistoryMetrics, topic: str, events: Sequence[Event]) -> None:
+    metrics.stored.labels(topic=topic).inc(len(events))
+    for event in events:
+        if isinstance(event, DigitPredicted):
+            metrics.predictions.labels(
+                model_version=str(event.model.version), kind=event.kind
+            ).inc()
 
 
 def _unhealthy(health: Health, topic: str, outcome: Any) -> None:

@@ -16,6 +16,7 @@ from faststream.kafka.annotations import KafkaMessage
 from mnistream_common.events import InvalidEventError, ModelPromoted
 from mnistream_common.kafka import end_offsets, make_broker, record_of, records_of
 from mnistream_common.logs import configure_logging, get_logger
+from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
@@ -47,6 +48,7 @@ class Worker:
     metrics: WorkerMetrics
     consuming: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    subscribers: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def create_app(settings: Settings | None = None) -> AsgiFastStream:
@@ -124,6 +126,7 @@ async def _start_consuming(worker: Worker) -> None:
         await worker.handler(model, records)
 
     await subscriber.start()
+    worker.subscribers.append((Groups.INFERENCE, subscriber))
     log.info(
         "consuming digits.submitted", group=Groups.INFERENCE, max_batch=settings.max_batch_size
     )
@@ -141,6 +144,7 @@ def _lifespan(worker: Worker) -> Any:
                 "(drawings wait safely in Kafka): run `mnistream promote VERSION`"
             )
         worker.tasks.append(asyncio.create_task(worker.keeper.run()))
+        worker.tasks.append(asyncio.create_task(report_lag(worker.subscribers, worker.metrics.lag)))
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mnistream_common.metrics import lag_gauge
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _MS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -39,6 +40,7 @@ class WorkerMetrics:
             "mnistream_inference_ms", "session.run per batch.", buckets=_MS_BUCKETS, registry=r
         )
         self.swaps = Counter("mnistream_model_swaps", "Models swapped in.", registry=r)
+        self.lag = lag_gauge(r)
         self.model_version = Gauge(
             "mnistream_model_version", "Version of the model now serving (0: none).", registry=r
         )

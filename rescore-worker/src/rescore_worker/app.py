@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from faststream.kafka.annotations import KafkaMessage
 from mnistream_common.events import InvalidEventError, ModelPromoted, RescoreTask
 from mnistream_common.kafka import build_dead_letter, end_offsets, make_broker, record_of
 from mnistream_common.logs import configure_logging, get_logger
+from mnistream_common.metrics import lag_gauge, report_lag
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
@@ -26,7 +28,7 @@ from mnistream_common.topics import (
 )
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
-from prometheus_client import CollectorRegistry, Counter, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
 
 from rescore_worker.handlers import ChunkScorer, Planner
 from rescore_worker.ledger import Ledger
@@ -67,11 +69,11 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         settings.worker_id,
         settings.rescore_fetch_concurrency,
     )
-    _subscribe(broker, ledger, planner, scorer, rescored)
+    tasks = _subscribe(broker, ledger, planner, scorer, rescored)
     return AsgiFastStream(
         broker,
         logger=logging.getLogger("mnistream.app"),
-        lifespan=_lifespan(history),
+        lifespan=_lifespan(history, tasks, lag_gauge(registry)),
         asgi_routes=[
             ("/healthz", _probe(broker, ready_check=False)),
             ("/readyz", _probe(broker, ready_check=True)),
@@ -82,7 +84,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
 
 def _subscribe(
     broker: KafkaBroker, ledger: Ledger, planner: Planner, scorer: ChunkScorer, rescored: Counter
-) -> None:
+) -> Any:
     deadletter = broker.publisher(DIGITS_DEADLETTER.name)
 
     async def to_dead_letter(record: Any, error: str) -> None:
@@ -124,13 +126,15 @@ def _subscribe(
             return
         await planner(event, record.offset)
 
-    @broker.subscriber(
+    tasks = broker.subscriber(
         RESCORE_TASKS.name,
         group_id=Groups.RESCORE,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=600_000,
     )
+
+    @tasks
     async def rescore(msg: KafkaMessage) -> None:
         record = record_of(msg)
         try:
@@ -146,13 +150,19 @@ def _subscribe(
             return
         rescored.labels(model_version=str(task.model.version), kind=task.kind).inc(count)
 
+    return tasks
 
-def _lifespan(history: httpx.AsyncClient) -> Callable[[], AbstractAsyncContextManager[None]]:
+
+def _lifespan(
+    history: httpx.AsyncClient, tasks: Any, lag: Gauge
+) -> Callable[[], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
+        reporter = asyncio.create_task(report_lag([(Groups.RESCORE, tasks)], lag))
         try:
             yield
         finally:
+            reporter.cancel()
             await history.aclose()
 
     return lifespan

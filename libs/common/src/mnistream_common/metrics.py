@@ -1,0 +1,46 @@
+"""Metrics every consuming service exports: how far behind its consumer groups are."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+
+def lag_gauge(registry: CollectorRegistry) -> Gauge:
+    """`mnistream_consumer_lag{group, topic}`: records not yet consumed by this process."""
+    return Gauge(
+        "mnistream_consumer_lag",
+        "Records on this process's assigned partitions that it has not consumed yet.",
+        ["group", "topic"],
+        registry=registry,
+    )
+
+
+async def report_lag(
+    subscribers: Iterable[tuple[str, Any]], gauge: Gauge, interval: float = 5.0
+) -> None:
+    """Every `interval` s, set the lag of each (group, FastStream subscriber) until cancelled."""
+    while True:
+        for group, subscriber in subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is None:
+                continue
+            with contextlib.suppress(Exception):  # a rebalance may be under way; next round
+                await _observe(group, consumer, gauge)
+        await asyncio.sleep(interval)
+
+
+async def _observe(group: str, consumer: Any, gauge: Gauge) -> None:
+    lag: dict[str, int] = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        behind = max(0, int(highwater) - int(await consumer.position(tp)))
+        lag[tp.topic] = lag.get(tp.topic, 0) + behind
+    for topic, value in lag.items():
+        gauge.labels(group=group, topic=topic).set(value)
