@@ -47,6 +47,8 @@ infra-reset: infra-down ## Stop the stack and delete all its data (.data/)
 lint: install ## ruff format check and ruff lint
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen python -m mnistream_common.schemas --check schemas
+	$(UV) run --frozen python scripts/asyncapi.py --check docs/asyncapi
 
 .PHONY: format
 format: install ## Format the code and apply safe lint fixes
@@ -56,7 +58,7 @@ format: install ## Format the code and apply safe lint fixes
 .PHONY: typecheck
 typecheck: install ## mypy --strict with the pydantic plugin over every package and the tests
 	$(UV) run --frozen mypy libs/common/src libs/serving/src gateway/src inference-worker/src \
-	  history-service/src rescore-worker/src trainer/src cli/src tests
+	  history-service/src rescore-worker/src trainer/src cli/src tests scripts
 
 .PHONY: schemas
 schemas: install ## Re-export the JSON Schema of every event into schemas/
@@ -116,3 +118,7 @@ stop: ## Stop `make run` (services, then the stack); no process is left behind
 	  for i in $$(seq 1 60); do [ -f .data/run/honcho.pid ] || break; sleep 0.5; done; \
 	fi
 	infra/stack.sh down
+
+.PHONY: asyncapi
+asyncapi: install ## Regenerate the AsyncAPI documents of every service (docs/asyncapi/) with FastStream
+	$(UV) run --frozen python scripts/asyncapi.py docs/asyncapi

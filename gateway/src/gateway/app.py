@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import httpx
 from fastapi import FastAPI
@@ -104,6 +105,15 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics, edges: Edges):  # typ
 async def _ledger_end(settings: Settings) -> int:
     """Where `model.promoted` ends now: promotions after it are news for the browsers."""
     return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
+
+
+def describe_broker() -> KafkaBroker:
+    """The gateway's Kafka endpoints for the AsyncAPI document (nothing connects)."""
+    broker = make_broker(Settings(), client_id="gateway")
+    broker.publisher(DIGITS_SUBMITTED.name)
+    broker.publisher(DIGITS_LABELED.name)
+    _subscribe(broker, cast(GatewayState, None))  # handlers use the state only when called
+    return broker
 
 
 def _subscribe(broker: KafkaBroker, state: GatewayState) -> None:

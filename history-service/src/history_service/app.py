@@ -6,15 +6,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
 from mnistream_common.kafka import make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import Groups
 from prometheus_client import make_asgi_app
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from history_service.api import ReadContext, router
@@ -77,6 +79,17 @@ def _lifespan(
             await engine.dispose()
 
     return lifespan
+
+
+def describe_broker() -> KafkaBroker:
+    """history-service's Kafka endpoints for the AsyncAPI document (nothing connects)."""
+    settings = Settings()
+    broker = make_broker(settings, client_id="history-service")
+    writer = HistoryWriter(
+        cast(AsyncEngine, None), cast(ObjectStore, None), settings.drawings_bucket
+    )
+    subscribe_all(broker, writer, Health(), settings.history_batch_size, 1.0)
+    return broker
 
 
 async def _migrate(database_url: str) -> None:

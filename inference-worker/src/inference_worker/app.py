@@ -55,6 +55,21 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     """Build the worker; nothing connects until the app starts."""
     settings = settings or Settings()
     configure_logging("inference-worker", level=settings.log_level, json=settings.log_json)
+    worker = build_worker(settings)
+    return AsgiFastStream(
+        worker.broker,
+        logger=logging.getLogger("mnistream.app"),
+        lifespan=_lifespan(worker),
+        asgi_routes=[
+            ("/healthz", _healthz()),
+            ("/readyz", _readyz(worker)),
+            ("/metrics", make_asgi_app(worker.metrics.registry)),
+        ],
+    )
+
+
+def build_worker(settings: Settings) -> Worker:
+    """The broker, model keeper and batch handler of one worker, wired together."""
     broker = make_broker(settings, client_id=settings.worker_id, log_level=logging.DEBUG)
     metrics = WorkerMetrics()
     store = ObjectStore(make_minio(settings))
@@ -78,16 +93,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     )
     worker = Worker(settings, broker, ModelKeeper(load, on_swap), handler, metrics)
     _subscribe_to_promotions(worker)
-    return AsgiFastStream(
-        broker,
-        logger=logging.getLogger("mnistream.app"),
-        lifespan=_lifespan(worker),
-        asgi_routes=[
-            ("/healthz", _healthz()),
-            ("/readyz", _readyz(worker)),
-            ("/metrics", make_asgi_app(metrics.registry)),
-        ],
-    )
+    return worker
 
 
 def _subscribe_to_promotions(worker: Worker) -> None:
@@ -100,11 +106,23 @@ def _subscribe_to_promotions(worker: Worker) -> None:
         except InvalidEventError as exc:
             # history-service dead-letters ledger records once; N workers would duplicate it.
             log.error("ignoring an invalid promotion", offset=record.offset, error=str(exc))
+            worker.keeper.skipped(record.offset)
             return
         worker.keeper.promoted(event, record.offset)
 
 
 async def _start_consuming(worker: Worker) -> None:
+    subscriber = _submitted_subscriber(worker)
+    await subscriber.start()
+    worker.subscribers.append((Groups.INFERENCE, subscriber))
+    log.info(
+        "consuming digits.submitted",
+        group=Groups.INFERENCE,
+        max_batch=worker.settings.max_batch_size,
+    )
+
+
+def _submitted_subscriber(worker: Worker) -> Any:
     settings = worker.settings
     subscriber = worker.broker.subscriber(
         DIGITS_SUBMITTED.name,
@@ -125,11 +143,18 @@ async def _start_consuming(worker: Worker) -> None:
         records = records_of(msg)
         await worker.handler(model, records)
 
-    await subscriber.start()
-    worker.subscribers.append((Groups.INFERENCE, subscriber))
-    log.info(
-        "consuming digits.submitted", group=Groups.INFERENCE, max_batch=settings.max_batch_size
-    )
+    return subscriber
+
+
+def describe_broker() -> KafkaBroker:
+    """A worker's Kafka endpoints for the AsyncAPI document (nothing connects).
+
+    Consuming `digits.submitted` starts only once a model is loaded; it is registered here so
+    that the document shows it.
+    """
+    worker = build_worker(Settings())
+    _submitted_subscriber(worker)
+    return worker.broker
 
 
 def _lifespan(worker: Worker) -> Any:
