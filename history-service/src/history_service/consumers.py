@@ -22,7 +22,7 @@ from mnistream_common.events import (
     InvalidEventError,
     ModelPromoted,
 )
-from mnistream_common.kafka import build_dead_letter, records_of
+from mnistream_common.kafka import records_of, send_to_dead_letter
 from mnistream_common.logs import get_logger
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
@@ -107,23 +107,7 @@ def _handler(
             _count(metrics, spec.name, events)
         for record, error in poison:
             metrics.dead_letters.labels(topic=spec.name).inc()
-            letter = build_dead_letter(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value or b"",
-                error=error,
-                service=SERVICE,
-            )
-            log.warning(
-                "record sent to dead letter",
-                topic=record.topic,
-                offset=record.offset,
-                partition=record.partition,
-                error=error,
-            )
-            await deadletter.publish(letter.to_bytes(), key=record.key)
+            await send_to_dead_letter(deadletter, record, error, SERVICE)
 
     handle.__name__ = f"store_{spec.name.replace('.', '_')}"
     return handle

@@ -15,7 +15,7 @@ from mnistream_common.events import (
     Timings,
     utc_now,
 )
-from mnistream_common.kafka import build_dead_letter
+from mnistream_common.kafka import send_to_dead_letter
 from mnistream_common.logs import get_logger
 from mnistream_serving.batch import BatchResult, prediction_event, score_batch
 from mnistream_serving.model import LoadedModel, Probabilities
@@ -117,24 +117,8 @@ class BatchHandler:
         )
 
     async def _dead_letter(self, record: Record, error: str) -> None:
-        letter = build_dead_letter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            error=error,
-            service=SERVICE,
-        )
-        log.warning(
-            "record sent to dead letter",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error=error,
-        )
         self.metrics.dead_letters.labels(reason=error.split(":")[0][:40]).inc()
-        await self.deadletter.publish(letter.to_bytes(), key=record.key)
+        await send_to_dead_letter(self.deadletter, record, error, SERVICE)
 
     def _observe(
         self, model: LoadedModel, predictions: list[DigitPredicted], inference_ms: float

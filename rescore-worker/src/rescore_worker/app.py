@@ -15,7 +15,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from mnistream_common.events import InvalidEventError, ModelPromoted, RescoreTask
-from mnistream_common.kafka import build_dead_letter, end_offsets, make_broker, record_of
+from mnistream_common.kafka import end_offsets, make_broker, record_of, send_to_dead_letter
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import lag_gauge, report_lag
 from mnistream_common.storage import ObjectStore, make_minio
@@ -88,19 +88,7 @@ def _subscribe(
     deadletter = broker.publisher(DIGITS_DEADLETTER.name)
 
     async def to_dead_letter(record: Any, error: str) -> None:
-        letter = build_dead_letter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            error=error,
-            service=SERVICE,
-        )
-        log.warning(
-            "record sent to dead letter", topic=record.topic, offset=record.offset, error=error
-        )
-        await deadletter.publish(letter.to_bytes(), key=record.key)
+        await send_to_dead_letter(deadletter, record, error, SERVICE)
 
     # Every instance reads the whole ledger (no group) to know which promotion is the newest.
     @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")

@@ -14,6 +14,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
 from mnistream_common.events import DeadLetter, utc_now
+from mnistream_common.logs import get_logger
 from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import ALL_TOPICS, TopicSpec
 
@@ -21,6 +22,7 @@ from mnistream_common.topics import ALL_TOPICS, TopicSpec
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
 
 log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
@@ -152,3 +154,24 @@ def build_dead_letter(
         service=service,
         failed_at=utc_now(),
     )
+
+
+async def send_to_dead_letter(publisher: Any, record: Any, error: str, service: str) -> None:
+    """Build, log and publish (acks=all) the dead letter of a consumer record."""
+    letter = build_dead_letter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value or b"",
+        error=error,
+        service=service,
+    )
+    _log.warning(
+        "record sent to dead letter",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error=error,
+    )
+    await publisher.publish(letter.to_bytes(), key=record.key)
