@@ -28,6 +28,7 @@ class ModelKeeper:
     def __init__(self, loader: Loader, on_swap: SwapListener, retry_seconds: float = 2.0) -> None:
         self.current: LoadedModel | None = None
         self.ledger_end_at_start = 0
+        self.unreadable_up_to = -1
         self.last_error: str | None = None
         self._wanted: Wanted | None = None
         self._rejected: set[str] = set()
@@ -47,13 +48,25 @@ class ModelKeeper:
             self._wanted = Wanted(event, offset)
             self._wake.set()
 
+    def skipped(self, offset: int) -> None:
+        """An unreadable ledger record at `offset`: the ledger has still been read that far."""
+        self.unreadable_up_to = max(self.unreadable_up_to, offset)
+        self._wake.set()
+
+    def _ledger_end_to_wait_for(self) -> int:
+        # An invalid record at the end of the ledger must not keep a starting worker waiting
+        # for a promotion that will never be read.
+        if self.unreadable_up_to >= self.ledger_end_at_start - 1:
+            return 0
+        return self.ledger_end_at_start
+
     async def run(self) -> None:
         """Load whatever the newest promotion asks for, until cancelled."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             wanted = self._wanted
-            decision = decide(wanted, self.serving, self._rejected, self.ledger_end_at_start)
+            decision = decide(wanted, self.serving, self._rejected, self._ledger_end_to_wait_for())
             if decision is SwapDecision.LOAD and wanted is not None:
                 await self._try_load(wanted)
 

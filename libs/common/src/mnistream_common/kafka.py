@@ -20,6 +20,9 @@ from mnistream_common.topics import ALL_TOPICS, TopicSpec
 
 # Headroom over the largest event (a 512 KB upload, base64-encoded, inside a dead letter).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# The largest original a dead letter carries whole: what every consumed topic accepts. Larger
+# records (from before that limit) are cut so the letter still fits digits.deadletter (2 MiB).
+MAX_DEAD_LETTER_ORIGINAL = 1024 * 1024
 
 log = logging.getLogger(__name__)
 _log = get_logger(__name__)
@@ -144,6 +147,12 @@ def build_dead_letter(
     service: str,
 ) -> DeadLetter:
     """The dead letter for a record that a consumer could not process."""
+    if len(value) > MAX_DEAD_LETTER_ORIGINAL:
+        note = (
+            f" [original cut to its first {MAX_DEAD_LETTER_ORIGINAL} of {len(value)} bytes; "
+            f"the whole record is at {topic}/{partition}@{offset}]"
+        )
+        error, value = error[: 4000 - len(note)] + note, value[:MAX_DEAD_LETTER_ORIGINAL]
     return DeadLetter(
         source_topic=topic,
         source_partition=partition,

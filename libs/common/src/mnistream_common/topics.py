@@ -37,6 +37,8 @@ class TopicSpec:
 
 
 # Uploads are at most 512 KB, base64 grows them by a third; leave room for the envelope.
+# Every consumed topic has this limit, so that the dead letter of any record (the record
+# base64-encoded, about 1.4 MiB) fits digits.deadletter (2 MiB).
 _BIG_RECORDS = {"max.message.bytes": str(1024 * 1024)}
 
 DIGITS_SUBMITTED = TopicSpec(
@@ -57,6 +59,7 @@ DIGITS_PREDICTED = TopicSpec(
     retention_ms=UNLIMITED,
     producers=("inference-worker", "rescore-worker"),
     consumers=("gateway (every instance, no group)", "history-service (group history)"),
+    extra_config=_BIG_RECORDS,
 )
 DIGITS_LABELED = TopicSpec(
     name="digits.labeled",
@@ -66,6 +69,7 @@ DIGITS_LABELED = TopicSpec(
     retention_ms=UNLIMITED,
     producers=("gateway",),
     consumers=("history-service (group history)",),
+    extra_config=_BIG_RECORDS,
 )
 MODEL_PROMOTED = TopicSpec(
     name="model.promoted",
@@ -79,6 +83,7 @@ MODEL_PROMOTED = TopicSpec(
         "rescore-worker (group rescore-planner)",
         "history-service (group history)",
     ),
+    extra_config=_BIG_RECORDS,
 )
 RESCORE_TASKS = TopicSpec(
     name="rescore.tasks",
@@ -88,6 +93,7 @@ RESCORE_TASKS = TopicSpec(
     retention_ms=SEVEN_DAYS_MS,
     producers=("rescore-worker planner", "mnistream evaluate"),
     consumers=("rescore-worker (group rescore)",),
+    extra_config=_BIG_RECORDS,
 )
 DIGITS_DEADLETTER = TopicSpec(
     name="digits.deadletter",
