@@ -11,6 +11,7 @@ from typing import cast
 
 import httpx
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -25,7 +26,7 @@ from mnistream_common.topics import (
 )
 from prometheus_client import make_asgi_app
 
-from gateway.handlers import router
+from gateway.handlers import router, validation_problem
 from gateway.hub import EventHub
 from gateway.metrics import GatewayMetrics
 from gateway.progress import RescoreProgress
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, edges: Edges | None = None) -> 
         lifespan=_lifespan(settings, metrics, edges or Edges()),
     )
     app.include_router(router)
+    # Every error is a `Problem` with a readable `detail`, request validation included.
+    app.add_exception_handler(RequestValidationError, validation_problem)
     app.mount("/metrics", make_asgi_app(metrics.registry))
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")

@@ -6,11 +6,13 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mnistream_common.events import ClientInfo, DigitLabeled, DigitSubmitted, utc_now
 from mnistream_common.logs import get_logger
@@ -66,6 +68,21 @@ class Problem(BaseModel):
     """An error a person can act on."""
 
     detail: str
+
+
+async def validation_problem(request: Request, exc: Exception) -> JSONResponse:
+    """A request that does not match the API, as a `Problem` (the shape the OpenAPI promises)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": _invalid_request(errors)}, status_code=422)
+
+
+def _invalid_request(errors: Sequence[Any]) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', error)}"
+        for error in errors[:5]
+        if isinstance(error, dict)
+    )
+    return f"the request is invalid: {problems}"
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -279,9 +296,14 @@ async def readyz(state: State) -> JSONResponse:
 
 
 async def history_proxy(request: Request, state: State) -> Response:
-    """Forwarded unchanged to history-service (see its OpenAPI for the shapes)."""
+    """Forwarded to history-service (see its OpenAPI for the shapes); errors as `Problem`s."""
+    path = request.url.path
+    # `..` (also as %2e%2e or with %2F) would climb out of /api to history's internal routes.
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise HTTPException(404, "no such resource: a path may not contain `.` or `..` segments")
     try:
-        upstream = await state.history.get(request.url.path, params=request.query_params)
+        # Re-encoded: a decoded path may hold characters a URL cannot (control bytes, spaces).
+        upstream = await state.history.get(quote(path), params=request.query_params)
     except httpx.HTTPError as exc:
         log.warning("history-service unreachable", error=str(exc))
         raise HTTPException(503, "the history service is unreachable; try again shortly") from exc
@@ -290,7 +312,18 @@ async def history_proxy(request: Request, state: State) -> Response:
         for k, v in upstream.headers.items()
         if k.lower() in ("content-type", "cache-control", "etag")
     }
+    if upstream.status_code == 422:
+        return JSONResponse({"detail": _upstream_problem(upstream)}, status_code=422)
     return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+def _upstream_problem(upstream: httpx.Response) -> str:
+    """history-service's validation error as one readable sentence."""
+    try:
+        detail = upstream.json().get("detail")
+    except ValueError:
+        detail = None
+    return detail if isinstance(detail, str) else _invalid_request(detail or [])
 
 
 for _prefix in ("/api/digits", "/api/models", "/api/rescore-jobs"):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from mnistream_common.preprocessing import PreprocessError, preprocess, to_png
 from mnistream_common.storage import ObjectStore, S3Uri
 from pydantic import BaseModel, Field
@@ -20,6 +20,8 @@ from history_service import queries
 from history_service.consumers import Health
 
 router = APIRouter()
+# Versions are Postgres integers: a larger number is a 422, not a database error.
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass
@@ -254,9 +256,11 @@ async def models(context: Context) -> ModelsOut:
 
 @router.get("/api/models/{version}", response_model=VersionStats, summary="Flip report")
 async def model_version(
-    version: int,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     context: Context,
-    against: Annotated[int | None, Query(ge=1, description="Compare with this version")] = None,
+    against: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="Compare with this version")
+    ] = None,
 ) -> VersionStats:
     """How `version` reads the stored drawings compared with the champion before it."""
     async with context.engine.connect() as conn:
