@@ -9,6 +9,7 @@ from trainer.config import TrainConfig
 from trainer.data import MnistTensors
 from trainer.models import build_model
 from trainer.training import (
+    DeviceUnavailableError,
     EpochMetrics,
     SilentReporter,
     TrainValid,
@@ -102,3 +103,9 @@ def test_auto_device_is_cuda_only_when_available() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without a GPU")
+def test_asking_for_cuda_without_a_gpu_says_what_to_use() -> None:
+    with pytest.raises(DeviceUnavailableError, match="--device auto or cpu"):
+        resolve_device("cuda")

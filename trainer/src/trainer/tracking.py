@@ -6,7 +6,6 @@ names are a contract (see `VersionTags`).
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ import onnx
 import onnxruntime
 import torch
 from matplotlib.figure import Figure
+from minio.error import S3Error
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from mnistream_common.settings import MLflowSettings, S3Settings
-from mnistream_common.storage import ObjectStore, S3Uri, make_minio, sha256_hex
+from mnistream_common.storage import S3Uri, make_minio, sha256_hex
 
 from trainer.export import INPUT_NAME, OUTPUT_NAME
 
@@ -166,14 +166,20 @@ def artifact_object(artifact_location: str, bucket: str, file: str) -> S3Uri:
 
 def verify_stored_onnx(s3: S3Settings, uri: S3Uri, expected_sha256: str) -> None:
     """Read the stored model.onnx back from MinIO and check it is byte for byte the exported one."""
-    store = ObjectStore(make_minio(s3))
-
-    async def read_back() -> bytes | None:
-        return await store.get(uri) if await store.exists(uri) else None
-
-    stored = asyncio.run(read_back())
-    if stored is None:
-        raise StoredModelMismatchError(f"{uri} is not in MinIO after logging the model")
+    # The blocking client, not the async ObjectStore: train_and_register must stay callable
+    # from code that already runs an event loop (tests, the `make run` bootstrap).
+    client = make_minio(s3)
+    try:
+        response = client.get_object(uri.bucket, uri.key)
+    except S3Error as exc:
+        raise StoredModelMismatchError(
+            f"{uri} cannot be read back from MinIO after logging the model ({exc.code})"
+        ) from exc
+    try:
+        stored = response.read()
+    finally:
+        response.close()
+        response.release_conn()
     actual = sha256_hex(stored)
     if actual != expected_sha256:
         raise StoredModelMismatchError(

@@ -95,10 +95,16 @@ def split_train_valid(data: MnistTensors, config: TrainConfig) -> TrainValid:
     )
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The requested device cannot be used here."""
+
+
 def resolve_device(choice: DeviceChoice) -> torch.device:
     """`auto` picks CUDA when a GPU is usable, else the CPU."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        raise DeviceUnavailableError(
+            "--device cuda was asked for but torch sees no CUDA device; use --device auto or cpu"
+        )
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
