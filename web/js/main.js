@@ -1,0 +1,224 @@
+// Wires the page together: the pad submits, the stream feeds the result panel, the history
+// and the models panel, and the connection state is always on screen.
+
+import { ApiError, getDrawing, submitDrawing } from "./api.js";
+import { LiveEvents } from "./events.js";
+import { HistoryTable } from "./history.js";
+import { ModelsPanel } from "./models.js";
+import { DrawingPad } from "./pad.js";
+import { ResultPanel } from "./result.js";
+
+// The gateway holds the upload this long for its prediction: one round trip when it is fast.
+const WAIT_MS = 2_000;
+// When the answer did not come with the upload, ask the history too (the stream may be down).
+const POLL_MS = 2_000;
+const GIVE_UP_MS = 60_000;
+const RECENT_PREDICTIONS = 500;
+const NO_ANSWER =
+  `No model answered within ${GIVE_UP_MS / 1000} s. The drawing was accepted and will be ` +
+  "read once a model is served; it shows in the history then.";
+const STREAM_DROPPED =
+  "The live connection to the gateway dropped. Reconnecting on its own… " +
+  "The page keeps working and catches up once it is back.";
+
+const byId = (id) => document.getElementById(id);
+
+/** Live predictions seen on the stream, and uploads waiting for theirs. */
+class Predictions {
+  #recent = new Map();
+  #waiters = new Map();
+
+  seen(prediction) {
+    this.#recent.set(prediction.digit_id, prediction);
+    if (this.#recent.size > RECENT_PREDICTIONS) this.#recent.delete(this.#recent.keys().next().value);
+    this.#waiters.get(prediction.digit_id)?.(prediction);
+  }
+
+  /** The prediction of `digitId`: from the stream, or from the history if that is quicker. */
+  wait(digitId, onSlow) {
+    const known = this.#recent.get(digitId);
+    if (known) return Promise.resolve(known);
+    return new Promise((resolve, reject) => {
+      const started = Date.now();
+      let settled = false;
+      const settle = (finish) => {
+        settled = true;
+        this.#waiters.delete(digitId);
+        finish();
+      };
+      const poll = async () => {
+        if (settled) return;
+        const stored = await getDrawing(digitId).catch(() => null);
+        if (settled) return; // the stream answered while we asked
+        const prediction = stored && fromHistory(stored);
+        if (prediction) return settle(() => resolve(prediction));
+        if (Date.now() - started > GIVE_UP_MS) return settle(() => reject(new Error(NO_ANSWER)));
+        onSlow("No answer yet. Is a model promoted? Still waiting…");
+        setTimeout(poll, POLL_MS);
+      };
+      this.#waiters.set(digitId, (prediction) => settle(() => resolve(prediction)));
+      setTimeout(poll, POLL_MS);
+    });
+  }
+}
+
+/** A stored drawing's first prediction in the shape the stream uses. */
+function fromHistory(drawing) {
+  const p = drawing.predictions.find((each) => each.kind === "live") ?? drawing.predictions[0];
+  if (!p) return null;
+  return {
+    digit_id: drawing.digit_id,
+    kind: p.kind,
+    model: { name: p.model_name, version: p.model_version },
+    predicted_digit: p.predicted_digit,
+    confidence: p.confidence,
+    probabilities: p.probabilities,
+    submitted_at: drawing.submitted_at,
+    latency_ms: Date.parse(p.predicted_at) - Date.parse(drawing.submitted_at),
+  };
+}
+
+function main() {
+  const pad = new DrawingPad(byId("pad"));
+  const result = new ResultPanel(byId("result"));
+  const history = new HistoryTable({
+    table: byId("history"),
+    status: byId("history-status"),
+    retry: byId("history-retry"),
+    sentinel: byId("history-sentinel"),
+    columnsNote: byId("history-columns-note"),
+  });
+  const models = new ModelsPanel({
+    champion: byId("champion"),
+    jobs: byId("jobs"),
+    ledger: byId("ledger"),
+    message: byId("models-message"),
+  });
+  const events = new LiveEvents("/api/events");
+  const predictions = new Predictions();
+  const drawMessage = byId("draw-message");
+  let submitting = false;
+  let latestSubmission = 0;
+
+  const say = (text) => {
+    drawMessage.textContent = text;
+    drawMessage.hidden = !text;
+  };
+
+  const updateButtons = () => {
+    byId("undo").disabled = pad.strokeCount === 0;
+    byId("clear").disabled = pad.strokeCount === 0;
+    byId("submit").disabled = pad.isEmpty || submitting;
+    byId("draw-card").classList.toggle("empty", pad.isEmpty);
+  };
+
+  async function submit() {
+    if (submitting) return;
+    if (pad.isEmpty) {
+      say("Draw a digit first: the canvas is empty.");
+      return;
+    }
+    const submission = ++latestSubmission;
+    const started = performance.now();
+    submitting = true;
+    updateButtons();
+    say("");
+    try {
+      const png = await pad.toBlob();
+      result.showPending(png);
+      const answer = await submitDrawing(png, WAIT_MS);
+      pad.clear();
+      submitting = false;
+      updateButtons();
+      const prediction =
+        answer.prediction ??
+        (await predictions.wait(answer.digit_id, (text) => {
+          if (submission === latestSubmission) result.showWaiting(text);
+        }));
+      history.livePrediction(prediction);
+      // A newer drawing owns the panel now; this answer still went into the history.
+      if (submission !== latestSubmission) return;
+      result.showPrediction(prediction, { roundTripMs: performance.now() - started });
+    } catch (error) {
+      if (submission !== latestSubmission) return;
+      const refused = error instanceof ApiError && error.status > 0;
+      const text = refused ? `Upload refused: ${error.message}` : error.message;
+      result.showError(text);
+      say(text);
+    } finally {
+      if (submission === latestSubmission) submitting = false;
+      updateButtons();
+    }
+  }
+
+  pad.addEventListener("change", () => {
+    updateButtons();
+    if (!pad.isEmpty) say("");
+  });
+  byId("undo").addEventListener("click", () => pad.undo());
+  byId("clear").addEventListener("click", () => pad.clear());
+  byId("submit").addEventListener("click", submit);
+  document.addEventListener("keydown", (event) => shortcut(event, { pad, submit }));
+
+  events.addEventListener("state", ({ detail }) => showConnection(detail));
+  events.addEventListener("hello", ({ detail }) => models.greet(detail));
+  events.addEventListener("prediction", ({ detail }) => {
+    predictions.seen(detail);
+    history.livePrediction(detail);
+  });
+  events.addEventListener("rescore", ({ detail }) => models.progressed(detail));
+  events.addEventListener("promotion", ({ detail }) => {
+    history.promoted(detail.model.version);
+    models.promoted(detail);
+  });
+  events.addEventListener("resync", () => {
+    models.refresh();
+    models.loadActiveJobs().catch(() => {});
+    history.resync();
+  });
+  models.addEventListener("champion", ({ detail }) => history.setChampion(detail));
+  models.addEventListener("versions", ({ detail }) => history.addVersions(detail));
+  models.addEventListener("job", ({ detail }) => history.jobProgressed(detail));
+
+  updateButtons();
+  history.start();
+  models.refresh();
+  models.loadActiveJobs().catch(() => {});
+  events.start();
+}
+
+/** Page-wide keys for the pad; the history handles its own (digits label a row). */
+function shortcut(event, { pad, submit }) {
+  const target = event.target;
+  if (event.defaultPrevented || event.altKey || !(target instanceof Element)) return;
+  if (target.closest("#history, input, textarea, select, [contenteditable]")) return;
+  const onControl = target.closest("button, a, summary");
+  const undoKey = event.key.toLowerCase() === "z" && (event.ctrlKey || event.metaKey);
+  if ((event.ctrlKey || event.metaKey) && !undoKey) return; // leave the browser's own keys alone
+  if (event.key === "Enter" && !onControl) {
+    event.preventDefault();
+    submit();
+  } else if (undoKey || (event.key === "Backspace" && !onControl)) {
+    event.preventDefault();
+    pad.undo();
+  } else if (event.key === "Escape") {
+    pad.clear();
+  }
+}
+
+const CONNECTION_TEXT = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+};
+
+function showConnection(state) {
+  const node = byId("connection");
+  node.dataset.state = state;
+  node.querySelector("[data-part=text]").textContent = CONNECTION_TEXT[state] ?? state;
+  const banner = byId("banner");
+  banner.hidden = state !== "reconnecting";
+  banner.textContent = state === "reconnecting" ? STREAM_DROPPED : "";
+}
+
+main();
