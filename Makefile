@@ -74,17 +74,30 @@ TEST_STACK := MNISTREAM_DATA=$(CURDIR)/.data/test \
   S3_ENDPOINT_URL=http://127.0.0.1:19000 MINIO_CONSOLE_PORT=19001 \
   MLFLOW_TRACKING_URI=http://127.0.0.1:15000
 
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: browser
+browser: ## Install headless Chromium for the browser tests (Debian's `chromium`) if it is missing
+	@if [ ! -x "$(CHROMIUM)" ]; then
+	  echo "installing Chromium (apt-get install chromium) for the browser tests"
+	  $(SUDO) apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+	fi
+	"$(CHROMIUM)" --version 2>/dev/null | grep -i chromium
+
 .PHONY: test
-test: install lint typecheck test-stack-up ## Everything CI runs: set-up, test stack, lint, types, every test
-	$(TEST_STACK) $(UV) run --frozen pytest $(PYTEST_ARGS)
+test: install lint typecheck test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
+	$(TEST_STACK) $(UV) run --frozen pytest -m "not chaos" $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Unit and component tests only (no stack needed)
 	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: install test-stack-up ## Integration, end-to-end and browser tests (test stack)
-	$(TEST_STACK) $(UV) run --frozen pytest tests -m "integration or e2e or browser" $(PYTEST_ARGS)
+test-integration: install test-stack-up browser ## Integration, end-to-end and browser tests (test stack)
+	$(TEST_STACK) $(UV) run --frozen pytest tests -m "(integration or e2e or browser) and not chaos" \
+	  $(PYTEST_ARGS)
 
 .PHONY: test-stack-up
 test-stack-up: install data ## Start the test stack (.data/test, ports 19092/15432/19000/15000)
@@ -93,6 +106,28 @@ test-stack-up: install data ## Start the test stack (.data/test, ports 19092/154
 .PHONY: test-stack-down
 test-stack-down: ## Stop the test stack
 	$(TEST_STACK) infra/stack.sh down
+
+# The reliability suite kills services and stops Kafka, Postgres and MinIO on purpose, so it has
+# a stack of its own and never disturbs runs on the test stack. Its ports stay below 32768, out
+# of the kernel's ephemeral range: a client retrying a stopped local port there can connect to
+# itself and hold the port, so the restarted server cannot bind it.
+CHAOS_STACK := MNISTREAM_DATA=$(CURDIR)/.data/chaos \
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:23092 KAFKA_CONTROLLER_PORT=23093 \
+  DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:23432/mnistream \
+  S3_ENDPOINT_URL=http://127.0.0.1:23900 MINIO_CONSOLE_PORT=23901 \
+  MLFLOW_TRACKING_URI=http://127.0.0.1:23500
+
+.PHONY: chaos
+chaos: install data chaos-stack-up ## Reliability suite: faults under load, poison, hostile input, security (own stack)
+	$(CHAOS_STACK) $(UV) run --frozen pytest tests/reliability -m chaos $(PYTEST_ARGS)
+
+.PHONY: chaos-stack-up
+chaos-stack-up: install data ## Start the chaos stack (.data/chaos, ports 23092/23432/23900/23500)
+	$(CHAOS_STACK) infra/stack.sh up
+
+.PHONY: chaos-stack-down
+chaos-stack-down: ## Stop the chaos stack
+	$(CHAOS_STACK) infra/stack.sh down
 
 # ---------------------------------------------------------------- models
 

@@ -166,6 +166,12 @@ class System:
         """Start every service and wait until each answers."""
         if not self.services:
             self.build()
+        taken = [s.ready_url for s in self.services.values() if _answers(s.ready_url)]
+        if taken:
+            raise AssertionError(
+                f"something already answers at {', '.join(taken)}: a leftover service from an "
+                "earlier run? Stop it first, or the new services cannot bind their ports."
+            )
         for service in self.services.values():
             service.start()
         for service in self.services.values():
@@ -190,3 +196,11 @@ class System:
                 Service(
                     name, [], {}, f"http://127.0.0.1:{port}/readyz", service.process
                 ).wait_ready(timeout)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return True

@@ -24,6 +24,7 @@ from mnistream_common.events import (
 )
 from mnistream_common.kafka import records_of, send_to_dead_letter
 from mnistream_common.logs import get_logger
+from mnistream_common.preprocessing import PreprocessError, peek
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_LABELED,
@@ -118,10 +119,31 @@ def _parse(records: Sequence[Any], event_type: type[E]) -> tuple[list[E], list[t
     poison: list[tuple[Any, str]] = []
     for record in records:
         try:
-            events.append(event_type.from_bytes(record.value or b""))
+            event = event_type.from_bytes(record.value or b"")
         except InvalidEventError as exc:
             poison.append((record, str(exc)))
+            continue
+        problem = _unreadable(event)
+        if problem:
+            poison.append((record, problem))
+        else:
+            events.append(event)
     return events, poison
+
+
+def _unreadable(event: Event) -> str | None:
+    """Why a submitted drawing's bytes are not an image, if they are not (header check only).
+
+    The gateway never publishes such a drawing; another producer might. Stored, it would be a
+    drawing no model can ever read, which no rescore could finish.
+    """
+    if not isinstance(event, DigitSubmitted):
+        return None
+    try:
+        peek(event.image)
+    except PreprocessError as exc:
+        return f"the drawing {event.digit_id} is not a readable image: {exc}"
+    return None
 
 
 async def _write_with_retry(

@@ -58,6 +58,23 @@ class DecodedImage:
 
 def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
     """Open PNG or JPEG bytes, checking the real format and the size before decoding pixels."""
+    image = _open(data, max_side)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise PreprocessError(f"the image data is corrupt or truncated ({exc})") from exc
+    width, height = image.size
+    return DecodedImage(FORMATS[str(image.format)], width, height, image)
+
+
+def peek(data: bytes, *, max_side: int = MAX_SIDE) -> tuple[str, int, int]:
+    """(media type, width, height) from the header alone: a cheap check that bytes are a drawing."""
+    image = _open(data, max_side)
+    width, height = image.size
+    return FORMATS[str(image.format)], width, height
+
+
+def _open(data: bytes, max_side: int) -> Image.Image:
     if not data:
         raise PreprocessError("the image is empty (0 bytes); send a PNG or JPEG drawing")
     try:
@@ -83,11 +100,7 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         )
     if getattr(image, "n_frames", 1) > 1:
         raise PreprocessError("animated images are not accepted; send a single-frame PNG or JPEG")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise PreprocessError(f"the image data is corrupt or truncated ({exc})") from exc
-    return DecodedImage(FORMATS[str(image.format)], width, height, image)
+    return image
 
 
 def ink_of(image: Image.Image) -> InkImage:
