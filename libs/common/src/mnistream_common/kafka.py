@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +12,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import OutOfOrderSequenceNumber
+from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
@@ -30,7 +34,7 @@ _log = get_logger(__name__)
 
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
     """A FastStream Kafka broker whose producer is durable: acks=all and idempotent."""
-    return KafkaBroker(
+    broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
         acks="all",
@@ -39,6 +43,48 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         logger=logging.getLogger("mnistream.kafka"),
         **kwargs,
     )
+    broker.add_middleware(_renewing_middleware(ProducerRenewal(broker)))
+    return broker
+
+
+class ProducerRenewal:
+    """Replaces a broker's producer whose idempotence state is broken beyond repair.
+
+    When a broker restart outlasts a batch's timeout, aiokafka (0.14) drops the unsent batch
+    but keeps the sequence number it took, and from then on every send to that partition fails
+    with OutOfOrderSequenceNumber: the service could never publish again. A new producer has a
+    new producer id and fresh sequences. Whatever the old one held was never acknowledged, so
+    its senders already saw a failure (a 503, or a redelivery of the consumed records).
+    """
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+        self._lock = asyncio.Lock()
+        self.generation = 0
+
+    async def renew(self, failed_generation: int) -> None:
+        """Start a new producer, unless one was started since `failed_generation`."""
+        async with self._lock:
+            if failed_generation != self.generation:
+                return
+            self.generation += 1
+            _log.warning("Kafka producer out of sequence after an outage; starting a new one")
+            with contextlib.suppress(Exception):  # the old one is broken; closing it may fail
+                await self._broker.config.disconnect()
+            await self._broker.config.connect(**self._broker._connection_kwargs)
+
+
+def _renewing_middleware(renewal: ProducerRenewal) -> Any:
+    class RenewBrokenProducer(BaseMiddleware):
+        async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+            generation = renewal.generation
+            try:
+                return await call_next(cmd)
+            except OutOfOrderSequenceNumber:
+                await renewal.renew(generation)
+                raise  # this send failed; the caller's retry or redelivery uses the new one
+
+    return RenewBrokenProducer
 
 
 @dataclass(frozen=True)
