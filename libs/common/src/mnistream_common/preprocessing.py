@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 MNIST_MEAN: Final = 0.1307
 MNIST_STD: Final = 0.3081
 SIDE: Final = 28
+MASS_CENTRE: Final = SIDE / 2
 BOX: Final = 20
 MAX_SIDE: Final = 2048
 # Ink below this level is background noise (JPEG ringing, anti-aliasing halos).
@@ -175,8 +176,10 @@ def _place_by_mass(fitted: FloatImage) -> FloatImage:
     ys, xs = np.indices(fitted.shape, dtype=np.float32)
     com_y = float((ys * fitted).sum()) / total if total > 0 else (height - 1) / 2
     com_x = float((xs * fitted).sum()) / total if total > 0 else (width - 1) / 2
-    top = int(np.clip(round((SIDE - 1) / 2 - com_y), 0, SIDE - height))
-    left = int(np.clip(round((SIDE - 1) / 2 - com_x), 0, SIDE - width))
+    # MNIST's own digits have their centre of mass at (14, 14) in pixel indices (measured on
+    # the training set), not at the geometric centre 13.5: match what the models learn from.
+    top = int(np.clip(round(MASS_CENTRE - com_y), 0, SIDE - height))
+    left = int(np.clip(round(MASS_CENTRE - com_x), 0, SIDE - width))
     out = np.zeros((SIDE, SIDE), dtype=np.float32)
     out[top : top + height, left : left + width] = fitted
     return out
