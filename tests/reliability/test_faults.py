@@ -1,0 +1,162 @@
+"""Faults while uploads flow: crashes, a broker restart, storage outages. Nothing may be lost.
+
+Each test keeps uploads flowing at a steady rate through the fault and a while after it, then
+audits the stores: every upload answered 202 has its row in Postgres, its image in MinIO and
+a live prediction by the champion. The counts are printed and summarised at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.e2e.support import Models, Predictions, eventually, mnistream
+from tests.reliability.support import assert_nothing_lost, flowing, stack_component
+from tests.system import System
+
+# A rescore job covers every stored drawing, so it grows with the stack's history.
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(600)]
+
+RATE = 40.0  # uploads per second: steady, and modest for a 2-core machine
+OUTAGE_S = 10.0
+KAFKA_DOWN_S = 45.0
+
+
+async def champion(system: System) -> int:
+    """The version the ledger says is serving."""
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        body = (await client.get("/readyz")).json()
+    version: int = body["model"]["version"]
+    return version
+
+
+async def test_kill_9_of_an_inference_worker(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, version = time.monotonic(), await champion(system)
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        system.services["inference-0"].kill()
+        await traffic.until_accepted(200)  # the other worker takes over its partitions
+        await asyncio.to_thread(system.restart, "inference-0")
+        await traffic.until_accepted(100)
+    assert not traffic.refused, traffic.refused
+    await assert_nothing_lost(
+        "kill -9 inference worker", traffic, predictions, [version], started=started
+    )
+
+
+async def test_kill_9_of_the_history_service(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, version = time.monotonic(), await champion(system)
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        system.services["history"].kill()
+        await traffic.until_accepted(200)  # uploads do not need the history to be accepted
+        await asyncio.to_thread(system.restart, "history")
+        await traffic.until_accepted(100)
+    assert not traffic.refused, traffic.refused
+    await assert_nothing_lost(
+        "kill -9 history-service", traffic, predictions, [version], started=started
+    )
+
+
+async def test_kill_9_of_a_rescore_worker_during_a_rescore_job(
+    system: System, models: Models, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, old = time.monotonic(), await champion(system)
+    new = models.better if old == models.weak else models.weak
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        await asyncio.to_thread(mnistream, "promote", str(new), "--force", "--reason", "chaos")
+        job = await _running_job(system, new)
+        system.services["rescore-0"].kill()  # mid-job: its chunk in hand is redelivered
+        await traffic.until_accepted(100)
+        await asyncio.to_thread(system.restart, "rescore-0")
+        await traffic.until_accepted(50)
+    assert not traffic.refused, traffic.refused
+    # Uploads before and after the swap: each is predicted live by the champion of its moment.
+    await assert_nothing_lost(
+        f"kill -9 rescore worker (job {str(job)[:8]})",
+        traffic,
+        predictions,
+        [old, new],
+        started=started,
+    )
+
+    async def job_done() -> bool:
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+            body = (await client.get(f"/api/rescore-jobs/{job}")).json()
+        return bool(body["finished"]) and body["done"] == body["total"]
+
+    await eventually(job_done, 400, "the rescore job finished despite the kill")
+
+
+async def _running_job(system: System, version: int) -> uuid.UUID:
+    """Wait for the rescore job of `version` to start, and return its id while it runs."""
+    found: list[uuid.UUID] = []
+
+    async def started() -> bool:
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+            jobs = (await client.get("/api/rescore-jobs", params={"active": True})).json()
+        mine = [j for j in jobs if j["model_version"] == version and j["kind"] == "rescore"]
+        found[:] = [uuid.UUID(j["job_id"]) for j in mine if 0 < j["done"] < j["total"]]
+        return bool(found)
+
+    await eventually(started, 120, f"a rescore job for v{version} running", interval=0.05)
+    return found[0]
+
+
+async def test_a_kafka_broker_restart(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, version = time.monotonic(), await champion(system)
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        await asyncio.to_thread(stack_component, "stop", "kafka")
+        # Down longer than a produce request's timeout (40 s): unsent batches expire, which
+        # once left every producer out of sequence for good. Uploads are refused, not lost.
+        await asyncio.sleep(KAFKA_DOWN_S)
+        await asyncio.to_thread(stack_component, "start", "kafka")
+        await traffic.until_accepted(300, within=180)  # every service reconnected
+    # While the broker was down the gateway answered 503 (nothing accepted), never a 500.
+    assert set(traffic.refused) <= {"503"}, traffic.refused
+    await assert_nothing_lost(
+        "Kafka broker restart", traffic, predictions, [version], started=started
+    )
+    system.inference_ready()
+
+
+async def test_postgres_stopped_for_10_s(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, version = time.monotonic(), await champion(system)
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        await asyncio.to_thread(stack_component, "stop", "postgres")
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            await asyncio.to_thread(stack_component, "start", "postgres")
+        await traffic.until_accepted(100)
+    assert not traffic.refused, traffic.refused
+    await assert_nothing_lost(
+        "PostgreSQL stopped 10 s", traffic, predictions, [version], started=started
+    )
+
+
+async def test_minio_stopped_for_10_s(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started, version = time.monotonic(), await champion(system)
+    async with flowing(system.gateway_url, drawings, RATE) as traffic:
+        await asyncio.to_thread(stack_component, "stop", "minio")
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            await asyncio.to_thread(stack_component, "start", "minio")
+        await traffic.until_accepted(100)
+    assert not traffic.refused, traffic.refused
+    await assert_nothing_lost(
+        "MinIO stopped 10 s", traffic, predictions, [version], started=started
+    )

@@ -1,0 +1,207 @@
+"""Security on the running system: no admin over HTTP, limits enforced early, private storage,
+consoles on localhost only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from mnistream_common.storage import drawing_key
+
+from tests.e2e.support import upload_all
+from tests.helpers import drawing_png
+from tests.reliability.hostile import raw_post
+from tests.stack import require_minio, require_mlflow, stack_settings
+from tests.system import System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+# Everything the public API offers. Promote, rollback and replay are CLI actions that need
+# Kafka and MLflow credentials; none of them may appear here.
+PUBLIC_OPERATIONS = {
+    ("post", "/api/predictions"),
+    ("post", "/api/digits/{digit_id}/label"),
+    ("get", "/api/events"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/api/digits{rest}"),
+    ("get", "/api/models{rest}"),
+    ("get", "/api/rescore-jobs{rest}"),
+}
+RATE_LIMIT_PORT = 17390
+
+
+def test_the_public_api_exposes_no_admin_action(system: System) -> None:
+    spec = httpx.get(f"{system.gateway_url}/openapi.json", timeout=10).json()
+    offered = {(method, path) for path, item in spec["paths"].items() for method in item}
+    assert offered == PUBLIC_OPERATIONS
+    for verb, path in (
+        ("POST", "/api/models/1/promote"),
+        ("POST", "/api/promote"),
+        ("POST", "/api/replay"),
+        ("DELETE", "/api/digits/00000000-0000-0000-0000-000000000000"),
+        ("PUT", "/api/models/1"),
+    ):
+        answer = httpx.request(verb, f"{system.gateway_url}{path}", timeout=10)
+        assert answer.status_code in (404, 405), (verb, path, answer.status_code)
+
+
+CLIMBING_PATHS = [
+    "/api/models/..%2F..%2Finternal%2Fdigit-ids",
+    "/api/digits/%2e%2e/%2e%2e/internal/labeled",
+    "/api/rescore-jobs/..%2f..%2fopenapi.json",
+]
+
+
+@pytest.mark.parametrize("path", CLIMBING_PATHS)
+def test_the_history_proxy_cannot_climb_to_internal_routes(system: System, path: str) -> None:
+    answer = httpx.get(f"{system.gateway_url}{path}", timeout=10)
+    assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+    assert "`..`" in answer.json()["detail"]
+
+
+async def test_a_raw_dot_dot_path_cannot_reach_internal_routes(system: System) -> None:
+    port = int(system.gateway_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/models/../../internal/labeled HTTP/1.1\r\nHost: x\r\n")
+    writer.write(b"Connection: close\r\n\r\n")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"404", status_line
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=x"])
+async def test_an_announced_10_mb_upload_is_refused_before_its_body(
+    system: System, content_type: str
+) -> None:
+    port = int(system.gateway_url.rsplit(":", 1)[1])
+    # Headers only: the body is never sent, so an answer proves nothing waited for it.
+    answer = await asyncio.wait_for(
+        raw_post(port, {"Content-Type": content_type, "Content-Length": str(10 * 1024 * 1024)}),
+        20,
+    )
+    assert answer.status == 413, answer
+    assert b"limit is 512 KB" in answer.body
+
+
+async def test_a_chunked_upload_is_cut_off_at_the_limit(system: System) -> None:
+    async def endless() -> Iterator[bytes]:  # type: ignore[misc]
+        yield drawing_png()
+        for _ in range(100):  # 100 MB if nobody stopped it
+            yield b"\x00" * (1024 * 1024)
+
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        answer = await client.post(
+            "/api/predictions", content=endless(), headers={"content-type": "image/png"}
+        )
+    assert answer.status_code == 413
+    assert "more than 512 KB" in answer.json()["detail"]
+
+
+@pytest.fixture
+def rate_limited_gateway(system: System) -> Iterator[str]:
+    """A gateway of its own that allows 5 uploads a minute per client."""
+    system._add(
+        "gateway-rate-limited",
+        ["gateway"],
+        {"GATEWAY_PORT": str(RATE_LIMIT_PORT), "RATE_LIMIT_PER_MINUTE": "5"},
+        f"http://127.0.0.1:{RATE_LIMIT_PORT}/healthz",
+    )
+    service = system.services.pop("gateway-rate-limited")
+    service.start()
+    try:
+        service.wait_ready()
+        yield f"http://127.0.0.1:{RATE_LIMIT_PORT}"
+    finally:
+        service.stop()
+
+
+async def test_uploads_over_the_rate_limit_get_429_with_retry_after(
+    rate_limited_gateway: str, drawings: list[bytes]
+) -> None:
+    await upload_all(rate_limited_gateway, drawings[:5], concurrency=1)
+    async with httpx.AsyncClient(base_url=rate_limited_gateway, timeout=10) as client:
+        answer = await client.post("/api/predictions", files={"image": ("7.png", drawings[5])})
+        health = await client.get("/healthz")
+    assert answer.status_code == 429, answer.text
+    assert int(answer.headers["retry-after"]) >= 1
+    assert "limit is 5 per minute" in answer.json()["detail"]
+    assert health.status_code == 200, "only uploads are limited"
+
+
+async def test_drawings_are_private_in_minio_and_readable_through_the_api(
+    system: System, drawings: list[bytes]
+) -> None:
+    [digit_id] = await upload_all(system.gateway_url, drawings[:1], wait_ms=5000)
+    settings = require_minio()
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        for _ in range(100):
+            through_api = await client.get(f"/api/digits/{digit_id}/image")
+            if through_api.status_code == 200:
+                break
+            await asyncio.sleep(0.3)
+        endpoint = settings.s3_endpoint_url.rstrip("/")
+        anonymous = await client.get(
+            f"{endpoint}/{settings.drawings_bucket}/{drawing_key(digit_id)}"
+        )
+        listing = await client.get(f"{endpoint}/{settings.drawings_bucket}")
+    assert through_api.status_code == 200 and through_api.content == drawings[0]
+    assert anonymous.status_code == 403, anonymous.text
+    assert listing.status_code == 403, listing.text
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of sockets listening on `port` (from /proc/net/tcp and tcp6)."""
+    found: set[str] = set()
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                found.add(str(_address(address, size)))
+    return found
+
+
+def _address(hex_address: str, size: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_address)
+    # /proc prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+    return ipaddress.IPv4Address(words) if size == 4 else ipaddress.IPv6Address(words)
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
+@pytest.mark.parametrize("component", ["minio console", "mlflow"])
+def test_consoles_listen_on_localhost_only(component: str) -> None:
+    if component == "mlflow":
+        port = urlsplit(require_mlflow()).port or 5000
+    else:
+        require_minio()
+        port = int(os.environ.get("MINIO_CONSOLE_PORT", "9001"))
+    addresses = listening_addresses(port)
+    assert addresses, f"nothing listens on the {component} port {port}"
+    assert all(_loopback(a) for a in addresses), f"{component} listens on {addresses}"
+
+
+def test_every_stack_port_listens_on_localhost_only() -> None:
+    settings = stack_settings()
+    ports = {
+        "kafka": int(settings.kafka_bootstrap_servers.rsplit(":", 1)[1]),
+        "postgres": urlsplit(settings.database_url).port or 5432,
+        "minio": urlsplit(settings.s3_endpoint_url).port or 9000,
+    }
+    for name, port in ports.items():
+        addresses = listening_addresses(port)
+        assert addresses and all(_loopback(a) for a in addresses), (name, port, addresses)
