@@ -1,0 +1,150 @@
+"""One benchmark run from a clean start: stack, models, the selected measurements, results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import config, phases
+from bench.config import Sizes
+from bench.ingest import wrk_available
+from bench.inputs import make_drawings
+from bench.machine import describe
+from bench.memory import PeakMemory
+from bench.models import onnx_bytes, promote, train_models
+from bench.raw import measure_raw, measure_steps
+from bench.stack import Services, clean_stack_up, stack
+
+SELECTIONS = {
+    "all": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap", "rescore", "profiles"),
+    "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap"),
+    "rescore": ("rescore",),
+}
+
+
+class Results:
+    """The results file, rewritten after every phase so a failure keeps what was measured."""
+
+    def __init__(self, selection: str, sizes: Sizes, label: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        config.RESULTS.mkdir(exist_ok=True)
+        self.path = config.RESULTS / f"{stamp}-{selection}.json"
+        self.data: dict[str, Any] = {
+            "meta": {
+                "run": f"{stamp}-{selection}",
+                "selection": selection,
+                "label": label,
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": describe(),
+                "sizes": sizes.as_dict(),
+            },
+            "errors": {},
+        }
+
+    def put(self, key: str, value: Any) -> None:
+        """Record a section and save."""
+        self.data[key] = value
+        self.save()
+
+    def save(self) -> None:
+        """Write the file (atomically)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        tmp.replace(self.path)
+
+
+def _phase(results: Results, name: str, measure: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    print(f"--- {name}", flush=True)
+    try:
+        results.put(name, measure())
+    except Exception as exc:  # one failed phase must not lose the others' figures
+        traceback.print_exc()
+        results.data["errors"][name] = f"{type(exc).__name__}: {exc}"
+        results.save()
+    results.data["meta"].setdefault("phase_seconds", {})[name] = round(
+        time.monotonic() - started, 1
+    )
+
+
+def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
+    """Run the selected measurements; returns the results file."""
+    wanted = SELECTIONS[selection]
+    config.apply_stack_env()
+    if {"ingest", "baseline"} & set(wanted):
+        wrk_available()
+    results = Results(selection, sizes, label)
+    memory = PeakMemory()
+    services = Services(memory)
+    began = time.monotonic()
+    try:
+        clean_stack_up()
+        models = train_models(sizes)
+        results.put("models", {"cnn": models.cnn.as_dict(), "mlp": models.mlp.as_dict()})
+        promote(models.cnn.version, "bench: the CNN is the champion for the throughput figures")
+        drawings = make_drawings(sizes.inputs)
+        work = config.DATA / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        results.data["meta"]["upload_mean_bytes"] = round(drawings.mean_bytes)
+        bench = phases.Bench(sizes, services, drawings, models, models.cnn.version, work)
+        onnx = onnx_bytes(models.cnn)
+        with services.session():
+            _run_phases(bench, results, wanted, onnx)
+    finally:
+        services.stop_all()
+        results.data["memory"] = memory.as_dict()
+        results.data["meta"]["total_seconds"] = round(time.monotonic() - began, 1)
+        results.data["meta"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        results.save()
+        if not keep_stack:
+            stack("down")
+    return results.path
+
+
+def _run_phases(
+    bench: phases.Bench, results: Results, wanted: tuple[str, ...], onnx: bytes
+) -> None:
+    sizes = bench.sizes
+    if "raw" in wanted:
+        _phase(
+            results,
+            "raw_onnx",
+            lambda: measure_raw(
+                bench.models.cnn, onnx, bench.drawings, sizes.repeats, sizes.raw_seconds
+            ),
+        )
+        _phase(
+            results,
+            "worker_steps",
+            lambda: measure_steps(bench.drawings, sizes.repeats, sizes.raw_seconds),
+        )
+    if "ingest" in wanted:
+        _phase(results, "gateway_ingest", lambda: phases.gateway_ingest(bench))
+    if "baseline" in wanted:
+        _phase(results, "baseline", lambda: phases.baseline_ingest(bench, onnx))
+    if "workers" in wanted:
+        _phase(results, "worker_throughput", lambda: asyncio.run(phases.worker_throughput(bench)))
+    if "latency" in wanted or "hot_swap" in wanted:
+        asyncio.run(phases.start_system(bench))
+    if "latency" in wanted:
+        _phase(results, "latency", lambda: asyncio.run(phases.latency(bench)))
+    if "hot_swap" in wanted:
+        _phase(results, "hot_swap", lambda: asyncio.run(phases.hot_swap(bench)))
+    if "rescore" in wanted:
+        _phase(results, "rescore", lambda: asyncio.run(phases.rescore(bench)))
+    if "profiles" in wanted:
+        bench.services.stop_all()
+        _phase(
+            results,
+            "profiles",
+            lambda: {
+                "gateway": phases.profile_gateway(bench),
+                "inference_worker": asyncio.run(phases.profile_worker(bench)),
+            },
+        )
