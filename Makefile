@@ -117,8 +117,12 @@ CHAOS_STACK := MNISTREAM_DATA=$(CURDIR)/.data/chaos \
   S3_ENDPOINT_URL=http://127.0.0.1:23900 MINIO_CONSOLE_PORT=23901 \
   MLFLOW_TRACKING_URI=http://127.0.0.1:23500
 
+# Every run starts from an empty chaos stack, so runs are alike (a rescore covers every drawing).
 .PHONY: chaos
-chaos: install data chaos-stack-up ## Reliability suite: faults under load, poison, hostile input, security (own stack)
+chaos: install data ## Reliability suite: faults under load, poison, hostile input, security (own, fresh stack)
+	$(CHAOS_STACK) infra/stack.sh down
+	rm -rf .data/chaos
+	$(CHAOS_STACK) infra/stack.sh up
 	$(CHAOS_STACK) $(UV) run --frozen pytest tests/reliability -m chaos $(PYTEST_ARGS)
 
 .PHONY: chaos-stack-up
