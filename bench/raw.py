@@ -39,23 +39,28 @@ def _session(model: BenchModel, onnx: bytes, threads: int) -> LoadedModel:
 def measure_raw(
     model: BenchModel, onnx: bytes, drawings: Drawings, repeats: int, seconds: float
 ) -> dict[str, Any]:
-    """images/s of session.run at batch 1 and 64, one intra-op thread and all cores."""
+    """images/s of session.run at batch 1 and 64, one intra-op thread and all cores.
+
+    The configurations take turns within each repeat, so a burst of other load on the machine
+    spreads over all of them instead of sinking one.
+    """
     inputs = to_batch([preprocess(png) for png in drawings.pngs])
     batches = {1: inputs[:1], 64: np.resize(inputs, (64, 1, 28, 28)).astype(np.float32)}
     cores = os.cpu_count() or 1
-    results: dict[str, Any] = {"cores": cores}
-    for threads, label in ((1, "1_thread"), (cores, "all_cores")):
-        loaded = _session(model, onnx, threads)
-        for size, batch in batches.items():
+    sessions = {"1_thread": _session(model, onnx, 1), "all_cores": _session(model, onnx, cores)}
+    rates: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for label, loaded in sessions.items():
+            for size, batch in batches.items():
 
-            def run(batch: np.ndarray[Any, Any] = batch, loaded: LoadedModel = loaded) -> int:
-                loaded.predict(batch)
-                return len(batch)
+                def run(batch: np.ndarray[Any, Any] = batch, loaded: LoadedModel = loaded) -> int:
+                    loaded.predict(batch)
+                    return len(batch)
 
-            rates = [_rate(run, seconds) for _ in range(repeats)]
-            results[f"batch{size}_{label}"] = spread(rates)
-            print(f"raw onnxruntime batch {size} {label}: {rates[-1]:.0f} images/s", flush=True)
-    return results
+                rates.setdefault(f"batch{size}_{label}", []).append(_rate(run, seconds))
+    for key, values in rates.items():
+        print(f"raw onnxruntime {key}: {values} images/s", flush=True)
+    return {"cores": cores, **{key: spread(values) for key, values in rates.items()}}
 
 
 def measure_steps(drawings: Drawings, repeats: int, seconds: float) -> dict[str, Any]:
