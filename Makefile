@@ -58,7 +58,7 @@ format: install ## Format the code and apply safe lint fixes
 .PHONY: typecheck
 typecheck: install ## mypy --strict with the pydantic plugin over every package and the tests
 	$(UV) run --frozen mypy libs/common/src libs/serving/src gateway/src inference-worker/src \
-	  history-service/src rescore-worker/src trainer/src cli/src tests scripts
+	  history-service/src rescore-worker/src trainer/src cli/src tests scripts bench
 
 .PHONY: schemas
 schemas: install ## Re-export the JSON Schema of every event into schemas/
@@ -161,3 +161,25 @@ stop: ## Stop `make run` (services, then the stack); no process is left behind
 .PHONY: asyncapi
 asyncapi: install ## Regenerate the AsyncAPI documents of every service (docs/asyncapi/) with FastStream
 	$(UV) run --frozen python scripts/asyncapi.py docs/asyncapi
+
+# ---------------------------------------------------------------- benchmarks (not part of `make test`)
+
+BENCH_ARGS ?=
+
+.PHONY: bench-tools
+bench-tools: ## Install the load generator (wrk, Debian package) if it is missing
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+.PHONY: bench
+bench: install data bench-tools ## Every benchmark on a clean bench stack (.data/bench, ports 26xxx): JSON + docs/benchmarks.md
+	$(UV) run --frozen python -m bench all --report $(BENCH_ARGS)
+
+.PHONY: bench-inference
+bench-inference: install data bench-tools ## Raw ONNX limit, worker topic→topic, ingest vs baseline, latency, hot swap
+	$(UV) run --frozen python -m bench inference $(BENCH_ARGS)
+
+.PHONY: bench-rescore
+bench-rescore: install data ## Rescore throughput over 10,000 stored drawings with 1 and 2 rescore workers
+	$(UV) run --frozen python -m bench rescore $(BENCH_ARGS)
+
