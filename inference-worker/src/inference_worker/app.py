@@ -132,7 +132,9 @@ def _submitted_subscriber(worker: Worker) -> Any:
         batch_timeout_ms=settings.max_batch_delay_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        # One uploads-sized fetch per partition: 12 partitions of 4 MB of PNGs bloated the RSS.
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=8 * 1024 * 1024,
         persistent=False,
     )
 

@@ -76,6 +76,8 @@ def _session(onnx_bytes: bytes, options: RuntimeOptions) -> Any:
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The arena keeps the peak of every batch shape; small models do not need it (RSS target).
+    session_options.enable_cpu_mem_arena = False
     providers = choose_providers(ort.get_available_providers(), prefer_gpu=options.prefer_gpu)
     try:
         return ort.InferenceSession(onnx_bytes, session_options, providers=providers)
