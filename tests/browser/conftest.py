@@ -58,7 +58,7 @@ def stack() -> None:
     require_mlflow()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def system(stack: None) -> Iterator[System]:
     """gateway, history-service, an inference worker and a rescore worker; a champion serves."""
     running = System(base_port=BASE_PORT, inference_workers=1, rescore_workers=1)
@@ -73,14 +73,16 @@ def system(stack: None) -> Iterator[System]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the sync driver runs its own event loop in this thread while it
+# lives, so any later test that runs asyncio (pytest-asyncio, asyncio.run) would fail beside it.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     """Playwright's driver (it launches the browser; it downloads nothing)."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Headless Chromium from /usr/bin/chromium (override with $CHROMIUM)."""
     if not CHROMIUM.exists():
@@ -141,7 +143,7 @@ def api(system: System) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fresh_version(system: System) -> int:
     """A newly trained version nobody has promoted yet (its seed makes its weights new)."""
     return train_version(hidden=32, seed=int(time.time()) % 100_000)
