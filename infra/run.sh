@@ -8,6 +8,8 @@ DATA="${MNISTREAM_DATA:-$ROOT/.data}"
 WORKERS="${INFERENCE_WORKERS:-2}"
 RESCORERS="${RESCORE_WORKERS:-1}"
 
+# Ctrl-C while the stack starts or the first model trains: stop what has started, then leave.
+trap 'echo "interrupted; stopping the stack..." >&2; infra/stack.sh down; exit 130' INT TERM
 infra/stack.sh up
 .venv/bin/history-service migrate
 .venv/bin/mnistream bootstrap

@@ -4,6 +4,7 @@
 #   infra/stack.sh up        provision what is missing (cached), start everything, wait until healthy
 #   infra/stack.sh down      stop everything this script started; no process is left behind
 #   infra/stack.sh status    one line per component: healthy / down, pid, port, memory, log file
+#   infra/stack.sh env       the settings it would use (environment, then .env or $MNISTREAM_ENV_FILE)
 #
 # Every address comes from the same variables the services read (see .env.example), so the
 # stack and the services cannot disagree. Data lives in $MNISTREAM_DATA (default .data/),
@@ -13,10 +14,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # .env fills in what the environment does not set (the environment wins, as in the services).
-if [[ -f .env ]]; then
+ENV_FILE="${MNISTREAM_ENV_FILE:-.env}"
+if [[ -f "$ENV_FILE" ]]; then
+  # KEY=value, optional quotes, an inline " # comment" dropped: what python-dotenv reads too.
   while IFS='=' read -r key value; do
+    value="$(sed -E 's/[[:space:]]+#.*$//; s/^[[:space:]]+|[[:space:]]+$//g' <<<"$value")"
+    value="${value#[\"\']}" && value="${value%[\"\']}"
     [[ "$key" =~ ^[A-Z_][A-Z0-9_]*$ && -z "${!key:-}" ]] && export "$key=$value"
-  done < <(grep -E '^[A-Z_][A-Z0-9_]*=' .env)
+  done < <(grep -E '^[A-Z_][A-Z0-9_]*=' "$ENV_FILE")
 fi
 
 DATA="${MNISTREAM_DATA:-$ROOT/.data}"
@@ -161,6 +166,7 @@ up_postgres() {
   if ! pg_managed; then
     say "postgres: using the external server at $PG_HOST:$PG_PORT"
     wait_for postgres 30 pg_ready
+    ensure_databases  # the application's and MLflow's, when the user may create them
     return
   fi
   ensure_postgres_installed
@@ -305,6 +311,20 @@ cmd_status() {
 
 cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
 
+# What the stack would use, after the environment and .env: one VAR=value a line.
+cmd_env() {
+  local name
+  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BOOTSTRAP_SERVERS \
+    KAFKA_CONTROLLER_PORT DATABASE_URL S3_ENDPOINT_URL MINIO_CONSOLE_PORT MLFLOW_TRACKING_URI \
+    ARTIFACTS_BUCKET MLFLOW_DATABASE; do
+    case "$name" in
+      MNISTREAM_DATA) echo "$name=$DATA" ;;
+      MNISTREAM_CACHE) echo "$name=$CACHE" ;;
+      *) echo "$name=${!name}" ;;
+    esac
+  done
+}
+
 # One component, for fault tests and operators: stop/start postgres|minio|kafka|mlflow.
 cmd_component() { # stop|start name
   mkdir -p "$DATA" "$LOGS" "$RUN"
@@ -323,7 +343,8 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  env) cmd_env ;;
   provision) cmd_provision ;;
   stop|start) cmd_component "$1" "${2:-}" ;;
-  *) say "usage: $0 up|down|status|provision|stop NAME|start NAME"; exit 2 ;;
+  *) say "usage: $0 up|down|status|env|provision|stop NAME|start NAME"; exit 2 ;;
 esac

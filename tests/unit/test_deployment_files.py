@@ -7,7 +7,9 @@ a name or a host port, a missing health check, torch sneaking into the inference
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,42 @@ def locked_dependencies(package: str) -> set[str]:
 @pytest.mark.parametrize("package", ["inference-worker", "gateway", "rescore-worker"])
 def test_the_live_path_never_pulls_torch(package: str) -> None:
     assert "torch" not in locked_dependencies(package)
+
+
+def stack_env(env_file: Path, **environ: str) -> dict[str, str]:
+    """What `infra/stack.sh env` resolves from an env file and the environment."""
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    done = subprocess.run(
+        [str(ROOT / "infra" / "stack.sh"), "env"],
+        env={**clean, "MNISTREAM_ENV_FILE": str(env_file), **environ},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines())
+
+
+def test_the_stack_reads_env_files_as_the_services_do(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "DATABASE_URL=postgresql+asyncpg://u:p@127.0.0.1:6543/app  # a comment, dropped\n"
+        "MLFLOW_DATABASE='tracking'\n"
+        "S3_ENDPOINT_URL=http://127.0.0.1:9100\n"
+    )
+    resolved = stack_env(env_file, S3_ENDPOINT_URL="http://127.0.0.1:9200")
+    assert resolved["DATABASE_URL"] == "postgresql+asyncpg://u:p@127.0.0.1:6543/app"
+    assert resolved["MLFLOW_DATABASE"] == "tracking"
+    assert resolved["S3_ENDPOINT_URL"] == "http://127.0.0.1:9200", "the environment wins"
+
+
+def test_the_stack_defaults_match_env_example() -> None:
+    resolved = stack_env(ROOT / ".env.example")
+    example = dict(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=(\S*)", (ROOT / ".env.example").read_text(), re.M)
+    )
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "MLFLOW_TRACKING_URI", "KAFKA_VERSION"):
+        assert resolved[name] == example[name], name
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:

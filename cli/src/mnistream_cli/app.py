@@ -45,5 +45,30 @@ app.add_typer(operate.replay_app, name="replay")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an unreachable service is an error message, not a traceback."""
+    import logging
+    import sys
+
+    import httpx
+    from aiokafka.errors import KafkaError
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the message below says it all
+    try:
+        app()
+    except KafkaError as exc:
+        servers = Settings().kafka_bootstrap_servers
+        operate.console.print(
+            f"[bold red]error:[/] Kafka at {servers}: {exc}. Is the stack up (`make infra-up`)?"
+        )
+        sys.exit(1)
+    except httpx.HTTPError as exc:
+        where = exc.request.url if _has_request(exc) else "a service"
+        operate.console.print(f"[bold red]error:[/] cannot reach {where}: {exc!r}")
+        sys.exit(1)
+
+
+def _has_request(exc: Exception) -> bool:
+    try:
+        return getattr(exc, "request", None) is not None
+    except RuntimeError:  # httpx raises when an error carries no request
+        return False

@@ -23,9 +23,9 @@ async def group_status(bootstrap_servers: str, groups: list[str]) -> list[GroupS
     """State, members (client id @ host) and lag of each group."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-cli")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
     try:
+        await admin.start()
+        await consumer.start()
         return [await _one(admin, consumer, group) for group in groups]
     finally:
         await consumer.stop()

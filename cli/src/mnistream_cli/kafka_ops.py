@@ -17,8 +17,8 @@ PUBLISH_TIMEOUT_S = 15.0
 async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         partition = TopicPartition(MODEL_PROMOTED.name, 0)
         consumer.assign([partition])
         end = (await consumer.end_offsets([partition]))[partition]
@@ -46,7 +46,11 @@ async def _producer(bootstrap_servers: str) -> AIOKafkaProducer:
         max_request_size=MAX_REQUEST_BYTES,
         request_timeout_ms=int(PUBLISH_TIMEOUT_S * 1000),
     )
-    await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT_S)
+    try:
+        await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT_S)
+    except BaseException:
+        await producer.stop()
+        raise
     return producer
 
 

@@ -310,7 +310,11 @@ def _follow_lag(bootstrap_servers: str, total: int) -> None:
 @replay_app.command("deadletter")
 def replay_deadletter(
     topic: Annotated[
-        str | None, typer.Option(help="Only dead letters that came from this topic.")
+        str | None,
+        typer.Option(
+            help="Only dead letters that came from this topic (its replays keep their own "
+            "position, so the other topics' letters stay for later)."
+        ),
     ] = None,
 ) -> None:
     """Re-publish dead letters to their source topic (after a fix); each one once."""

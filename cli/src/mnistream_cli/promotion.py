@@ -139,10 +139,27 @@ class Promoter:
         try:
             asyncio.run(publish_promotion(self.settings.kafka_bootstrap_servers, event))
         except Exception as exc:  # any failure to publish: undo the alias, say so
-            registry.set_champion(old_alias)
+            if self._landed(event):  # acknowledged too late for the wait, but in the ledger
+                return event
+            try:
+                registry.set_champion(old_alias)
+            except Exception as undo:
+                raise PromotionError(
+                    f"publishing model.promoted failed ({exc!r}) and putting the champion alias "
+                    f"back failed too ({undo!r}): MLflow's alias points at v{candidate.version} "
+                    "but no worker serves it. Promote the version you want again once MLflow "
+                    "and Kafka answer."
+                ) from exc
             restored = f"v{old_alias}" if old_alias else "no champion"
             raise PromotionError(
                 f"publishing model.promoted failed ({exc!r}); the champion alias was put back "
                 f"to {restored}, nothing was promoted. Is Kafka up (`make infra-status`)?"
             ) from exc
         return event
+
+    def _landed(self, event: ModelPromoted) -> bool:
+        """Whether `event` is in the ledger after all (the producer has stopped by now)."""
+        try:
+            return any(e.event_id == event.event_id for e in self.ledger())
+        except Exception:  # Kafka unreachable: it cannot be confirmed, so it is undone
+            return False

@@ -31,6 +31,16 @@ HISTORY_TOPICS: tuple[TopicSpec, ...] = (
 DEADLETTER_GROUP = "deadletter-replay"
 
 
+def deadletter_group(topic: str | None) -> str:
+    """The group that remembers how far replays of `topic`'s letters (or of all) have got.
+
+    One group per filter: a replay of one topic's letters never moves past another's, so those
+    stay for their own replay. A letter replayed both by topic and without a filter is
+    re-published twice, which every consumer absorbs (its writes are idempotent).
+    """
+    return f"{DEADLETTER_GROUP}.{topic}" if topic else DEADLETTER_GROUP
+
+
 class ReplayRefusedError(Exception):
     """The replay would be unsafe now; the message says what to do first."""
 
@@ -54,8 +64,8 @@ async def rewind_history(bootstrap_servers: str, *, since: datetime | None, forc
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=Groups.HISTORY, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [
             TopicPartition(t.name, p) for t in HISTORY_TOPICS for p in range(t.partitions)
         ]
@@ -103,11 +113,12 @@ async def replay_dead_letters(
     *,
     topic: str | None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    letters: TopicSpec = DIGITS_DEADLETTER,
 ) -> DeadLetterReplay:
     """Re-publish each dead letter (once: the group remembers how far it got) to its source."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
-        group_id=DEADLETTER_GROUP,
+        group_id=deadletter_group(topic),
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
@@ -117,10 +128,10 @@ async def replay_dead_letters(
         enable_idempotence=True,
         max_request_size=MAX_REQUEST_BYTES,
     )
-    await consumer.start()
-    await producer.start()
     try:
-        return await _replay_loop(consumer, producer, topic, progress)
+        await consumer.start()
+        await producer.start()
+        return await _replay_loop(consumer, producer, letters, topic, progress)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -129,12 +140,11 @@ async def replay_dead_letters(
 async def _replay_loop(
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
+    letters: TopicSpec,
     topic: str | None,
     progress: Callable[[int, int], None],
 ) -> DeadLetterReplay:
-    partitions = [
-        TopicPartition(DIGITS_DEADLETTER.name, p) for p in range(DIGITS_DEADLETTER.partitions)
-    ]
+    partitions = [TopicPartition(letters.name, p) for p in range(letters.partitions)]
     consumer.assign(partitions)
     beginnings = await consumer.beginning_offsets(partitions)
     for tp in partitions:  # resume where the last replay stopped

@@ -117,7 +117,13 @@ async def submit_drawing(
     request: Request,
     state: State,
     wait: Annotated[
-        int, Query(ge=0, le=5000, description="Wait up to this many ms for the prediction.")
+        int,
+        Query(
+            ge=0,
+            le=60_000,
+            description="Wait up to this many ms for the prediction (at most MAX_WAIT_MS, "
+            "5000 by default).",
+        ),
     ] = 0,
 ) -> Response:
     """Accept a PNG or JPEG drawing (multipart field `image`, or a raw image body) for reading.
@@ -125,6 +131,8 @@ async def submit_drawing(
     202 with the digit id once Kafka has the drawing; with `wait`, 200 and the prediction if it
     arrives in time.
     """
+    if wait > state.settings.max_wait_ms:
+        raise HTTPException(422, f"wait must be at most {state.settings.max_wait_ms} ms")
     state.rate_limit(request)
     upload = await _read_upload(request, state)
     digit_id = state.new_digit_id()

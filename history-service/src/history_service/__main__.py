@@ -37,6 +37,12 @@ def migrate() -> None:
 @cli.command()
 def reset(
     yes: bool = typer.Option(False, "--yes", help="Confirm: every history table is dropped."),
+    objects: bool = typer.Option(
+        False,
+        "--objects",
+        help="Also delete every drawing image from object storage (a replay puts them back "
+        "from digits.submitted).",
+    ),
 ) -> None:
     """Drop the history tables and recreate them empty (then `mnistream replay history`)."""
     if not yes:
@@ -44,8 +50,14 @@ def reset(
         raise typer.Exit(1)
     from history_service.migrate import reset_schema
 
-    reset_schema(Settings().database_url)
+    settings = Settings()
+    reset_schema(settings.database_url)
     typer.echo("history tables dropped and recreated empty; replay the topics to refill them")
+    if objects:
+        from mnistream_common.storage import delete_all, make_minio
+
+        deleted = delete_all(make_minio(settings), settings.drawings_bucket)
+        typer.echo(f"{deleted} drawing objects deleted from bucket {settings.drawings_bucket}")
 
 
 def main() -> None:

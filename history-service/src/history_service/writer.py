@@ -108,9 +108,14 @@ class HistoryWriter:
             key=lambda r: r["job_id"],
             order=lambda r: r["started_at"],
         )
+        # Every column is an order-free aggregate over the batch (and, on conflict, over the
+        # row): a job planned twice (a planner redelivered after a rebalance) carries two
+        # totals, and the row must not depend on which one a batch happened to see first.
         for job in jobs:
-            mine = [e.occurred_at for e in events if e.job_id == job["job_id"]]
-            job["started_at"], job["updated_at"] = min(mine), max(mine)
+            mine = [e for e in events if e.job_id == job["job_id"]]
+            job["started_at"] = min(e.occurred_at for e in mine)
+            job["updated_at"] = max(e.occurred_at for e in mine)
+            job["total"] = max(e.job_total or 0 for e in mine)
         table = RescoreJob.__table__
         statement = insert(RescoreJob).values(jobs)
         await connection.execute(

@@ -183,7 +183,8 @@ async def test_openapi_documents_the_upload_body_and_answers(gateway: Gateway) -
     assert content["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
     assert {"200", "202", "400", "413", "415", "422", "429", "503"} <= set(upload["responses"])
     wait = next(p for p in upload["parameters"] if p["name"] == "wait")
-    assert (wait["schema"]["minimum"], wait["schema"]["maximum"]) == (0, 5000)
+    assert (wait["schema"]["minimum"], wait["schema"]["maximum"]) == (0, 60_000)
+    assert "MAX_WAIT_MS" in wait["description"]
     label = spec["paths"]["/api/digits/{digit_id}/label"]["post"]
     assert "requestBody" in label
     assert "404" in label["responses"]

@@ -144,6 +144,17 @@ async def test_wait_is_bounded(gateway: Gateway, wait: str) -> None:
     assert gateway.submitted == []
 
 
+async def test_wait_is_bounded_by_the_setting() -> None:
+    async with running_gateway(max_wait_ms=1000) as gateway:
+        refused = await upload_raw(gateway, PNG, query="?wait=1001")
+        allowed = await upload_raw(gateway, PNG, query="?wait=1000")
+
+    assert refused.status_code == 422
+    assert "at most 1000 ms" in refused.json()["detail"]
+    assert allowed.status_code in (200, 202)
+    assert len(gateway.submitted) == 1
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 

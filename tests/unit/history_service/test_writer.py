@@ -91,6 +91,7 @@ def predicted(
     event_id: uuid.UUID | None = None,
     digit: int = 3,
     job_id: uuid.UUID | None = None,
+    job_total: int = 10,
 ) -> DigitPredicted:
     probabilities = [0.0] * 10
     probabilities[digit] = 1.0
@@ -107,7 +108,7 @@ def predicted(
         worker_id="w",
         provider="CPUExecutionProvider",
         job_id=job_id,
-        job_total=None if job_id is None else 10,
+        job_total=None if job_id is None else job_total,
     )
 
 
@@ -164,6 +165,20 @@ async def test_each_model_version_and_each_drawing_keeps_its_own_row() -> None:
     assert sorted((r["digit_id"], r["model_version"]) for r in rows) == sorted(
         [(DIGIT, 1), (DIGIT, 2), (other, 1)]
     )
+
+
+async def test_a_job_planned_twice_gets_the_larger_total_in_any_order() -> None:
+    job, other = uuid.uuid4(), uuid.uuid4()
+    early = predicted("rescore", version=2, at=AT, job_id=job, job_total=6)
+    late = predicted(
+        "rescore", version=2, at=AT + timedelta(seconds=5), job_id=job, job_total=32, digit_id=other
+    )
+
+    for order in ([early, late], [late, early]):
+        history, engine, _ = writer()
+        await history.predictions(order)
+        [job_row] = engine.rows("rescore_jobs")
+        assert job_row["total"] == 32
 
 
 async def test_job_progress_counts_each_drawing_once_and_spans_the_batch() -> None:

@@ -144,8 +144,8 @@ async def _align_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> TopicChan
 async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int]:
     """The end offset of every partition of `topic` right now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
         ends = await consumer.end_offsets(partitions)
         return {tp.partition: int(offset) for tp, offset in ends.items()}

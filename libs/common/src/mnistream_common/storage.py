@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3 import PoolManager, Retry, Timeout
 
@@ -123,3 +124,12 @@ def ensure_buckets(client: Minio, buckets: list[str]) -> list[str]:
             client.make_bucket(bucket)
             created.append(bucket)
     return created
+
+
+def delete_all(client: Minio, bucket: str) -> int:
+    """Delete every object in `bucket`; returns how many. Fails if any deletion fails."""
+    names = [o.object_name for o in client.list_objects(bucket, recursive=True) if o.object_name]
+    errors = list(client.remove_objects(bucket, (DeleteObject(n) for n in names)))
+    if errors:
+        raise RuntimeError(f"{len(errors)} objects in {bucket} not deleted: {errors[0]}")
+    return len(names)

@@ -1,0 +1,114 @@
+"""`mnistream replay deadletter` on the real Kafka: each letter back to its source topic, once,
+and a replay filtered to one topic never moves past the letters of another."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from mnistream_cli.replay import replay_dead_letters
+from mnistream_common.events import DeadLetter, utc_now
+from mnistream_common.topics import DIGITS_DEADLETTER, TopicSpec
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass
+class Topics:
+    letters: TopicSpec
+    first: str
+    second: str
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap_servers: str) -> AsyncIterator[Topics]:
+    """A throwaway dead-letter topic (2 partitions) and two source topics, deleted afterwards."""
+    run = uuid.uuid4().hex[:12]
+    made = Topics(
+        letters=dataclasses.replace(DIGITS_DEADLETTER, name=f"it-dl-{run}", partitions=2),
+        first=f"it-dl-first-{run}",
+        second=f"it-dl-second-{run}",
+    )
+    names = [made.letters.name, made.first, made.second]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(made.letters.name, 2, 1)] + [NewTopic(n, 1, 1) for n in names[1:]]
+        )
+        assert all(error == 0 for _, error, *_ in response.topic_errors), response
+        yield made
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+def letter(source: str, n: int) -> DeadLetter:
+    return DeadLetter(
+        source_topic=source,
+        source_partition=0,
+        source_offset=n,
+        source_key=f"key-{n}".encode(),
+        original=f"{source}#{n}".encode(),
+        error="test: could not be read",
+        service="tests",
+        failed_at=utc_now(),
+    )
+
+
+async def produce(servers: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send_and_wait(topic, value, partition=i % 2)
+    finally:
+        await producer.stop()
+
+
+async def read_all(servers: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        records = []
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=2000)
+            records += [(r.key, r.value) for r in batch.get(tp, [])]
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_replay_by_topic_republishes_each_letter_once_and_skips_none_for_good(
+    kafka_bootstrap_servers: str, topics: Topics
+) -> None:
+    servers = kafka_bootstrap_servers
+    firsts = [letter(topics.first, n) for n in range(4)]
+    seconds = [letter(topics.second, n) for n in range(3)]
+    mixed = [e.to_bytes() for pair in zip(firsts, seconds, strict=False) for e in pair]
+    await produce(servers, topics.letters.name, [*mixed, firsts[3].to_bytes(), b"not a letter"])
+
+    first = await replay_dead_letters(servers, topic=topics.first, letters=topics.letters)
+    assert first.republished == {topics.first: 4}
+    assert first.skipped == 4  # the other topic's three and the unreadable record
+
+    second = await replay_dead_letters(servers, topic=topics.second, letters=topics.letters)
+    assert second.republished == {topics.second: 3}, "the first replay must not eat these"
+
+    again = await replay_dead_letters(servers, topic=topics.first, letters=topics.letters)
+    assert again.republished == {}, "each letter is re-published once per filter"
+
+    assert sorted(await read_all(servers, topics.first)) == sorted(
+        (e.source_key, e.original) for e in firsts
+    )
+    assert sorted(await read_all(servers, topics.second)) == sorted(
+        (e.source_key, e.original) for e in seconds
+    )
