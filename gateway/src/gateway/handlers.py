@@ -196,7 +196,11 @@ async def _read_upload(request: Request, state: GatewayState) -> ValidUpload:
                 f"unsupported Content-Type {content_type or '(none)'!r}; send multipart/form-data "
                 "with an `image` field, or a raw image/png or image/jpeg body",
             )
-        return validate_upload(data, declared, max_side=state.settings.max_image_side)
+        # Decoding a large image takes tens of ms: off the event loop, so a few big uploads
+        # cannot stall every other request (and PIL releases the GIL while it decodes).
+        return await asyncio.to_thread(
+            validate_upload, data, declared, max_side=state.settings.max_image_side
+        )
     except UploadRejectedError as exc:
         state.metrics.uploads.labels(outcome=f"rejected_{exc.status_code}").inc()
         raise HTTPException(exc.status_code, exc.message) from exc

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from mnistream_common.preprocessing import PreprocessError, preprocess, to_png
+from mnistream_common.rescore import job_id_of_promotion
 from mnistream_common.storage import ObjectStore, S3Uri
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -303,16 +304,18 @@ async def _jobs(context: ReadContext, job_id: uuid.UUID | None) -> list[RescoreJ
     async with context.engine.connect() as conn:
         jobs = await queries.rescore_jobs(conn, job_id)
         ledger = await queries.promotions(conn)
-    champion = ledger[0]["version"] if ledger else None
-    return [
-        RescoreJobOut(
-            **j,
-            superseded=j["kind"] == "rescore"
-            and not j["finished"]
-            and champion != j["model_version"],
-        )
-        for j in jobs
-    ]
+    return [RescoreJobOut(**j, superseded=superseded(j, ledger)) for j in jobs]
+
+
+def superseded(job: dict[str, Any], ledger: list[dict[str, Any]]) -> bool:
+    """An unfinished rescore job whose promotion is not the newest one.
+
+    Only the newest promotion's job is current: an older one is superseded even when a rollback
+    made its version the champion again (the rollback plans a job of its own).
+    """
+    if job["kind"] != "rescore" or job["finished"]:
+        return False
+    return not ledger or job["job_id"] != job_id_of_promotion(ledger[0]["event_id"])
 
 
 @router.get("/internal/digit-ids", summary="Stored ids, ascending (for rescore planning)")

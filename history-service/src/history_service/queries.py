@@ -102,6 +102,7 @@ async def promotions(conn: AsyncConnection) -> list[dict[str, Any]]:
     rows = await conn.execute(select(Promotion).order_by(Promotion.promoted_at.desc()))
     return [
         {
+            "event_id": p.event_id,
             "version": p.version,
             "model_name": p.model_name,
             "previous_version": p.previous_version,

@@ -14,7 +14,12 @@ JOB_NAMESPACE = uuid.UUID("5b1d7c1e-6f0a-4a43-9d56-2f1f4f7f3c11")
 
 def job_id_for(promotion: ModelPromoted) -> uuid.UUID:
     """The job that rescores the history for one promotion."""
-    return uuid.uuid5(JOB_NAMESPACE, str(promotion.event_id))
+    return job_id_of_promotion(promotion.event_id)
+
+
+def job_id_of_promotion(event_id: uuid.UUID) -> uuid.UUID:
+    """The rescore job of the promotion with this event id."""
+    return uuid.uuid5(JOB_NAMESPACE, str(event_id))
 
 
 def plan_chunks(
