@@ -39,7 +39,10 @@ def main() -> int:
             return 0
         sizes = SMALL if args.small else FULL
         if args.repeats:
-            sizes = dataclasses.replace(sizes, repeats=max(1, args.repeats))
+            repeats = max(1, args.repeats)
+            sizes = dataclasses.replace(
+                sizes, repeats=repeats, slow_repeats=min(repeats, sizes.slow_repeats)
+            )
         path = run(args.command, sizes, keep_stack=args.keep_stack, label=args.label)
         print(f"results: {path}")
         from bench.report import summary_table, write_report

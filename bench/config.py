@@ -53,9 +53,11 @@ def apply_stack_env() -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each measurement does. `FULL` fits `make bench` in < 15 min on 2 cores."""
+    """How much each measurement does. `FULL` is sized for `make bench` in about 15 min on 2
+    quiet cores: the long open-loop and rescore phases run fewer times than the short ones."""
 
     repeats: int = 3
+    slow_repeats: int = 2  # latency, hot swap and rescore
     cnn_train_images: int = 10_000
     cnn_epochs: int = 1
     raw_seconds: float = 2.0
@@ -78,6 +80,7 @@ class Sizes:
 FULL = Sizes()
 SMALL = Sizes(
     repeats=1,
+    slow_repeats=1,
     cnn_train_images=3_000,
     cnn_epochs=1,
     raw_seconds=0.5,

@@ -307,7 +307,7 @@ async def latency(bench: Bench) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for rate in bench.sizes.rates:
         runs = []
-        for _ in range(bench.sizes.repeats):
+        for _ in range(bench.sizes.slow_repeats):
             run = await _open_loop(bench, rate, bench.sizes.rate_seconds)
             runs.append(_latency_figures(run, rate, bench.sizes.rate_seconds))
             await wait_drained(Groups.HISTORY, HISTORY_TOPICS, timeout=60, at_most=50)
@@ -365,8 +365,8 @@ def _swap_figures(run: OpenLoopRun, event: ModelPromoted, seconds: float) -> dic
     failed = [o for o in run.outcomes if o["status"] not in (200, 202)]
     return {
         "failed": len(failed),
-        # Failures before the promotion are the load itself, not the swap.
-        "failed_before_promotion": sum(1 for o in failed if o["scheduled"] < promoted_at),
+        # Failures answered before the promotion was even published are the load itself.
+        "failed_before_promotion": sum(1 for o in failed if o["answered"] < promoted_at),
         "lost": len(run.missing),
         "accepted": len(run.accepted),
         "swap_after_promotion_s": swaps,
@@ -381,7 +381,7 @@ def _swap_figures(run: OpenLoopRun, event: ModelPromoted, seconds: float) -> dic
 async def hot_swap(bench: Bench) -> dict[str, Any]:
     """Promotions while 200 uploads/s flow: nothing lost or failed, how long batches waited."""
     runs = []
-    for _ in range(bench.sizes.repeats):
+    for _ in range(bench.sizes.slow_repeats):
         target = bench.models.other(bench.champion)
         promoted: list[ModelPromoted] = []
 
@@ -399,7 +399,12 @@ async def hot_swap(bench: Bench) -> dict[str, Any]:
             f"max queue around swap {figures['max_queue_ms_around_swap']} ms"
         )
         await wait_drained(Groups.HISTORY, HISTORY_TOPICS, timeout=60, at_most=50)
-    keys = ("max_queue_ms_around_swap", "max_queue_ms_before", "max_batch_gap_ms_around_swap")
+    keys = (
+        "max_queue_ms_around_swap",
+        "max_queue_ms_before",
+        "max_batch_gap_ms_around_swap",
+        "max_batch_gap_ms_before",
+    )
     return {
         "failed": sum(r["failed"] for r in runs),
         "failed_before_promotion": sum(r["failed_before_promotion"] for r in runs),
@@ -522,7 +527,7 @@ async def rescore(bench: Bench) -> dict[str, Any]:
             await wait_group_stable(Groups.RESCORE_PLANNER, workers, timeout=60)
             runs = [
                 await _rescore_job(bench, client, total, workers)
-                for _ in range(bench.sizes.repeats)
+                for _ in range(bench.sizes.slow_repeats)
             ]
             results[str(workers)] = {"per_s": spread([r["per_s"] for r in runs]), "runs": runs}
             bench.log(f"rescore ×{workers}: {results[str(workers)]['per_s']}")

@@ -244,7 +244,8 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
     if swap:
         rows.append(
             [
-                "hot swap: lost + failed uploads (failed before the promotion: load, not swap)",
+                "hot swap: lost + failed uploads (answered as failed before the promotion was "
+                "published: load, not swap)",
                 f"{swap['lost']} + {swap['failed']} "
                 f"({swap.get('failed_before_promotion', '–')} before)",
                 "0",
@@ -275,6 +276,15 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
                 "–",
             ]
         )
+        if "max_batch_gap_ms_before" in swap:
+            rows.append(
+                [
+                    "hot swap: largest gap between a worker's batches before the swap",
+                    _spread(swap["max_batch_gap_ms_before"], 1, " ms"),
+                    "–",
+                    "–",
+                ]
+            )
     rescore = data.get("rescore") or {}
     for workers in ("1", "2"):
         s = (
@@ -544,7 +554,9 @@ def render(data: dict[str, Any], plots: dict[str, bool]) -> str:
         f"{_fmt(meta.get('total_seconds'))} s in all). "
         + (f"{note} " if note else "")
         + f"Load average when it started: {machine['load_average_at_start']}. Every figure is the "
-        f"median of {meta['sizes']['repeats']} runs with the min–max in brackets.\n"
+        f"median of {meta['sizes']['repeats']} runs (of "
+        f"{meta['sizes'].get('slow_repeats', meta['sizes']['repeats'])} for latency, hot swap "
+        "and rescore) with the min–max in brackets.\n"
     )
     out.append("## Targets (design.md)\n")
     out.append(

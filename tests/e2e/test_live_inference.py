@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
+import json
 import uuid
 
 import httpx
@@ -42,6 +44,26 @@ async def test_upload_is_predicted_and_wait_answers_with_it(
     assert accepted["result_url"] == f"/api/digits/{accepted['digit_id']}"
     ids = [uuid.UUID(answer["digit_id"]), uuid.UUID(accepted["digit_id"])]
     await eventually(lambda: not predictions.missing(ids), 30, "both uploads predicted")
+
+
+async def test_each_service_logs_the_digit_id_in_json(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    [digit_id] = await upload_all(system.gateway_url, drawings[5:6], wait_ms=5000)
+    await eventually(lambda: not predictions.missing([digit_id]), 30, "predicted")
+
+    def logged_by(prefix: str) -> bool:
+        for name, service in system.services.items():
+            if not name.startswith(prefix) or not service.log_path.exists():
+                continue
+            for line in service.log_path.read_text(errors="replace").splitlines():
+                if str(digit_id) in line and line.startswith("{"):
+                    entry = json.loads(line)
+                    return str(digit_id) in (entry.get("digit_id"), *entry.get("digit_ids", ()))
+        return False
+
+    for prefix in ("gateway", "inference-", "history"):
+        await eventually(functools.partial(logged_by, prefix), 30, f"{prefix} logged it", 0.5)
 
 
 async def test_three_workers_share_a_thousand_uploads(

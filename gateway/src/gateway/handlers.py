@@ -151,6 +151,7 @@ async def submit_drawing(
         prediction=prediction,
     )
     state.metrics.uploads.labels(outcome=status).inc()
+    log.info("drawing accepted", digit_id=str(digit_id), bytes=len(upload.data), status=status)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if prediction else 202)
 
 

@@ -106,6 +106,12 @@ def _handler(
         if events:
             await _write_with_retry(write, events, health, spec.name, retry_s, metrics)
             _count(metrics, spec.name, events)
+            log.info(
+                "stored",
+                topic=spec.name,
+                count=len(events),
+                digit_ids=[str(d) for e in events if (d := getattr(e, "digit_id", None))],
+            )
         for record, error in poison:
             metrics.dead_letters.labels(topic=spec.name).inc()
             await send_to_dead_letter(deadletter, record, error, SERVICE)

@@ -89,6 +89,14 @@ class BatchHandler:
             *(self._dead_letter(record, error) for record, error in dead),
         )
         self._observe(model, predictions, result.inference_ms)
+        if predictions:
+            log.info(
+                "batch predicted",
+                model_version=model.ref.version,
+                count=len(predictions),
+                inference_ms=round(result.inference_ms, 3),
+                digit_ids=[str(p.digit_id) for p in predictions],
+            )
 
     def _prediction(
         self,

@@ -130,6 +130,14 @@ class ChunkScorer:
         await asyncio.gather(
             *(self.predicted.publish(e.to_bytes(), key=str(e.digit_id).encode()) for e in events)
         )
+        log.info(
+            "chunk scored",
+            job_id=str(task.job_id),
+            chunk=task.chunk_index,
+            kind=task.kind,
+            model_version=task.model.version,
+            count=len(events),
+        )
         return len(events)
 
     def _event(

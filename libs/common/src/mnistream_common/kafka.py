@@ -224,6 +224,7 @@ async def send_to_dead_letter(publisher: Any, record: Any, error: str, service: 
     )
     _log.warning(
         "record sent to dead letter",
+        digit_id=(record.key or b"").decode(errors="replace")[:64] or None,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
