@@ -19,6 +19,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# The admin token of every system the tests start (and of the `mnistream` runs that replay).
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @dataclass
@@ -121,6 +123,7 @@ class System:
             "HISTORY_PORT": str(self.base_port + 1),
             "RATE_LIMIT_PER_MINUTE": "0",
             "RESCORE_CHUNK_SIZE": "100",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
         }
 
     def build(self) -> None:

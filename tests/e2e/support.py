@@ -29,14 +29,16 @@ class Models:
     better: int
 
 
-def mnistream(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the `mnistream` CLI as a user would; returns its output."""
+def mnistream(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `mnistream` CLI as a user would (with `env` on top); returns its output."""
     result = subprocess.run(
         [str(BIN / "mnistream"), *args],
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -30,10 +30,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.support import Predictions, eventually, mnistream, upload_all
 from tests.stack import require_kafka, require_minio, require_postgres
-from tests.system import BIN, ROOT, System
+from tests.system import ADMIN_TOKEN, BIN, ROOT, System
 
 pytestmark = pytest.mark.e2e
 
+TOKEN = {"ADMIN_TOKEN": ADMIN_TOKEN}
+NO_TOKEN = {"ADMIN_TOKEN": ""}
+WRONG_TOKEN = {"ADMIN_TOKEN": "not-the-admin-token"}
 TABLES = {
     "drawings": "digit_id",
     "predictions": "digit_id, model_version",
@@ -264,8 +267,11 @@ async def test_replay_into_an_empty_database_gives_identical_rows(
     await eventually(history_caught_up, 60, "history caught up")
     before, objects = await table_checksums(), object_checksum()
     small = {t: await table_rows(t) for t in ("promotions", "rescore_jobs")}
-    refused = mnistream("replay", "history", "--from-beginning", check=False)
-    assert refused.returncode != 0 and "stop it first" in refused.stdout
+    # A replay is an admin action: without the token, or with a wrong one, nothing happens.
+    untokened = mnistream("replay", "history", "--from-beginning", check=False, env=NO_TOKEN)
+    assert untokened.returncode == 1 and "ADMIN_TOKEN" in untokened.stdout
+    wrong = mnistream("replay", "history", "--from-beginning", check=False, env=WRONG_TOKEN)
+    assert wrong.returncode == 1 and "(401)" in wrong.stdout, wrong.stdout
     system.services["history"].stop()
     await asyncio.to_thread(
         subprocess.run, [str(BIN / "history-service"), "reset", "--yes", "--objects"], check=True
@@ -273,10 +279,10 @@ async def test_replay_into_an_empty_database_gives_identical_rows(
     empty = await table_checksums()
     assert empty["drawings"].startswith("0:")
     assert object_checksum().startswith("0:"), "the replay must put every image back"
-    rewound = mnistream("replay", "history", "--from-beginning")
-    records = int(re.search(r"history rewound: (\d+) records", rewound.stdout)[1])  # type: ignore[index]
-    system.restart("history")  # returns once it is ready: timing starts as it consumes
+    system.restart("history")  # an empty database, consuming from where the group had got
     started = time.monotonic()
+    rewound = mnistream("replay", "history", "--from-beginning", env=TOKEN)
+    records = int(re.search(r"history rewound: (\d+) records", rewound.stdout)[1])  # type: ignore[index]
     await eventually(history_caught_up, 180, "history rebuilt from the topics")
     seconds = time.monotonic() - started
     print(f"replay: {records} records in {seconds:.1f} s ({records / seconds:.0f} events/s)")

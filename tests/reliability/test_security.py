@@ -19,7 +19,7 @@ from tests.e2e.support import upload_all
 from tests.helpers import drawing_png
 from tests.reliability.hostile import raw_post
 from tests.stack import require_minio, require_mlflow, stack_settings
-from tests.system import System
+from tests.system import ADMIN_TOKEN, System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -51,6 +51,28 @@ def test_the_public_api_exposes_no_admin_action(system: System) -> None:
     ):
         answer = httpx.request(verb, f"{system.gateway_url}{path}", timeout=10)
         assert answer.status_code in (404, 405), (verb, path, answer.status_code)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer not-the-admin-token"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+    ],
+    ids=["no-token", "wrong-token", "not-bearer"],
+)
+def test_a_replay_needs_the_admin_token(system: System, headers: dict[str, str]) -> None:
+    answer = httpx.post(f"{system.history_url}/admin/replay", json={}, headers=headers, timeout=10)
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["www-authenticate"] == "Bearer"
+    through_gateway = httpx.post(
+        f"{system.gateway_url}/admin/replay",
+        json={},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert through_gateway.status_code in (404, 405), "the admin API is not behind the gateway"
 
 
 CLIMBING_PATHS = [

@@ -22,10 +22,8 @@ from mnistream_cli.kafka_ops import publish_tasks
 from mnistream_cli.promotion import GateReport, Promoter, PromotionError
 from mnistream_cli.registry import RegistryError
 from mnistream_cli.replay import (
-    ReplayRefusedError,
     history_lag,
     replay_dead_letters,
-    rewind_history,
 )
 from mnistream_cli.settings import Settings
 
@@ -273,28 +271,47 @@ def replay_history(
     since: Annotated[
         datetime | None, typer.Option(help="Re-read records from this time (ISO 8601, UTC).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rewind even if consumers look active.")] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait, showing progress, until history-service has caught up.")
     ] = False,
 ) -> None:
-    """Rewind the `history` consumer group so history-service rebuilds its tables from Kafka."""
+    """Have history-service rebuild its tables from Kafka (needs ADMIN_TOKEN).
+
+    The running history-service stops its consumers, rewinds the `history` group to the
+    beginning (or to --since) and consumes again; its writes are idempotent, so this rebuilds an
+    emptied database (`history-service reset`) and changes nothing in a full one.
+    """
     if from_beginning == (since is not None):
         raise fail("say where to start: --from-beginning or --since TIME (one of them)")
     settings = Settings()
+    token = settings.admin_token.get_secret_value()
+    if not token:
+        raise fail("a replay needs the admin token: set ADMIN_TOKEN (history-service's) first")
     when = since.replace(tzinfo=since.tzinfo or UTC) if since else None
     try:
-        rewind = asyncio.run(
-            rewind_history(settings.kafka_bootstrap_servers, since=when, force=force)
+        response = httpx.post(
+            f"{settings.history_url}/admin/replay",
+            json={"since": when.isoformat() if when else None},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
         )
-    except ReplayRefusedError as exc:
-        raise fail(str(exc)) from exc
-    total = sum(rewind.records.values())
-    for topic, count in sorted(rewind.records.items()):
+    except httpx.HTTPError as exc:
+        raise fail(
+            f"history-service at {settings.history_url} is unreachable ({exc!r}); it replays "
+            "itself, so start it first (`make run`)"
+        ) from exc
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200] or response.reason_phrase
+        raise fail(f"history-service refused the replay ({response.status_code}): {detail}")
+    rewind = response.json()
+    for topic, count in sorted(rewind["records"].items()):
         console.print(f"{topic:<18} {count} records to replay")
-    console.print(f"history rewound: {total} records; start history-service to rebuild")
+    console.print(f"history rewound: {rewind['total']} records; history-service is re-reading them")
     if wait:
-        _follow_lag(settings.kafka_bootstrap_servers, total)
+        _follow_lag(settings.kafka_bootstrap_servers, rewind["total"])
 
 
 def _follow_lag(bootstrap_servers: str, total: int) -> None:

@@ -1,10 +1,9 @@
-"""Replays: rewinding the history consumer group, re-publishing dead letters."""
+"""Replays: following the history group's lag, re-publishing dead letters."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -12,22 +11,12 @@ from mnistream_common.events import DeadLetter, InvalidEventError
 from mnistream_common.kafka import MAX_REQUEST_BYTES
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
-    DIGITS_LABELED,
-    DIGITS_PREDICTED,
-    DIGITS_SUBMITTED,
-    MODEL_PROMOTED,
     Groups,
     TopicSpec,
 )
 
 from mnistream_cli.groups import group_status
 
-HISTORY_TOPICS: tuple[TopicSpec, ...] = (
-    DIGITS_SUBMITTED,
-    DIGITS_PREDICTED,
-    DIGITS_LABELED,
-    MODEL_PROMOTED,
-)
 DEADLETTER_GROUP = "deadletter-replay"
 
 
@@ -39,59 +28,6 @@ def deadletter_group(topic: str | None) -> str:
     re-published twice, which every consumer absorbs (its writes are idempotent).
     """
     return f"{DEADLETTER_GROUP}.{topic}" if topic else DEADLETTER_GROUP
-
-
-class ReplayRefusedError(Exception):
-    """The replay would be unsafe now; the message says what to do first."""
-
-
-@dataclass(frozen=True)
-class Rewind:
-    """What a rewind did: records the history service will read again, per topic."""
-
-    records: dict[str, int]
-
-
-async def rewind_history(bootstrap_servers: str, *, since: datetime | None, force: bool) -> Rewind:
-    """Move the `history` group's offsets to the beginning (or to `since`) of its topics."""
-    [status] = await group_status(bootstrap_servers, [Groups.HISTORY])
-    if status.members and not force:
-        raise ReplayRefusedError(
-            f"history-service is consuming ({len(status.members)} members: "
-            f"{', '.join(status.members)}); stop it first (`make stop`, or stop the "
-            "history-service processes), then replay; --force tries anyway"
-        )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=Groups.HISTORY, enable_auto_commit=False
-    )
-    try:
-        await consumer.start()
-        partitions = [
-            TopicPartition(t.name, p) for t in HISTORY_TOPICS for p in range(t.partitions)
-        ]
-        consumer.assign(partitions)
-        targets = await _targets(consumer, partitions, since)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in targets.items()})
-    finally:
-        await consumer.stop()
-    records: dict[str, int] = {}
-    for tp, offset in targets.items():
-        records[tp.topic] = records.get(tp.topic, 0) + max(0, ends[tp] - offset)
-    return Rewind(records)
-
-
-async def _targets(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
-) -> dict[TopicPartition, int]:
-    beginnings = await consumer.beginning_offsets(partitions)
-    if since is None:
-        return {tp: int(o) for tp, o in beginnings.items()}
-    ends = await consumer.end_offsets(partitions)
-    found = await consumer.offsets_for_times(
-        {tp: int(since.timestamp() * 1000) for tp in partitions}
-    )
-    return {tp: int(found[tp].offset) if found.get(tp) else int(ends[tp]) for tp in partitions}
 
 
 async def history_lag(bootstrap_servers: str) -> int:

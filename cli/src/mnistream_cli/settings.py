@@ -8,7 +8,7 @@ from mnistream_common.settings import (
     MLflowSettings,
     S3Settings,
 )
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 
 class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
@@ -16,3 +16,6 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
 
     history_url: str = Field(default="http://127.0.0.1:8001", description="history-service API.")
     gateway_url: str = Field(default="http://127.0.0.1:8000")
+    admin_token: SecretStr = Field(
+        default=SecretStr(""), description="history-service's admin token (for replays)."
+    )

@@ -8,7 +8,7 @@ from mnistream_common.settings import (
     PostgresSettings,
     S3Settings,
 )
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 
 class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings):
@@ -21,3 +21,7 @@ class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings)
         default=60.0, gt=0, description="Retry a failed write this long before redelivery."
     )
     migrate_on_start: bool = Field(default=True, description="Apply Alembic migrations at start.")
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token of the admin API (replay); empty: the admin API is off.",
+    )

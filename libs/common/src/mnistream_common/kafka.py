@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import OutOfOrderSequenceNumber
+from aiokafka.structs import OffsetAndMetadata
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -151,6 +153,39 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
         return {tp.partition: int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def rewind_group(
+    bootstrap_servers: str, group: str, topics: Iterable[TopicSpec], since: datetime | None
+) -> dict[str, int]:
+    """Commit `group`'s offsets at the beginning of `topics` (or at the first record at or after
+    `since`); returns how many records each topic has for the group to read again.
+
+    The group must have no active members: Kafka refuses commits from outside a live group
+    (aiokafka raises CommitFailedError), so nothing is moved under a running consumer.
+    """
+    partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    try:
+        await consumer.start()
+        consumer.assign(partitions)
+        beginnings = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        targets = {tp: int(beginnings[tp]) for tp in partitions}
+        if since is not None:
+            found = await consumer.offsets_for_times(
+                {tp: int(since.timestamp() * 1000) for tp in partitions}
+            )
+            targets = {tp: int(found[tp].offset) if found.get(tp) else ends[tp] for tp in targets}
+        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in targets.items()})
+    finally:
+        await consumer.stop()
+    records: dict[str, int] = {}
+    for tp, offset in targets.items():
+        records[tp.topic] = records.get(tp.topic, 0) + max(0, int(ends[tp]) - offset)
+    return records
 
 
 class TopicSetupError(RuntimeError):

@@ -115,6 +115,14 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DIGITS_DEADLETTER,
 )
 
+# What history-service consumes (group `history`); a replay rewinds the group on these.
+HISTORY_TOPICS: tuple[TopicSpec, ...] = (
+    DIGITS_SUBMITTED,
+    DIGITS_PREDICTED,
+    DIGITS_LABELED,
+    MODEL_PROMOTED,
+)
+
 
 def topic_for(name: str) -> TopicSpec:
     """The spec of a topic by name, or a KeyError naming the known topics."""

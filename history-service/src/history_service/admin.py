@@ -1,0 +1,82 @@
+"""The operator's HTTP surface of history-service: a replay, behind a bearer token.
+
+Not behind the gateway: the gateway forwards only the public read API (`/api/...`), so the admin
+routes are reached on history-service's own port, by the `mnistream replay history` command.
+With no `ADMIN_TOKEN` set the routes answer 403 and do nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Protocol
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, Field
+
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of history-service")
+
+
+class Replayer(Protocol):
+    """What a replay needs from the running service: its own consumers, stopped and restarted."""
+
+    async def replay(self, since: datetime | None) -> dict[str, int]: ...
+
+
+class ReplayRefusedError(Exception):
+    """The group cannot be rewound now; the message says why and what to do."""
+
+
+class ReplayIn(BaseModel):
+    """Where to start reading again."""
+
+    since: AwareDatetime | None = Field(
+        default=None, description="The first record time to re-read; none: from the beginning."
+    )
+
+
+class ReplayOut(BaseModel):
+    """What the service will read again."""
+
+    records: dict[str, int] = Field(description="Records to re-read, per topic.")
+    total: int
+
+
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """A bearer token equal to ADMIN_TOKEN (compared in constant time), or no admin action."""
+    token: str = request.app.state.admin_token
+    if not token:
+        raise HTTPException(403, "the admin API is off: set ADMIN_TOKEN for history-service")
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            401,
+            "a valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+@admin_router.post(
+    "/replay",
+    response_model=ReplayOut,
+    dependencies=[Depends(require_admin)],
+    summary="Rebuild the history from the topics",
+    responses={401: {"description": "No or wrong token"}, 403: {"description": "Admin off"}},
+)
+async def replay(body: ReplayIn, request: Request) -> ReplayOut:
+    """Stop this service's consumers, rewind the `history` group, and consume again.
+
+    The writes are idempotent upserts, so re-reading into a full database changes nothing and
+    into an emptied one (`history-service reset`) rebuilds it.
+    """
+    replayer: Replayer = request.app.state.replayer
+    try:
+        records = await replayer.replay(body.since)
+    except ReplayRefusedError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return ReplayOut(records=records, total=sum(records.values()))
