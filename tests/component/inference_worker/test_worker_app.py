@@ -38,7 +38,7 @@ class Outputs:
 
 
 @pytest.fixture
-async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Outputs]]:
+async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Outputs, Any]]:
     async def fetch_and_build(
         store: Any, ref: Any, uri: str, options: RuntimeOptions
     ) -> LoadedModel:
@@ -46,7 +46,7 @@ async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, O
 
     monkeypatch.setattr(worker_app, "fetch_and_build", fetch_and_build)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         kafka_bootstrap_servers="kafka.invalid:9092",
         s3_endpoint_url="http://minio.invalid:9000",
         worker_id="worker-under-test",
