@@ -29,6 +29,7 @@ def test_a_drawn_digit_is_read_and_shown_with_the_model_that_answered(
 
     result = page.locator("#result")
     expect(result).to_have_attribute("data-state", "predicted", timeout=15_000)
+    expect(result).to_have_attribute("data-via", "stream")
     champion = gateway_champion(system.gateway_url)
     expect(result.locator("[data-part=model]")).to_have_attribute("data-version", str(champion))
     expect(result.locator("[data-part=model]")).to_contain_text(f"v{champion}")
@@ -50,7 +51,7 @@ def test_a_drawn_digit_is_read_and_shown_with_the_model_that_answered(
 
 def _check_upload(request: Request, drawing: dict[str, Any]) -> None:
     """A 280×280 PNG (whatever the screen's pixel ratio), marked as coming from the web page."""
-    assert "wait=2000" in request.url
+    assert "wait" not in request.url, "the page waits on the event stream, not on the upload"
     assert request.headers.get("x-mnistream-source") == "web"
     assert (drawing["media_type"], drawing["width"], drawing["height"]) == ("image/png", 280, 280)
 

@@ -60,6 +60,21 @@ async def history_caught_up() -> bool:
     return bool(status.members) and sum(status.lag.values()) == 0
 
 
+async def everything_settled() -> bool:
+    """No promotion left to plan, no rescore chunk left to score, and history has read it all.
+
+    Rescores run on their own: a job planned late (its planner waits for history-service) keeps
+    publishing predictions after the uploads are stored, so a snapshot of the tables is only
+    complete once the rescore groups have no lag either.
+    """
+    statuses = await group_status(
+        require_kafka(), [Groups.RESCORE_PLANNER, Groups.RESCORE, Groups.HISTORY]
+    )
+    if any(sum(s.lag.values()) for s in statuses):
+        return False
+    return await history_caught_up()
+
+
 async def table_checksums(where_ids: Sequence[uuid.UUID] | None = None) -> dict[str, str]:
     """md5 of every history table's rows in key order (optionally only some digit ids)."""
     engine = create_async_engine(require_postgres())
@@ -264,7 +279,7 @@ async def test_replay_into_an_empty_database_gives_identical_rows(
     system: System, drawings: list[bytes]
 ) -> None:
     await upload_all(system.gateway_url, drawings[:20], wait_ms=5000)
-    await eventually(history_caught_up, 60, "history caught up")
+    await eventually(everything_settled, 180, "rescores done and history caught up")
     before, objects = await table_checksums(), object_checksum()
     small = {t: await table_rows(t) for t in ("promotions", "rescore_jobs")}
     # A replay is an admin action: without the token, or with a wrong one, nothing happens.

@@ -61,14 +61,15 @@ async function getJson(path) {
  * @param {Blob} png
  * @param {number} waitMs how long the gateway may hold the request for the prediction
  */
-export async function submitDrawing(png, waitMs) {
+export async function submitDrawing(png) {
   const form = new FormData();
   form.append("image", png, "drawing.png");
-  const response = await request(`/api/predictions?wait=${waitMs}`, {
+  // 202 at once: the prediction arrives on the event stream (GET /api/events).
+  const response = await request("/api/predictions", {
     method: "POST",
     body: form,
     headers: { "X-Mnistream-Source": "web", Accept: "application/json" },
-    timeoutMs: waitMs + TIMEOUT_MS,
+    timeoutMs: TIMEOUT_MS,
   });
   return response.json();
 }

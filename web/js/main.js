@@ -9,7 +9,6 @@ import { DrawingPad } from "./pad.js";
 import { ResultPanel } from "./result.js";
 
 // The gateway holds the upload this long for its prediction: one round trip when it is fast.
-const WAIT_MS = 2_000;
 // When the answer did not come with the upload, ask the history too (the stream may be down).
 const POLL_MS = 2_000;
 const GIVE_UP_MS = 60_000;
@@ -34,10 +33,11 @@ class Predictions {
     this.#waiters.get(prediction.digit_id)?.(prediction);
   }
 
-  /** The prediction of `digitId`: from the stream, or from the history if that is quicker. */
+  /** `{prediction, via}` of `digitId`: from the stream, or from the history while the stream
+   * is down (it is polled every POLL_MS until one of them answers). */
   wait(digitId, onSlow) {
     const known = this.#recent.get(digitId);
-    if (known) return Promise.resolve(known);
+    if (known) return Promise.resolve({ prediction: known, via: "stream" });
     return new Promise((resolve, reject) => {
       const started = Date.now();
       let settled = false;
@@ -51,12 +51,14 @@ class Predictions {
         const stored = await getDrawing(digitId).catch(() => null);
         if (settled) return; // the stream answered while we asked
         const prediction = stored && fromHistory(stored);
-        if (prediction) return settle(() => resolve(prediction));
+        if (prediction) return settle(() => resolve({ prediction, via: "history" }));
         if (Date.now() - started > GIVE_UP_MS) return settle(() => reject(new Error(NO_ANSWER)));
         onSlow("No answer yet. Is a model promoted? Still waiting…");
         setTimeout(poll, POLL_MS);
       };
-      this.#waiters.set(digitId, (prediction) => settle(() => resolve(prediction)));
+      this.#waiters.set(digitId, (prediction) =>
+        settle(() => resolve({ prediction, via: "stream" })),
+      );
       setTimeout(poll, POLL_MS);
     });
   }
@@ -126,19 +128,18 @@ function main() {
     try {
       const png = await pad.toBlob();
       result.showPending(png);
-      const answer = await submitDrawing(png, WAIT_MS);
+      const answer = await submitDrawing(png);
       pad.clear();
       submitting = false;
       updateButtons();
-      const prediction =
-        answer.prediction ??
-        (await predictions.wait(answer.digit_id, (text) => {
-          if (submission === latestSubmission) result.showWaiting(text);
-        }));
+      const { prediction, via } = await predictions.wait(answer.digit_id, (text) => {
+        if (submission === latestSubmission) result.showWaiting(text);
+      });
       history.livePrediction(prediction);
       // A newer drawing owns the panel now; this answer still went into the history.
       if (submission !== latestSubmission) return;
       result.showPrediction(prediction, { roundTripMs: performance.now() - started });
+      byId("result").dataset.via = via;
     } catch (error) {
       if (submission !== latestSubmission) return;
       const refused = error instanceof ApiError && error.status > 0;
