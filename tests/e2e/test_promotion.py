@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from mnistream_cli.kafka_ops import read_ledger
+from mnistream_common.rescore import job_id_for
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.support import Models, Predictions, eventually, mnistream, upload_all
-from tests.stack import require_postgres
+from tests.stack import require_kafka, require_postgres
 from tests.system import System
 
 pytestmark = pytest.mark.e2e
@@ -125,19 +129,32 @@ async def test_a_killed_rescore_worker_still_completes_the_job(
     mnistream("promote", str(models.weak), "--force", "--reason", "e2e: weak")
     await eventually(lambda: _job_done(system, models.weak), 180, "weak rescore done")
     mnistream("promote", str(models.better), "--reason", "e2e: better, then a crash")
+    [*_, promotion] = await read_ledger(require_kafka())
+    job_url = f"{system.history_url}/api/rescore-jobs/{job_id_for(promotion)}"
 
-    async def started() -> bool:
-        job = await latest_job(system.history_url, models.better)
-        return bool(job and not job["finished"] and int(str(job["done"])) > 0) or bool(
-            job and job["finished"]
-        )
+    async def job() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(job_url)
+        return response.json() if response.status_code == 200 else None
 
-    await eventually(started, 60, "the rescore job started")
+    async def under_way() -> bool:
+        now = await job()
+        assert not (now and now["finished"]), "the job finished before the kill: not mid-job"
+        return bool(now and now["done"] > 0)
+
+    await eventually(under_way, 60, "this promotion's rescore job under way")
     system.services["rescore-0"].kill()  # kill -9 mid-job
-    await eventually(lambda: _job_done(system, models.better), 180, "the job completes")
+    killed_at = await job()
+    assert killed_at is not None and 0 < killed_at["done"] < killed_at["total"], killed_at
+
+    async def finished() -> bool:
+        now = await job()
+        return bool(now and now["finished"])
+
+    await eventually(finished, 180, "the job completes without the killed worker")
     assert await drawings_without(models.better) == 0
-    job = await latest_job(system.history_url, models.better)
-    assert job is not None and job["done"] == job["total"]
+    done = await job()
+    assert done is not None and done["done"] == done["total"], done
     system.restart("rescore-0")
 
 
