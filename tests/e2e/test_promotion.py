@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -169,3 +170,45 @@ def test_models_lists_versions_and_the_champion(system: System, models: Models) 
     assert "champion" in listing.stdout
     status = mnistream("status")
     assert "champion:" in status.stdout and "inference" in status.stdout
+
+
+async def test_evaluate_reads_every_drawing_with_a_candidate_and_promotes_nothing(
+    system: System, models: Models, drawings: list[bytes]
+) -> None:
+    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: champion to compare with")
+
+    async def serving_weak() -> bool:
+        return await worker_versions(system) == {models.weak}
+
+    await eventually(serving_weak, 30, "the weak champion serving")
+    await upload_all(system.gateway_url, drawings[40:60], wait_ms=5000)
+    ledger_before = await read_ledger(require_kafka())
+    rescored = f"{system.history_url}/api/rescore-jobs/{job_id_for(ledger_before[-1])}"
+
+    async def weak_everywhere() -> bool:  # the champion's rescore: every drawing has its answer
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(rescored)
+        return response.status_code == 200 and bool(response.json()["finished"])
+
+    await eventually(weak_everywhere, 180, "the champion's rescore finished")
+
+    evaluated = mnistream("evaluate", str(models.better))
+
+    pattern = r"evaluating v(\d+) on (\d+) drawings \(job ([0-9a-f-]+)\)"
+    started = re.search(pattern, evaluated.stdout)
+    assert started, evaluated.stdout
+    assert int(started[1]) == models.better
+    stored, job_id = int(started[2]), started[3]
+    async with httpx.AsyncClient(base_url=system.history_url, timeout=10) as client:
+        job = (await client.get(f"/api/rescore-jobs/{job_id}")).json()
+        report = (
+            await client.get(f"/api/models/{models.better}", params={"against": models.weak})
+        ).json()
+    assert job["kind"] == "candidate" and job["finished"], job
+    assert job["done"] == job["total"] == stored, job
+    summary = f"v{models.better} vs v{models.weak}: {report['compared']} compared"
+    assert summary in evaluated.stdout, evaluated.stdout
+    assert report["compared"] == stored, "every stored drawing has both versions' answers"
+    # A candidate is never promoted: same ledger, same model in every worker.
+    assert len(await read_ledger(require_kafka())) == len(ledger_before)
+    assert await worker_versions(system) == {models.weak}
