@@ -34,6 +34,18 @@ async def champion(system: System) -> int:
     return version
 
 
+async def workers_serve(system: System, version: int) -> bool:
+    """Whether every running inference worker serves `version` (its /readyz)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, service in system.services.items():
+            if name.startswith("inference-") and service.process and service.process.poll() is None:
+                port = service.env["INFERENCE_HTTP_PORT"]
+                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
+                if (body.get("model") or {}).get("version") != version:
+                    return False
+    return True
+
+
 async def test_kill_9_of_an_inference_worker(
     system: System, drawings: list[bytes], predictions: Predictions
 ) -> None:
@@ -75,9 +87,12 @@ async def test_kill_9_of_a_rescore_worker_during_a_rescore_job(
         system.services["rescore-0"].kill()  # mid-job: its chunk in hand is redelivered
         await traffic.until_accepted(100)
         await asyncio.to_thread(system.restart, "rescore-0")
+        await eventually(lambda: workers_serve(system, new), 60, "every worker serves the new one")
+        swapped = len(traffic.accepted)
         await traffic.until_accepted(50)
     assert not traffic.refused, traffic.refused
-    # Uploads before and after the swap: each is predicted live by the champion of its moment.
+    # Uploads before and after the swap: each is predicted live by the champion of its moment
+    # (either one around the promotion, a backlog may be read after the swap) ...
     await assert_nothing_lost(
         f"kill -9 rescore worker (job {str(job)[:8]})",
         traffic,
@@ -85,6 +100,15 @@ async def test_kill_9_of_a_rescore_worker_during_a_rescore_job(
         [old, new],
         started=started,
     )
+    # ... and every upload accepted once all the workers had swapped, by the new one only.
+    after = traffic.accepted[swapped:]
+    stale = [
+        d
+        for d in after
+        for p in predictions.by_digit[d]
+        if p.kind == "live" and p.model.version != new
+    ]
+    assert len(after) >= 50 and not stale, f"{len(stale)} of {len(after)} read by the old model"
 
     async def job_done() -> bool:
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
