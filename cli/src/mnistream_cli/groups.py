@@ -7,6 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from mnistream_common.topics import GROUP_TOPICS
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,21 @@ async def _one(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: st
     [response] = await admin.describe_consumer_groups([group])
     described: dict[str, Any] = response.to_object()["groups"][0]
     members = [f"{m['client_id']}@{m['client_host'].lstrip('/')}" for m in described["members"]]
-    committed = await admin.list_consumer_group_offsets(group)
+    committed = {
+        TopicPartition(tp.topic, tp.partition): meta.offset
+        for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+    }
+    # Partitions the group reads but has never committed on count from their beginning: the
+    # consumers start there (auto_offset_reset=earliest), so that is how far behind they are.
+    partitions = set(committed) | {
+        TopicPartition(t.name, p) for t in GROUP_TOPICS.get(group, ()) for p in range(t.partitions)
+    }
     lag: dict[str, int] = {}
-    if committed:
-        ends = await consumer.end_offsets(list(committed))
-        for tp, meta in committed.items():
-            behind = max(0, ends[TopicPartition(tp.topic, tp.partition)] - max(meta.offset, 0))
+    if partitions:
+        ends = await consumer.end_offsets(list(partitions))
+        starts = await consumer.beginning_offsets(list(partitions))
+        for tp in partitions:
+            position = committed.get(tp, -1)
+            behind = max(0, ends[tp] - (position if position >= 0 else starts[tp]))
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
     return GroupStatus(group, str(described["state"]), members, lag)

@@ -140,3 +140,13 @@ class Groups:
     HISTORY = "history"
     RESCORE = "rescore"
     RESCORE_PLANNER = "rescore-planner"
+
+
+# What each group reads. Every one of them starts from the earliest offset, so a partition it has
+# not committed on yet is behind by everything the partition holds.
+GROUP_TOPICS: dict[str, tuple[TopicSpec, ...]] = {
+    Groups.INFERENCE: (DIGITS_SUBMITTED,),
+    Groups.HISTORY: HISTORY_TOPICS,
+    Groups.RESCORE: (RESCORE_TASKS,),
+    Groups.RESCORE_PLANNER: (MODEL_PROMOTED,),
+}
