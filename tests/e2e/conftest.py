@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_common.events import DigitPredicted, InvalidEventError
 from mnistream_common.topics import DIGITS_PREDICTED
 
-from tests.e2e.support import Models, Predictions, mnistream
+from tests.e2e.support import Models, Predictions, eventually, everything_settled, mnistream
 from tests.helpers import render_canvas_png
 from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
 from tests.system import System
@@ -61,6 +61,9 @@ def system(models: Models) -> Iterator[System]:
     mnistream("promote", str(models.weak), "--force", "--reason", "e2e: first model")
     running.start()
     running.inference_ready()
+    # The first promotion rescores what earlier suites stored; let it finish so that every test
+    # starts from a quiet system (tests that compare rows would otherwise see it mid-way).
+    asyncio.run(eventually(everything_settled, 300, "the first promotion's rescore settled"))
     try:
         yield running
     finally:

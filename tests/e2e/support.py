@@ -16,7 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mnistream_cli.groups import group_status
 from mnistream_common.events import DigitPredicted
+from mnistream_common.topics import Groups
+
+from tests.stack import require_kafka
 
 BIN = Path(sys.executable).parent
 
@@ -107,3 +111,24 @@ async def eventually(
         if time.monotonic() >= deadline:
             pytest.fail(f"{message}: still not the case after {within:g} s")
         await asyncio.sleep(interval)
+
+
+async def history_caught_up() -> bool:
+    """The history group has read everything (lag 0) and has members."""
+    [status] = await group_status(require_kafka(), [Groups.HISTORY])
+    return bool(status.members) and sum(status.lag.values()) == 0
+
+
+async def everything_settled() -> bool:
+    """No promotion left to plan, no rescore chunk left to score, and history has read it all.
+
+    Rescores run on their own: a job planned late (its planner waits for history-service) keeps
+    publishing predictions after the uploads are stored, so a snapshot of the tables is only
+    complete once the rescore groups have no lag either.
+    """
+    statuses = await group_status(
+        require_kafka(), [Groups.RESCORE_PLANNER, Groups.RESCORE, Groups.HISTORY]
+    )
+    if any(sum(s.lag.values()) for s in statuses):
+        return False
+    return await history_caught_up()

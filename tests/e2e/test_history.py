@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from mnistream_cli.groups import group_status
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
@@ -24,11 +23,18 @@ from mnistream_common.events import (
     utc_now,
 )
 from mnistream_common.storage import make_minio
-from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED, Groups
+from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.support import Predictions, eventually, mnistream, upload_all
+from tests.e2e.support import (
+    Predictions,
+    eventually,
+    everything_settled,
+    history_caught_up,
+    mnistream,
+    upload_all,
+)
 from tests.stack import require_kafka, require_minio, require_postgres
 from tests.system import ADMIN_TOKEN, BIN, ROOT, System
 
@@ -52,27 +58,6 @@ async def stored(history_url: str, digit_id: uuid.UUID) -> dict[str, object] | N
     async with httpx.AsyncClient(base_url=history_url, timeout=10) as client:
         response = await client.get(f"/api/digits/{digit_id}")
     return response.json() if response.status_code == 200 else None
-
-
-async def history_caught_up() -> bool:
-    """The history group has read everything (lag 0) and has members."""
-    [status] = await group_status(require_kafka(), [Groups.HISTORY])
-    return bool(status.members) and sum(status.lag.values()) == 0
-
-
-async def everything_settled() -> bool:
-    """No promotion left to plan, no rescore chunk left to score, and history has read it all.
-
-    Rescores run on their own: a job planned late (its planner waits for history-service) keeps
-    publishing predictions after the uploads are stored, so a snapshot of the tables is only
-    complete once the rescore groups have no lag either.
-    """
-    statuses = await group_status(
-        require_kafka(), [Groups.RESCORE_PLANNER, Groups.RESCORE, Groups.HISTORY]
-    )
-    if any(sum(s.lag.values()) for s in statuses):
-        return False
-    return await history_caught_up()
 
 
 async def table_checksums(where_ids: Sequence[uuid.UUID] | None = None) -> dict[str, str]:
@@ -203,14 +188,15 @@ async def test_the_same_events_twice_give_the_same_rows(
     await publish(events)
     # The workers read the published drawings too: wait for their answers to be stored.
     await eventually(lambda: live_predictions(1), 60, "the workers read the drawings")
-    await eventually(history_caught_up, 60, "history caught up")
+    # Settled: a rescore running meanwhile would add rows for these drawings between snapshots.
+    await eventually(everything_settled, 180, "rescores done and history caught up")
     first = await table_checksums(ids)
     assert first["drawings"].startswith("5:")
     assert first["predictions"].startswith("10:")  # the made-up v999 and the champion's
     assert first["labels"].startswith("5:")
     await publish(events)  # redelivery: every event a second time
     await eventually(lambda: live_predictions(2), 60, "the workers read them again")
-    await eventually(history_caught_up, 60, "history caught up again")
+    await eventually(everything_settled, 180, "history caught up again")
     assert await table_checksums(ids) == first
 
 
