@@ -172,42 +172,26 @@ async def collecting() -> AsyncIterator[Collector]:
         await consumer.stop()
 
 
-async def group_lag(group: str, topics: Sequence[TopicSpec]) -> int:
-    """Records in `topics` that `group` has not committed yet."""
-    from aiokafka.admin import AIOKafkaAdminClient
+async def group_lag(group: str) -> int:
+    """Records `group` has still to read in its topics (`mnistream status`'s lag)."""
+    from mnistream_cli.groups import group_status
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap())
-    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-        ends = await consumer.end_offsets(partitions)
-        lag = 0
-        for tp, end in ends.items():
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, int(end) - done)
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
+    [status] = await group_status(_bootstrap(), [group])
+    return sum(status.lag.values())
 
 
 async def wait_drained(
     group: str,
-    topics: Sequence[TopicSpec],
     timeout: float,  # noqa: ASYNC109
     *,
     at_most: int = 0,
 ) -> int:
-    """Wait until `group` has caught up with `topics` (or `timeout` passes); the lag left."""
+    """Wait until `group` has caught up with its topics (or `timeout` passes); the lag left."""
     deadline = time.monotonic() + timeout
-    lag = await group_lag(group, topics)
+    lag = await group_lag(group)
     while lag > at_most and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        lag = await group_lag(group, topics)
+        lag = await group_lag(group)
     return lag
 
 

@@ -34,3 +34,12 @@ def s3_settings() -> S3Settings:
 def mlflow_tracking_uri() -> str:
     """The MLflow tracking URI; fails when the MLflow server is unreachable."""
     return require_mlflow()
+
+
+@pytest.fixture(scope="session")
+def stack() -> None:
+    """Every component of the stack must answer (fails, never skips)."""
+    require_kafka()
+    require_postgres()
+    require_minio()
+    require_mlflow()

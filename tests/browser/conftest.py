@@ -29,7 +29,6 @@ from tests.browser.support import (
     promote,
     train_version,
 )
-from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
 from tests.system import System
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -47,15 +46,6 @@ CHROMIUM_ARGS = [
 ]
 BASE_PORT = 18500
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-
-
-@pytest.fixture(scope="session")
-def stack() -> None:
-    """The test stack must be up (fails, never skips)."""
-    require_kafka()
-    require_postgres()
-    require_minio()
-    require_mlflow()
 
 
 @pytest.fixture(scope="package")

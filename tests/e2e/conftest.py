@@ -10,25 +10,18 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from mnistream_common.events import DigitPredicted, InvalidEventError
-from mnistream_common.topics import DIGITS_PREDICTED
 
-from tests.e2e.support import Models, Predictions, eventually, everything_settled, mnistream
-from tests.helpers import render_canvas_png
-from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
+from tests.e2e.support import (
+    Models,
+    Predictions,
+    canvas_drawings,
+    collect_predictions,
+    eventually,
+    everything_settled,
+    mnistream,
+)
 from tests.system import System
-
-
-@pytest.fixture(scope="session")
-def stack() -> None:
-    """The test stack must be up (fails, never skips)."""
-    require_kafka()
-    require_postgres()
-    require_minio()
-    require_mlflow()
 
 
 @pytest.fixture(scope="session")
@@ -73,39 +66,11 @@ def system(models: Models) -> Iterator[System]:
 @pytest.fixture(scope="session")
 def drawings() -> list[bytes]:
     """MNIST test digits rendered like browser canvas drawings (280×280 RGBA PNG)."""
-    from trainer.data import load_split
-    from trainer.settings import Settings as TrainerSettings
-
-    test = load_split(TrainerSettings().mnist_root, train=False)
-    images = test.images[:300].numpy().astype(np.float32) / 255.0
-    return [render_canvas_png(image) for image in images]
+    return canvas_drawings(300)
 
 
 @pytest.fixture
 async def predictions(stack: None) -> AsyncIterator[Predictions]:
     """Collects `digits.predicted` from now on (a consumer without a group)."""
-    collected = Predictions()
-    consumer = AIOKafkaConsumer(bootstrap_servers=require_kafka(), enable_auto_commit=False)
-    await consumer.start()
-    partitions = [
-        TopicPartition(DIGITS_PREDICTED.name, p) for p in range(DIGITS_PREDICTED.partitions)
-    ]
-    consumer.assign(partitions)
-    await consumer.seek_to_end(*partitions)
-    for tp in partitions:
-        await consumer.position(tp)  # resolve the end offsets now, before the test produces
-
-    async def collect() -> None:
-        async for record in consumer:
-            try:
-                event = DigitPredicted.from_bytes(record.value or b"")
-            except InvalidEventError:
-                continue
-            collected.by_digit[event.digit_id].append(event)
-
-    task = asyncio.create_task(collect())
-    try:
+    async with collect_predictions() as collected:
         yield collected
-    finally:
-        task.cancel()
-        await consumer.stop()

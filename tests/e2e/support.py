@@ -6,23 +6,24 @@ import asyncio
 import inspect
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_cli.groups import group_status
-from mnistream_common.events import DigitPredicted
-from mnistream_common.topics import Groups
+from mnistream_common.events import DigitPredicted, InvalidEventError
+from mnistream_common.topics import DIGITS_PREDICTED, Groups, TopicSpec
 
+from tests.helpers import render_canvas_png
 from tests.stack import require_kafka
-
-BIN = Path(sys.executable).parent
+from tests.system import BIN, ROOT, System
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,84 @@ async def everything_settled() -> bool:
     publishing predictions after the uploads are stored, so a snapshot of the tables is only
     complete once the rescore groups have no lag either.
     """
-    statuses = await group_status(
+    *rescore, history = await group_status(
         require_kafka(), [Groups.RESCORE_PLANNER, Groups.RESCORE, Groups.HISTORY]
     )
-    if any(sum(s.lag.values()) for s in statuses):
-        return False
-    return await history_caught_up()
+    lagging = any(sum(s.lag.values()) for s in (*rescore, history))
+    return bool(history.members) and not lagging
+
+
+def stack_component(action: str, name: str) -> None:
+    """Stop or start one component of the stack (infra/stack.sh stop|start NAME)."""
+    done = subprocess.run(
+        [str(ROOT / "infra" / "stack.sh"), action, name],
+        timeout=180,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"infra/stack.sh {action} {name} failed:\n{done.stderr[-3000:]}")
+
+
+@asynccontextmanager
+async def tail(topic: TopicSpec) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer without a group on every partition of `topic`, from its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=require_kafka(),
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)  # resolve the end now, before the test produces
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+@asynccontextmanager
+async def collect_predictions() -> AsyncIterator[Predictions]:
+    """Every `digits.predicted` event from now on (a consumer without a group)."""
+    collected = Predictions()
+    async with tail(DIGITS_PREDICTED) as consumer:
+
+        async def collect() -> None:
+            async for record in consumer:
+                try:
+                    event = DigitPredicted.from_bytes(record.value or b"")
+                except InvalidEventError:
+                    continue
+                collected.by_digit[event.digit_id].append(event)
+
+        task = asyncio.create_task(collect())
+        try:
+            yield collected
+        finally:
+            task.cancel()
+
+
+async def worker_versions(system: System) -> set[int]:
+    """The model version each running inference worker serves (its /readyz)."""
+    versions = set()
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, service in system.services.items():
+            if name.startswith("inference-") and service.process and service.process.poll() is None:
+                port = service.env["INFERENCE_HTTP_PORT"]
+                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
+                versions.add(body["model"]["version"])
+    return versions
+
+
+def canvas_drawings(count: int) -> list[bytes]:
+    """The first `count` MNIST test digits rendered like browser canvas drawings (280×280 PNG)."""
+    from trainer.data import load_split
+    from trainer.settings import Settings as TrainerSettings
+
+    test = load_split(TrainerSettings().mnist_root, train=False)
+    images = test.images[:count].numpy().astype(np.float32) / 255.0
+    return [render_canvas_png(image) for image in images]

@@ -33,10 +33,11 @@ from tests.e2e.support import (
     everything_settled,
     history_caught_up,
     mnistream,
+    stack_component,
     upload_all,
 )
 from tests.stack import require_kafka, require_minio, require_postgres
-from tests.system import ADMIN_TOKEN, BIN, ROOT, System
+from tests.system import ADMIN_TOKEN, BIN, System
 
 pytestmark = pytest.mark.e2e
 
@@ -216,11 +217,6 @@ async def test_prediction_and_label_before_the_drawing_are_kept_and_joined(
         return bool(row and row["predictions"] and row["label"] == 3)
 
     await eventually(joined, 30, "the early prediction and label joined the drawing")
-
-
-def stack_component(action: str, name: str) -> None:
-    """Stop or start one component of the test stack (infra/stack.sh stop|start NAME)."""
-    subprocess.run([str(ROOT / "infra" / "stack.sh"), action, name], check=True, timeout=120)
 
 
 async def test_postgres_outage_loses_nothing(

@@ -12,7 +12,14 @@ from mnistream_common.rescore import job_id_for
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.support import Models, Predictions, eventually, mnistream, upload_all
+from tests.e2e.support import (
+    Models,
+    Predictions,
+    eventually,
+    mnistream,
+    upload_all,
+    worker_versions,
+)
 from tests.stack import require_kafka, require_postgres
 from tests.system import System
 
@@ -42,18 +49,6 @@ async def latest_job(history_url: str, version: int) -> dict[str, object] | None
         jobs = (await client.get("/api/rescore-jobs")).json()
     mine = [j for j in jobs if j["model_version"] == version and j["kind"] == "rescore"]
     return mine[0] if mine else None
-
-
-async def worker_versions(system: System) -> set[int]:
-    """The model version each running inference worker serves."""
-    versions = set()
-    async with httpx.AsyncClient(timeout=5) as client:
-        for name, service in system.services.items():
-            if name.startswith("inference-") and service.process and service.process.poll() is None:
-                port = service.env["INFERENCE_HTTP_PORT"]
-                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
-                versions.add(body["model"]["version"])
-    return versions
 
 
 async def test_promotion_rescores_every_stored_drawing_without_restarts(

@@ -9,13 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import numpy as np
 import pytest
 
-from tests.e2e.support import Models, Predictions, mnistream
-from tests.helpers import render_canvas_png
-from tests.reliability.support import REPORT, collect_predictions
-from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
+from tests.e2e.support import Models, Predictions, canvas_drawings, collect_predictions, mnistream
+from tests.reliability.support import REPORT
 from tests.system import System
 
 BASE_PORT = 17300
@@ -27,15 +24,6 @@ class ReliabilitySystem(System):
     def env(self) -> dict[str, str]:
         """The shared settings, with 20 drawings per rescore chunk."""
         return {**super().env(), "RESCORE_CHUNK_SIZE": "20"}
-
-
-@pytest.fixture(scope="session")
-def stack() -> None:
-    """Every component of the stack must answer (fails, never skips)."""
-    require_kafka()
-    require_postgres()
-    require_minio()
-    require_mlflow()
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +64,7 @@ def system(models: Models) -> Iterator[System]:
 @pytest.fixture(scope="session")
 def drawings() -> list[bytes]:
     """MNIST test digits rendered like browser canvas drawings (280×280 RGBA PNG)."""
-    from trainer.data import load_split
-    from trainer.settings import Settings as TrainerSettings
-
-    test = load_split(TrainerSettings().mnist_root, train=False)
-    images = test.images[:200].numpy().astype(np.float32) / 255.0
-    return [render_canvas_png(image) for image in images]
+    return canvas_drawings(200)
 
 
 @pytest.fixture

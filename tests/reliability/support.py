@@ -8,7 +8,6 @@ moment. Counts of each fault are printed and collected for the terminal summary.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -18,32 +17,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from minio.error import S3Error
-from mnistream_common.events import DeadLetter, DigitPredicted, InvalidEventError
+from mnistream_common.events import DeadLetter
 from mnistream_common.storage import drawing_key, make_minio
-from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_PREDICTED, TopicSpec
+from mnistream_common.topics import DIGITS_DEADLETTER
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.support import Predictions, eventually
-from tests.stack import require_kafka, require_minio, require_postgres
-from tests.system import ROOT
+from tests.e2e.support import Predictions, eventually, tail
+from tests.stack import require_minio, require_postgres
 
 # Lines for the terminal summary: one per fault, so the counts show without -s.
 REPORT: list[str] = []
-
-
-def stack_component(action: str, name: str) -> None:
-    """Stop or start one component of the stack (infra/stack.sh stop|start NAME)."""
-    done = subprocess.run(
-        [str(ROOT / "infra" / "stack.sh"), action, name],
-        timeout=180,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"infra/stack.sh {action} {name} failed:\n{done.stderr[-3000:]}")
 
 
 @dataclass
@@ -122,27 +108,6 @@ async def flowing(
         await task
 
 
-@asynccontextmanager
-async def collect_predictions() -> AsyncIterator[Predictions]:
-    """Every `digits.predicted` event from now on (a consumer without a group)."""
-    collected = Predictions()
-    async with _tail(DIGITS_PREDICTED) as consumer:
-
-        async def collect() -> None:
-            async for record in consumer:
-                try:
-                    event = DigitPredicted.from_bytes(record.value or b"")
-                except InvalidEventError:
-                    continue
-                collected.by_digit[event.digit_id].append(event)
-
-        task = asyncio.create_task(collect())
-        try:
-            yield collected
-        finally:
-            task.cancel()
-
-
 @dataclass
 class DeadLetters:
     """Dead letters published since the tap started."""
@@ -165,28 +130,8 @@ class DeadLetters:
 @asynccontextmanager
 async def dead_letters() -> AsyncIterator[DeadLetters]:
     """A tap on `digits.deadletter` from its current end."""
-    async with _tail(DIGITS_DEADLETTER) as consumer:
+    async with tail(DIGITS_DEADLETTER) as consumer:
         yield DeadLetters(consumer)
-
-
-@asynccontextmanager
-async def _tail(topic: TopicSpec) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=require_kafka(),
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)  # resolve the end now, before the test produces
-        yield consumer
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,15 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.support import Models, Predictions, eventually, mnistream
-from tests.reliability.support import assert_nothing_lost, flowing, stack_component
+from tests.e2e.support import (
+    Models,
+    Predictions,
+    eventually,
+    mnistream,
+    stack_component,
+    worker_versions,
+)
+from tests.reliability.support import assert_nothing_lost, flowing
 from tests.system import System
 
 # A rescore job covers every stored drawing, so it grows with the stack's history.
@@ -32,18 +39,6 @@ async def champion(system: System) -> int:
         body = (await client.get("/readyz")).json()
     version: int = body["model"]["version"]
     return version
-
-
-async def workers_serve(system: System, version: int) -> bool:
-    """Whether every running inference worker serves `version` (its /readyz)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        for name, service in system.services.items():
-            if name.startswith("inference-") and service.process and service.process.poll() is None:
-                port = service.env["INFERENCE_HTTP_PORT"]
-                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
-                if (body.get("model") or {}).get("version") != version:
-                    return False
-    return True
 
 
 async def test_kill_9_of_an_inference_worker(
@@ -87,7 +82,11 @@ async def test_kill_9_of_a_rescore_worker_during_a_rescore_job(
         system.services["rescore-0"].kill()  # mid-job: its chunk in hand is redelivered
         await traffic.until_accepted(100)
         await asyncio.to_thread(system.restart, "rescore-0")
-        await eventually(lambda: workers_serve(system, new), 60, "every worker serves the new one")
+
+        async def swapped_everywhere() -> bool:
+            return await worker_versions(system) == {new}
+
+        await eventually(swapped_everywhere, 60, "every worker serves the new one")
         swapped = len(traffic.accepted)
         await traffic.until_accepted(50)
     assert not traffic.refused, traffic.refused

@@ -8,6 +8,7 @@ order, so processing a topic twice, or replaying it into an empty database, give
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -93,29 +94,23 @@ class HistoryWriter:
     async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
         if not events:
             return
-        jobs = _keep_first(
-            (
-                {
-                    "job_id": e.job_id,
-                    "kind": e.kind,
-                    "model_version": e.model.version,
-                    "total": e.job_total or 0,
-                    "started_at": e.occurred_at,
-                    "updated_at": e.occurred_at,
-                }
-                for e in events
-            ),
-            key=lambda r: r["job_id"],
-            order=lambda r: r["started_at"],
-        )
         # Every column is an order-free aggregate over the batch (and, on conflict, over the
         # row): a job planned twice (a planner redelivered after a rebalance) carries two
         # totals, and the row must not depend on which one a batch happened to see first.
-        for job in jobs:
-            mine = [e for e in events if e.job_id == job["job_id"]]
-            job["started_at"] = min(e.occurred_at for e in mine)
-            job["updated_at"] = max(e.occurred_at for e in mine)
-            job["total"] = max(e.job_total or 0 for e in mine)
+        by_job: dict[Any, list[DigitPredicted]] = defaultdict(list)
+        for e in events:
+            by_job[e.job_id].append(e)
+        jobs = [
+            {
+                "job_id": job_id,
+                "kind": mine[0].kind,
+                "model_version": mine[0].model.version,
+                "total": max(e.job_total or 0 for e in mine),
+                "started_at": min(e.occurred_at for e in mine),
+                "updated_at": max(e.occurred_at for e in mine),
+            }
+            for job_id, mine in sorted(by_job.items(), key=lambda item: str(item[0]))
+        ]
         table = RescoreJob.__table__
         statement = insert(RescoreJob).values(jobs)
         await connection.execute(
