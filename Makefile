@@ -25,6 +25,14 @@ install: ## Install uv (if missing) and every Python dependency from uv.lock int
 	  python3 -m pip install -q --user "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-packages
 
+.PHONY: web-tools
+web-tools: ## Install the pinned JS tools (biome, typescript) from package-lock.json with npm ci
+	@installed=node_modules/.package-lock.json  # npm writes it on every install
+	if [ ! -f "$$installed" ] || [ package-lock.json -nt "$$installed" ]; then
+	  echo "installing the JS tools from package-lock.json (npm ci)"
+	  npm ci --no-audit --no-fund
+	fi
+
 .PHONY: infra-up
 infra-up: install ## Start Kafka (KRaft), PostgreSQL, MinIO and MLflow natively; wait until healthy
 	infra/stack.sh up
@@ -44,16 +52,19 @@ infra-reset: infra-down ## Stop the stack and delete all its data (.data/)
 # ---------------------------------------------------------------- quality
 
 .PHONY: lint
-lint: install ## ruff format check and ruff lint
+lint: install web-tools ## ruff (format, lint, complexity ≤ 10), import contracts, schemas and AsyncAPI up to date, biome + tsc (web/)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen python -m mnistream_common.schemas --check schemas
 	$(UV) run --frozen python scripts/asyncapi.py --check docs/asyncapi
+	node_modules/.bin/biome check web tests/web
+	node_modules/.bin/tsc -p web/jsconfig.json
 
 .PHONY: format
-format: install ## Format the code and apply safe lint fixes
+format: install web-tools ## Format the code and apply safe lint fixes
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
+	node_modules/.bin/biome check --write web tests/web
 
 .PHONY: typecheck
 typecheck: install ## mypy --strict with the pydantic plugin over every package and the tests
@@ -87,12 +98,16 @@ browser: ## Install headless Chromium for the browser tests (Debian's `chromium`
 	"$(CHROMIUM)" --version 2>/dev/null | grep -i chromium
 
 .PHONY: test
-test: install lint typecheck test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
+test: install lint typecheck test-web test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
 	$(TEST_STACK) $(UV) run --frozen pytest -m "not chaos" $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: install ## Unit and component tests only (no stack needed)
+test-unit: install test-web ## Unit and component tests only (no stack needed)
 	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
+
+.PHONY: test-web
+test-web: ## JS unit tests of the web client (node --test)
+	node --test tests/web/
 
 .PHONY: test-integration
 test-integration: install test-stack-up browser ## Integration, end-to-end and browser tests (test stack)

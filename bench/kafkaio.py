@@ -174,7 +174,7 @@ async def collecting() -> AsyncIterator[Collector]:
 
 async def group_lag(group: str) -> int:
     """Records `group` has still to read in its topics (`mnistream status`'s lag)."""
-    from mnistream_cli.groups import group_status
+    from mnistream_common.groups import group_status
 
     [status] = await group_status(_bootstrap(), [group])
     return sum(status.lag.values())

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistream_cli.kafka_ops import read_ledger
 from mnistream_common.events import ModelPromoted
+from mnistream_common.kafka import read_ledger
 from mnistream_common.settings import KafkaSettings, S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from mnistream_common.events import ModelPromoted
+from mnistream_common.history_api import RescoreJobOut
+from mnistream_common.history_client import HistoryClient
 from mnistream_common.rescore import job_id_for
 from mnistream_common.topics import (
     DIGITS_LABELED,
@@ -430,10 +431,8 @@ def _history_reset() -> None:
         raise BenchError(f"history-service reset failed:\n{result.stdout}\n{result.stderr}")
 
 
-async def _stored_count(client: httpx.AsyncClient) -> int:
-    from mnistream_common.history_client import stored_digit_ids
-
-    return len(await stored_digit_ids(client))
+async def _stored_count(client: HistoryClient) -> int:
+    return len(await client.stored_ids())
 
 
 async def store_drawings(bench: Bench, count: int) -> float:
@@ -444,7 +443,7 @@ async def store_drawings(bench: Bench, count: int) -> float:
     bench.services.history()
     started = time.monotonic()
     await publish_submitted(bench.drawings, count)
-    async with httpx.AsyncClient(base_url=history_url(), timeout=60) as client:
+    async with HistoryClient.at(history_url(), timeout=60) as client:
         deadline = time.monotonic() + 300 + count / 20
         while (stored := await _stored_count(client)) < count:
             if time.monotonic() > deadline:
@@ -454,7 +453,7 @@ async def store_drawings(bench: Bench, count: int) -> float:
 
 
 async def _rescore_job(
-    bench: Bench, client: httpx.AsyncClient, total: int, workers: int
+    bench: Bench, client: HistoryClient, total: int, workers: int
 ) -> dict[str, Any]:
     target = bench.models.other(bench.champion)
     async with collecting() as collector:
@@ -467,21 +466,21 @@ async def _rescore_job(
     seconds = done_at - promoted_at
     return {
         "model_version": target.version,
-        "total": job["total"],
+        "total": job.total,
         "seconds": round(seconds, 2),
         "per_s": round(total / seconds, 1),
-        "last_prediction_after_s": round(_unix(job["updated_at"]) - promoted_at, 2),
-        "first_prediction_after_s": round(_unix(job["started_at"]) - promoted_at, 2),
+        "last_prediction_after_s": round(job.updated_at.timestamp() - promoted_at, 2),
+        "first_prediction_after_s": round(job.started_at.timestamp() - promoted_at, 2),
         "breakdown": _rescore_breakdown(rescored, workers * seconds * 1000 / total),
     }
 
 
-async def _job_done(client: httpx.AsyncClient, job_id: uuid.UUID, total: int) -> dict[str, Any]:
+async def _job_done(client: HistoryClient, job_id: uuid.UUID, total: int) -> RescoreJobOut:
     deadline = time.monotonic() + 120 + total / 20
     while time.monotonic() < deadline:
-        response = await client.get(f"/api/rescore-jobs/{job_id}")
-        if response.status_code == 200 and (job := response.json())["done"] >= total:
-            return dict(job)
+        job = await client.job(job_id)
+        if job is not None and job.done >= total:
+            return job
         await asyncio.sleep(0.1)
     raise BenchError(f"rescore job {job_id} did not finish in time")
 
@@ -505,19 +504,13 @@ def _rescore_breakdown(rescored: list[Seen], wall_ms: float) -> dict[str, float]
     }
 
 
-def _unix(value: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value).timestamp()
-
-
 async def rescore(bench: Bench) -> dict[str, Any]:
     """Rescore throughput over `rescore_drawings` stored drawings with 1 and 2 workers."""
     total = bench.sizes.rescore_drawings
     ingest_rate = await store_drawings(bench, total)
     bench.log(f"{total} drawings stored ({ingest_rate}/s through history-service)")
     results: dict[str, Any] = {"drawings": total, "history_store_per_s": ingest_rate}
-    async with httpx.AsyncClient(base_url=history_url(), timeout=30) as client:
+    async with HistoryClient.at(history_url(), timeout=30) as client:
         for workers in (1, 2):
             bench.services.stop_matching("rescore-")
             await skip_to_end(Groups.RESCORE_PLANNER, [MODEL_PROMOTED])

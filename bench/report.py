@@ -48,7 +48,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Target:
-    """One row of design.md's Targets table, checked against this run."""
+    """One row of docs/design.md's Targets table, checked against this run."""
 
     what: str
     figure: str
@@ -62,7 +62,7 @@ def _mark(met: bool | None) -> str:
 
 
 def targets(data: dict[str, Any]) -> list[Target]:
-    """Each target of design.md with this run's figure and whether it was met."""
+    """Each target of docs/design.md with this run's figure and whether it was met."""
     rows: list[Target] = []
     raw64 = _median(_get(data, "raw_onnx", "batch64_1_thread"))
     raw64_all = _median(_get(data, "raw_onnx", "batch64_all_cores"))
@@ -178,27 +178,50 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _figures(data: dict[str, Any]) -> list[list[str]]:
     """Every figure: what, median (min–max), reference and ratio."""
-    rows: list[list[str]] = []
+    sections = (
+        _raw_figures,
+        _worker_figures,
+        _ingest_figures,
+        _latency_figures,
+        _swap_figures,
+        _rescore_figures,
+        _memory_figures,
+    )
+    return [row for section in sections for row in section(data)]
+
+
+def _raw_figures(data: dict[str, Any]) -> list[list[str]]:
     raw = data.get("raw_onnx") or {}
-    raw64 = _median(raw.get("batch64_1_thread"))
-    raw64_all = _median(raw.get("batch64_all_cores"))
-    for key, label in (
-        ("batch1_1_thread", "raw onnxruntime, batch 1, 1 intra-op thread"),
-        ("batch64_1_thread", "raw onnxruntime, batch 64, 1 intra-op thread (the limit)"),
-        ("batch1_all_cores", "raw onnxruntime, batch 1, all cores"),
-        ("batch64_all_cores", "raw onnxruntime, batch 64, all cores"),
-    ):
-        rows.append([label, _spread(raw.get(key), 0, " images/s"), "–", "–"])
-    for key, label in (
-        ("parse_submitted_event", "worker step alone: parse a DigitSubmitted (1 core)"),
-        ("decode_png", "worker step alone: decode a canvas PNG (Pillow, 1 core)"),
-        ("decode_and_preprocess", "worker step alone: decode + preprocess a canvas PNG (1 core)"),
-        ("build_and_encode_prediction", "worker step alone: build + encode a DigitPredicted"),
-    ):
-        rows.append([label, _spread(_get(data, "worker_steps", key), 0, "/s"), "–", "–"])
+    rows = [
+        [label, _spread(raw.get(key), 0, " images/s"), "–", "–"]
+        for key, label in (
+            ("batch1_1_thread", "raw onnxruntime, batch 1, 1 intra-op thread"),
+            ("batch64_1_thread", "raw onnxruntime, batch 64, 1 intra-op thread (the limit)"),
+            ("batch1_all_cores", "raw onnxruntime, batch 1, all cores"),
+            ("batch64_all_cores", "raw onnxruntime, batch 64, all cores"),
+        )
+    ]
+    rows += [
+        [label, _spread(_get(data, "worker_steps", key), 0, "/s"), "–", "–"]
+        for key, label in (
+            ("parse_submitted_event", "worker step alone: parse a DigitSubmitted (1 core)"),
+            ("decode_png", "worker step alone: decode a canvas PNG (Pillow, 1 core)"),
+            (
+                "decode_and_preprocess",
+                "worker step alone: decode + preprocess a canvas PNG (1 core)",
+            ),
+            ("build_and_encode_prediction", "worker step alone: build + encode a DigitPredicted"),
+        )
+    ]
+    return rows
+
+
+def _worker_figures(data: dict[str, Any]) -> list[list[str]]:
+    raw = data.get("raw_onnx") or {}
+    rows = []
     for workers, ref, ref_name in (
-        ("1", raw64, "raw b64 1 thread"),
-        ("2", raw64_all, "raw b64 all cores"),
+        ("1", _median(raw.get("batch64_1_thread")), "raw b64 1 thread"),
+        ("2", _median(raw.get("batch64_all_cores")), "raw b64 all cores"),
     ):
         s = _get(data, "worker_throughput", workers, "per_s")
         rows.append(
@@ -209,6 +232,11 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
                 f"{_fmt(_pct(_ratio(_median(s), ref)))} %",
             ]
         )
+    return rows
+
+
+def _ingest_figures(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
     base = {w: _median(_get(data, "baseline", w, "uploads_per_s")) for w in ("1", "2")}
     for workers in ("1", "2"):
         s = _get(data, "gateway_ingest", workers, "uploads_per_s")
@@ -230,68 +258,72 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
                 "–",
             ]
         )
-    for rate, entry in (data.get("latency") or {}).items():
-        for q in ("50", "95", "99"):
-            rows.append(
-                [
-                    f"upload → prediction p{q} at {rate}/s offered",
-                    _spread(entry.get(f"p{q}_ms"), 1, " ms"),
-                    "–",
-                    "–",
-                ]
-            )
+    return rows
+
+
+def _latency_figures(data: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            f"upload → prediction p{q} at {rate}/s offered",
+            _spread(entry.get(f"p{q}_ms"), 1, " ms"),
+            "–",
+            "–",
+        ]
+        for rate, entry in (data.get("latency") or {}).items()
+        for q in ("50", "95", "99")
+    ]
+
+
+def _swap_figures(data: dict[str, Any]) -> list[list[str]]:
     swap = data.get("hot_swap")
-    if swap:
+    if not swap:
+        return []
+    rows = [
+        [
+            "hot swap: lost + failed uploads (answered as failed before the promotion was "
+            "published: load, not swap)",
+            f"{swap['lost']} + {swap['failed']} "
+            f"({swap.get('failed_before_promotion', '–')} before)",
+            "0",
+            "–",
+        ],
+        [
+            "hot swap: longest batch wait (queue_ms) ±1 s around the swap",
+            _spread(swap["max_queue_ms_around_swap"], 1, " ms"),
+            "100 ms",
+            f"{_fmt(_ratio(_median(swap['max_queue_ms_around_swap']), 100), 2)}×",
+        ],
+        [
+            "hot swap: longest batch wait before the swap (same runs)",
+            _spread(swap["max_queue_ms_before"], 1, " ms"),
+            "–",
+            "–",
+        ],
+        [
+            "hot swap: largest gap between a worker's batches ±1 s around the swap",
+            _spread(swap["max_batch_gap_ms_around_swap"], 1, " ms"),
+            "–",
+            "–",
+        ],
+    ]
+    if "max_batch_gap_ms_before" in swap:
         rows.append(
             [
-                "hot swap: lost + failed uploads (answered as failed before the promotion was "
-                "published: load, not swap)",
-                f"{swap['lost']} + {swap['failed']} "
-                f"({swap.get('failed_before_promotion', '–')} before)",
-                "0",
+                "hot swap: largest gap between a worker's batches before the swap",
+                _spread(swap["max_batch_gap_ms_before"], 1, " ms"),
+                "–",
                 "–",
             ]
         )
-        rows.append(
-            [
-                "hot swap: longest batch wait (queue_ms) ±1 s around the swap",
-                _spread(swap["max_queue_ms_around_swap"], 1, " ms"),
-                "100 ms",
-                f"{_fmt(_ratio(_median(swap['max_queue_ms_around_swap']), 100), 2)}×",
-            ]
-        )
-        rows.append(
-            [
-                "hot swap: longest batch wait before the swap (same runs)",
-                _spread(swap["max_queue_ms_before"], 1, " ms"),
-                "–",
-                "–",
-            ]
-        )
-        rows.append(
-            [
-                "hot swap: largest gap between a worker's batches ±1 s around the swap",
-                _spread(swap["max_batch_gap_ms_around_swap"], 1, " ms"),
-                "–",
-                "–",
-            ]
-        )
-        if "max_batch_gap_ms_before" in swap:
-            rows.append(
-                [
-                    "hot swap: largest gap between a worker's batches before the swap",
-                    _spread(swap["max_batch_gap_ms_before"], 1, " ms"),
-                    "–",
-                    "–",
-                ]
-            )
+    return rows
+
+
+def _rescore_figures(data: dict[str, Any]) -> list[list[str]]:
     rescore = data.get("rescore") or {}
+    rows = []
     for workers in ("1", "2"):
-        s = (
-            rescore.get(workers, {}).get("per_s")
-            if isinstance(rescore.get(workers), dict)
-            else None
-        )
+        entry = rescore.get(workers)
+        s = entry.get("per_s") if isinstance(entry, dict) else None
         rows.append(
             [
                 f"rescore of {rescore.get('drawings', '–'):,} stored drawings, {workers} worker(s)"
@@ -302,17 +334,20 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
                 f"{_fmt(_pct(_ratio(_median(s), 3000)))} %",
             ]
         )
-    for name, mem in sorted((data.get("memory") or {}).items()):
-        rows.append(
-            [
-                f"peak RSS: {name}",
-                f"{_fmt(mem['peak_rss_mb'])} MB (largest process; {mem['processes']} process(es), "
-                f"{_fmt(mem['group_total_mb'])} MB together)",
-                "200 MB" if name == "inference" else "–",
-                f"{_fmt(_pct(_ratio(mem['peak_rss_mb'], 200)))} %" if name == "inference" else "–",
-            ]
-        )
     return rows
+
+
+def _memory_figures(data: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            f"peak RSS: {name}",
+            f"{_fmt(mem['peak_rss_mb'])} MB (largest process; {mem['processes']} process(es), "
+            f"{_fmt(mem['group_total_mb'])} MB together)",
+            "200 MB" if name == "inference" else "–",
+            f"{_fmt(_pct(_ratio(mem['peak_rss_mb'], 200)))} %" if name == "inference" else "–",
+        ]
+        for name, mem in sorted((data.get("memory") or {}).items())
+    ]
 
 
 def _plot_latency(data: dict[str, Any], path: Path) -> bool:
@@ -558,7 +593,7 @@ def render(data: dict[str, Any], plots: dict[str, bool]) -> str:
         f"{meta['sizes'].get('slow_repeats', meta['sizes']['repeats'])} for latency, hot swap "
         "and rescore) with the min–max in brackets.\n"
     )
-    out.append("## Targets (design.md)\n")
+    out.append("## Targets (docs/design.md)\n")
     out.append(
         _table(
             ["what", "this run", "target", "ratio", "verdict"],

@@ -4,9 +4,10 @@
     uv run python scripts/asyncapi.py docs/asyncapi --check  # fail if the committed ones differ
 
 Each service's broker is built with the service's own registration code (nothing connects).
-Handlers take raw records (so that poison can be dead-lettered instead of failing validation),
-which leaves FastStream without payload types; the payload of every message is therefore filled
-in from the event model of its topic (mnistream_common.topics).
+Handlers take raw records and parse them in `mnistream_common.consume` (so that poison can be
+dead-lettered instead of failing validation), which leaves FastStream without payload types; the
+payload of every message is therefore filled in from the event model of its topic
+(mnistream_common.topics).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
@@ -47,9 +48,9 @@ def history_broker() -> KafkaBroker:
 
 def rescore_broker() -> KafkaBroker:
     """A rescore worker's publishers and subscribers."""
-    from rescore_worker.app import create_app
+    from rescore_worker.app import describe_broker
 
-    return cast(KafkaBroker, create_app().broker)
+    return describe_broker()
 
 
 SERVICES: dict[str, Callable[[], KafkaBroker]] = {

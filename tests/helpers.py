@@ -13,12 +13,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 from minio.error import S3Error
+from mnistream_common.consume import MessageHandler
 from mnistream_common.events import DigitSubmitted, ModelPromoted, ModelRef
 from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
 from onnx import TensorProto, helper, numpy_helper
@@ -265,6 +267,11 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+async def deliver(callback: MessageHandler, batch: Sequence[FakeRecord]) -> None:
+    """Hand `batch` to a subscriber callback (`typed_batch`) as FastStream hands it a batch."""
+    await callback(cast(Any, SimpleNamespace(raw_message=list(batch))))
 
 
 def records(values: Sequence[bytes | None], *, topic: str = "digits.submitted") -> list[FakeRecord]:

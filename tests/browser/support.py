@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -111,7 +112,8 @@ def promote(version: int, *, reason: str, previous: int | None = None) -> None:
 
     def run() -> None:
         promoter = Promoter(Settings())
-        promoter.promote(promoter.registry.get(version), previous=previous, reason=reason)
+        candidate = promoter.registry.get(version)
+        asyncio.run(promoter.promote(candidate, previous=previous, reason=reason))
 
     off_the_loop(run)
 
@@ -150,3 +152,18 @@ def no_horizontal_scroll(page: Page) -> bool:
     """Whether the page fits its viewport's width."""
     fits: bool = page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     return fits
+
+
+def settled_top(page: Page, selector: str, *, timeout: float = 5.0) -> float:
+    """The top of `selector` in viewport px once the page stops scrolling (a smooth scroll takes
+    a few hundred ms)."""
+    seen: list[float] = []
+
+    def still() -> bool:
+        box = page.locator(selector).bounding_box()
+        assert box is not None, f"{selector} is not rendered"
+        seen.append(box["y"])
+        return len(seen) > 1 and seen[-1] == seen[-2]
+
+    wait_until(still, timeout=timeout, message=f"the page kept scrolling {selector}", interval=0.1)
+    return seen[-1]

@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from mnistream_cli.groups import group_status
 from mnistream_common.events import DigitPredicted, InvalidEventError
+from mnistream_common.groups import group_status
 from mnistream_common.topics import DIGITS_PREDICTED, Groups, TopicSpec
 
 from tests.helpers import render_canvas_png

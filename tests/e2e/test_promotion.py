@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mnistream_cli.kafka_ops import read_ledger
+from mnistream_common.kafka import read_ledger
 from mnistream_common.rescore import job_id_for
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine

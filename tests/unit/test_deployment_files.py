@@ -128,14 +128,35 @@ def test_the_gpu_variant_gives_inference_and_trainer_the_gpu_with_onnxruntime_gp
     assert services["inference-worker"]["build"]["args"]["ONNXRUNTIME"] == "onnxruntime-gpu"
 
 
-@pytest.mark.parametrize(
-    "name", ["gateway", "inference-worker", "history-service", "rescore-worker", "trainer", "cli"]
-)
-def test_dockerfiles_are_multi_stage_and_non_root(name: str) -> None:
-    dockerfile = (ROOT / name / "Dockerfile").read_text()
+def test_the_dockerfile_is_multi_stage_and_non_root() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) >= 2
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
+
+
+def built(name: str, file: str = "docker-compose.yml") -> dict[str, Any]:
+    """How compose builds a service: the one Dockerfile, with its args (and target)."""
+    build: dict[str, Any] = compose(file)["services"][name]["build"]
+    return build
+
+
+@pytest.mark.parametrize("name", list(OUR_SERVICES))
+def test_every_image_is_the_one_dockerfile_with_a_workspace_member(name: str) -> None:
+    build = built(name)
+    members = {
+        tomllib.loads((ROOT / m / "pyproject.toml").read_text())["project"]["name"] for m in MEMBERS
+    }
+    assert build["dockerfile"] == "Dockerfile"
+    assert build["args"]["PACKAGE"] in members, f"{name} builds {build['args']['PACKAGE']!r}"
+    assert build["args"]["COMMAND"].split()[0] in entry_points()
+
+
+def test_only_the_gateway_image_carries_the_web_client() -> None:
+    stages = re.findall(r"^FROM \S+ AS (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert stages[-1] == "service", "the default target is the plain service image"
+    assert built("gateway")["target"] == "gateway" and "gateway" in stages
+    assert all("target" not in built(n) for n in OUR_SERVICES if n != "gateway")
 
 
 def locked_dependencies(package: str) -> set[str]:

@@ -1,5 +1,5 @@
 """The event contracts: what producers put on Kafka is what consumers get back, and bad input is
-rejected with a reason a person can act on. Topic specs match design.md."""
+rejected with a reason a person can act on. Topic specs match docs/design.md."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def test_event_types_are_unique() -> None:
 
 # ---------------------------------------------------------------- topics
 
-# design.md, "Topics": name → (key, partitions, retention)
+# docs/design.md, "Topics": name → (key, partitions, retention)
 DESIGN_TOPICS = {
     "digits.submitted": ("digit id", 12, UNLIMITED),
     "digits.predicted": ("digit id", 12, UNLIMITED),

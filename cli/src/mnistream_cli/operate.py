@@ -6,25 +6,26 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
-from mnistream_common.history_client import stored_digit_ids
+from mnistream_common.groups import group_lag, group_status
+from mnistream_common.history_api import VersionStats
+from mnistream_common.history_client import (
+    HistoryClient,
+    HistoryRefusedError,
+    HistoryUnavailableError,
+)
 from mnistream_common.rescore import plan_chunks
 from mnistream_common.topics import Groups
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mnistream_cli.groups import group_status
 from mnistream_cli.kafka_ops import publish_tasks
 from mnistream_cli.promotion import GateReport, Promoter, PromotionError
 from mnistream_cli.registry import RegistryError
-from mnistream_cli.replay import (
-    history_lag,
-    replay_dead_letters,
-)
+from mnistream_cli.replay import replay_dead_letters
 from mnistream_cli.settings import Settings
 
 console = Console()
@@ -39,10 +40,13 @@ def fail(message: str) -> typer.Exit:
 
 def models() -> None:
     """List registered versions: architecture, test accuracy, sha256, created, champion."""
-    promoter = Promoter(Settings())
+    asyncio.run(_models(Promoter(Settings())))
+
+
+async def _models(promoter: Promoter) -> None:
     try:
         versions = promoter.registry.versions()
-        ledger = promoter.ledger()
+        ledger = await promoter.ledger()
     except RegistryError as exc:
         raise fail(str(exc)) from exc
     champion = ledger[-1].model.version if ledger else None
@@ -67,16 +71,19 @@ def promote(
     force: Annotated[bool, typer.Option(help="Promote even if the quality gate objects.")] = False,
 ) -> None:
     """Make VERSION the champion: quality gate, MLflow alias, `model.promoted` (acks=all)."""
-    promoter = Promoter(Settings())
+    asyncio.run(_promote(Promoter(Settings()), version, reason, force))
+
+
+async def _promote(promoter: Promoter, version: int, reason: str, force: bool) -> None:
     try:
-        report = promoter.check(version)
+        report = await promoter.check(version)
         _show_gate(report)
         if report.objections and not force:
             raise fail(
                 "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
             )
         previous = report.champion.version if report.champion else None
-        event = promoter.promote(report.candidate, previous=previous, reason=reason)
+        event = await promoter.promote(report.candidate, previous=previous, reason=reason)
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
     console.print(
@@ -107,14 +114,17 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "rollback",
 ) -> None:
     """Re-promote the champion before the current one (from the ledger)."""
-    promoter = Promoter(Settings())
+    asyncio.run(_rollback(Promoter(Settings()), reason))
+
+
+async def _rollback(promoter: Promoter, reason: str) -> None:
     try:
-        ledger = promoter.ledger()
+        ledger = await promoter.ledger()
         if not ledger or ledger[-1].previous_version is None:
             raise fail("nothing to roll back to: the ledger has no previous champion")
         current, target = ledger[-1].model.version, ledger[-1].previous_version
         candidate = promoter.registry.get(target)
-        event = promoter.promote(candidate, previous=current, reason=reason)
+        event = await promoter.promote(candidate, previous=current, reason=reason)
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[bold green]rolled back[/] from v{current} to v{event.model.version}")
@@ -126,68 +136,60 @@ def evaluate(
 ) -> None:
     """Read every stored drawing with VERSION without promoting it, then print the flip report."""
     settings = Settings()
-    promoter = Promoter(settings)
+    asyncio.run(_evaluate(settings, Promoter(settings), version, timeout))
+
+
+async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s: float) -> None:
     try:
         candidate = promoter.registry.get(version)
-        ledger = promoter.ledger()
+        ledger = await promoter.ledger()
     except RegistryError as exc:
         raise fail(str(exc)) from exc
     if missing := candidate.missing_tags():
         raise fail(f"version {version} lacks the tags {', '.join(missing)}")
-    try:
-        ids = asyncio.run(_stored_ids(settings.history_url))
-    except httpx.HTTPError as exc:
-        raise fail(f"history-service at {settings.history_url} is unreachable ({exc})") from exc
-    if not ids:
-        raise fail("no stored drawings to evaluate on yet: draw some first")
-    job_id = uuid.uuid4()
-    tasks = plan_chunks(
-        job_id, "candidate", candidate.ref, candidate.onnx_uri, ids, EVALUATION_CHUNK
-    )
-    asyncio.run(publish_tasks(settings.kafka_bootstrap_servers, tasks))
-    console.print(f"evaluating v{version} on {len(ids)} drawings (job {job_id})")
-    _follow_job(settings.history_url, job_id, len(ids), timeout)
-    against = ledger[-1].model.version if ledger else None
-    _print_flip_report(settings.history_url, version, against)
+    async with HistoryClient.at(settings.history_url) as history:
+        try:
+            ids = await history.stored_ids()
+        except (HistoryUnavailableError, HistoryRefusedError) as exc:
+            raise fail(str(exc)) from exc
+        if not ids:
+            raise fail("no stored drawings to evaluate on yet: draw some first")
+        job_id = uuid.uuid4()
+        tasks = plan_chunks(
+            job_id, "candidate", candidate.ref, candidate.onnx_uri, ids, EVALUATION_CHUNK
+        )
+        await publish_tasks(settings.kafka_bootstrap_servers, tasks)
+        console.print(f"evaluating v{version} on {len(ids)} drawings (job {job_id})")
+        await _follow_job(history, job_id, len(ids), wait_s)
+        against = ledger[-1].model.version if ledger else None
+        report = await history.version_stats(version, against)
+    _print_flip_report(report)
 
 
-async def _stored_ids(history_url: str) -> list[uuid.UUID]:
-    async with httpx.AsyncClient(base_url=history_url, timeout=30.0) as client:
-        return await stored_digit_ids(client)
-
-
-def _follow_job(history_url: str, job_id: uuid.UUID, total: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def _follow_job(history: HistoryClient, job_id: uuid.UUID, total: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
     columns = (TextColumn("rescoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with (
-        Progress(*columns, console=console) as progress,
-        httpx.Client(base_url=history_url) as client,
-    ):
+    with Progress(*columns, console=console) as progress:
         bar = progress.add_task("job", total=total)
         while time.monotonic() < deadline:
-            response = client.get(f"/api/rescore-jobs/{job_id}")
-            if response.status_code == 200:
-                job = response.json()
-                progress.update(bar, completed=job["done"])
-                if job["finished"]:
+            job = await history.job(job_id)
+            if job is not None:
+                progress.update(bar, completed=job.done)
+                if job.finished:
                     return
-            time.sleep(0.5)
-    raise fail(
-        f"the evaluation did not finish within {timeout:.0f} s; are rescore workers running?"
-    )
+            await asyncio.sleep(0.5)
+    raise fail(f"the evaluation did not finish within {wait_s:.0f} s; are rescore workers running?")
 
 
-def _print_flip_report(history_url: str, version: int, against: int | None) -> None:
-    params = {"against": against} if against else {}
-    report = httpx.get(f"{history_url}/api/models/{version}", params=params, timeout=30).json()
+def _print_flip_report(report: VersionStats) -> None:
     console.print(_flip_summary(report))
-    if report["flips"]:
+    if report.flips:
         table = Table(title="flips (old → new, label)")
         for column in ("digit id", "old", "new", "label"):
             table.add_column(column)
-        for flip in report["flips"][:20]:
-            label = "-" if flip["label"] is None else str(flip["label"])
-            table.add_row(flip["digit_id"], str(flip["from"]), str(flip["to"]), label)
+        for flip in report.flips[:20]:
+            label = "-" if flip.label is None else str(flip.label)
+            table.add_row(str(flip.digit_id), str(flip.from_), str(flip.to), label)
         console.print(table)
 
 
@@ -195,18 +197,18 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _flip_summary(report: dict[str, Any]) -> str:
-    agreement = report.get("agreement_with_previous")
+def _flip_summary(report: VersionStats) -> str:
+    agreement = report.agreement_with_previous
     shown = "-" if agreement is None else f"{agreement:.1%}"
     lines = [
-        f"v{report['version']} vs v{report['previous_version']}: {report['compared']} compared, "
-        f"{report.get('flipped', 0)} flipped, agreement {shown}",
+        f"v{report.version} vs v{report.previous_version}: {report.compared} compared, "
+        f"{report.flipped} flipped, agreement {shown}",
     ]
-    if report.get("labeled"):
-        before = _percent(report.get("previous_label_accuracy"))
-        after = _percent(report.get("label_accuracy"))
-        lines.append(f"accuracy on {report['labeled']} user labels: {before} → {after}")
-    for digit, sources in sorted(report.get("flips_by_digit", {}).items()):
+    if report.labeled:
+        before = _percent(report.previous_label_accuracy)
+        after = _percent(report.label_accuracy)
+        lines.append(f"accuracy on {report.labeled} user labels: {before} → {after}")
+    for digit, sources in sorted(report.flips_by_digit.items()):
         lines.append(
             f"  now {digit}: "
             + ", ".join(f"{k.removeprefix('from_')}→{digit} ×{n}" for k, n in sources.items())
@@ -217,14 +219,15 @@ def _flip_summary(report: dict[str, Any]) -> str:
 def status() -> None:
     """Champion, live workers, consumer lag per group, rescore progress."""
     settings = Settings()
-    promoter = Promoter(settings)
+    asyncio.run(_status(settings, Promoter(settings)))
+
+
+async def _status(settings: Settings, promoter: Promoter) -> None:
     try:
-        ledger = promoter.ledger()
-        groups = asyncio.run(
-            group_status(
-                settings.kafka_bootstrap_servers,
-                [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
-            )
+        ledger = await promoter.ledger()
+        groups = await group_status(
+            settings.kafka_bootstrap_servers,
+            [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
         )
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc
@@ -243,20 +246,20 @@ def status() -> None:
         lag = ", ".join(f"{t} {n}" for t, n in sorted(g.lag.items())) or "-"
         table.add_row(g.group, g.state, "\n".join(g.members) or "-", lag)
     console.print(table)
-    _print_jobs(settings.history_url)
+    await _print_jobs(settings.history_url)
 
 
-def _print_jobs(history_url: str) -> None:
+async def _print_jobs(history_url: str) -> None:
     try:
-        jobs = httpx.get(f"{history_url}/api/rescore-jobs", timeout=10).json()
-    except httpx.HTTPError:
-        console.print(f"rescore progress: history-service at {history_url} is unreachable")
+        async with HistoryClient.at(history_url, timeout=10) as history:
+            jobs = await history.jobs()
+    except (HistoryUnavailableError, HistoryRefusedError) as exc:
+        console.print(f"rescore progress: {exc}")
         return
     for job in jobs[:5]:
-        state = "done" if job["finished"] else "superseded" if job["superseded"] else "running"
+        state = "done" if job.finished else "superseded" if job.superseded else "running"
         console.print(
-            f"{job['kind']} job {job['job_id']} v{job['model_version']}: "
-            f"{job['done']}/{job['total']} {state}"
+            f"{job.kind} job {job.job_id} v{job.model_version}: {job.done}/{job.total} {state}"
         )
 
 
@@ -288,39 +291,33 @@ def replay_history(
     if not token:
         raise fail("a replay needs the admin token: set ADMIN_TOKEN (history-service's) first")
     when = since.replace(tzinfo=since.tzinfo or UTC) if since else None
+    asyncio.run(_replay_history(settings, token, when, wait))
+
+
+async def _replay_history(
+    settings: Settings, token: str, since: datetime | None, wait: bool
+) -> None:
     try:
-        response = httpx.post(
-            f"{settings.history_url}/admin/replay",
-            json={"since": when.isoformat() if when else None},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
-    except httpx.HTTPError as exc:
-        raise fail(
-            f"history-service at {settings.history_url} is unreachable ({exc!r}); it replays "
-            "itself, so start it first (`make run`)"
-        ) from exc
-    if response.status_code != 200:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text[:200] or response.reason_phrase
-        raise fail(f"history-service refused the replay ({response.status_code}): {detail}")
-    rewind = response.json()
-    for topic, count in sorted(rewind["records"].items()):
+        async with HistoryClient.at(settings.history_url, timeout=60) as history:
+            rewind = await history.replay(token, since)
+    except HistoryUnavailableError as exc:
+        raise fail(f"{exc}; it replays itself, so start it first (`make run`)") from exc
+    except HistoryRefusedError as exc:
+        raise fail(f"history-service refused the replay ({exc.status_code}): {exc.detail}") from exc
+    for topic, count in sorted(rewind.records.items()):
         console.print(f"{topic:<18} {count} records to replay")
-    console.print(f"history rewound: {rewind['total']} records; history-service is re-reading them")
+    console.print(f"history rewound: {rewind.total} records; history-service is re-reading them")
     if wait:
-        _follow_lag(settings.kafka_bootstrap_servers, rewind["total"])
+        await _follow_lag(settings.kafka_bootstrap_servers, rewind.total)
 
 
-def _follow_lag(bootstrap_servers: str, total: int) -> None:
+async def _follow_lag(bootstrap_servers: str, total: int) -> None:
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("replay", total=total)
-        while (lag := asyncio.run(history_lag(bootstrap_servers))) > 0:
+        while (lag := await group_lag(bootstrap_servers, Groups.HISTORY)) > 0:
             progress.update(bar, completed=max(0, total - lag))
-            time.sleep(0.5)
+            await asyncio.sleep(0.5)
         progress.update(bar, completed=total)
 
 
@@ -356,9 +353,12 @@ def replay_deadletter(
 
 def bootstrap() -> None:
     """First run: if no model was ever promoted, train the quick weak MLP and promote it."""
-    promoter = Promoter(Settings())
+    asyncio.run(_bootstrap(Promoter(Settings())))
+
+
+async def _bootstrap(promoter: Promoter) -> None:
     try:
-        ledger = promoter.ledger()
+        ledger = await promoter.ledger()
     except Exception as exc:  # Kafka down: nothing can run
         raise fail(f"cannot read the promotion ledger ({exc}); is the stack up?") from exc
     if ledger:
@@ -376,7 +376,7 @@ def bootstrap() -> None:
     registered = run_training(training_config(arch="mlp", hidden=10), console)
     try:
         candidate = promoter.registry.get(registered.version)
-        event = promoter.promote(candidate, previous=None, reason="first model (bootstrap)")
+        event = await promoter.promote(candidate, previous=None, reason="first model (bootstrap)")
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[bold green]promoted[/] v{event.model.version} as the first champion")

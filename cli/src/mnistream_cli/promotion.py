@@ -6,17 +6,21 @@ back, so a promotion is either complete or visibly not done.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import socket
 from dataclasses import dataclass, field
 
-import httpx
 from mnistream_common.events import ModelPromoted, utc_now
+from mnistream_common.history_client import (
+    HistoryClient,
+    HistoryRefusedError,
+    HistoryUnavailableError,
+)
+from mnistream_common.kafka import read_ledger
 from mnistream_common.storage import ObjectStore, make_minio
 
-from mnistream_cli.kafka_ops import publish_promotion, read_ledger
-from mnistream_cli.labels import label_accuracy, labeled_drawings
+from mnistream_cli.kafka_ops import publish_promotion
+from mnistream_cli.labels import label_accuracy
 from mnistream_cli.registry import RegisteredVersion, Registry
 from mnistream_cli.settings import Settings
 
@@ -78,11 +82,11 @@ class Promoter:
         """The registered model."""
         return Registry(self.settings.mlflow_tracking_uri, self.settings.registered_model_name)
 
-    def ledger(self) -> list[ModelPromoted]:
+    async def ledger(self) -> list[ModelPromoted]:
         """The promotion ledger, oldest first."""
-        return asyncio.run(read_ledger(self.settings.kafka_bootstrap_servers))
+        return await read_ledger(self.settings.kafka_bootstrap_servers)
 
-    def check(self, version: int) -> GateReport:
+    async def check(self, version: int) -> GateReport:
         """Load the candidate and the champion and run the quality gate."""
         registry = self.registry
         candidate = registry.get(version)
@@ -91,35 +95,33 @@ class Promoter:
                 f"version {version} lacks the tags {', '.join(missing)}; only versions "
                 "registered by `mnistream train` can be promoted"
             )
-        ledger = self.ledger()
+        ledger = await self.ledger()
         champion = registry.get(ledger[-1].model.version) if ledger else None
         report = GateReport(candidate, champion)
         if champion is not None and champion.version != candidate.version:
-            self._label_scores(report)
+            await self._label_scores(report)
         return gate(report)
 
-    def _label_scores(self, report: GateReport) -> None:
+    async def _label_scores(self, report: GateReport) -> None:
         try:
-            labeled = asyncio.run(labeled_drawings(self.settings.history_url))
-        except httpx.HTTPError as exc:
-            report.objections.append(
-                f"accuracy on user labels cannot be checked: history-service at "
-                f"{self.settings.history_url} is unreachable ({exc})"
-            )
+            async with HistoryClient.at(self.settings.history_url) as history:
+                labeled = await history.labeled()
+        except (HistoryUnavailableError, HistoryRefusedError) as exc:
+            report.objections.append(f"accuracy on user labels cannot be checked: {exc}")
             return
         if not labeled or report.champion is None:
             return
         store = ObjectStore(make_minio(self.settings))
         bucket = self.settings.drawings_bucket
         report.labeled = len(labeled)
-        report.candidate_label_accuracy = asyncio.run(
-            label_accuracy(store, bucket, report.candidate, labeled)
+        report.candidate_label_accuracy = await label_accuracy(
+            store, bucket, report.candidate, labeled
         )
-        report.champion_label_accuracy = asyncio.run(
-            label_accuracy(store, bucket, report.champion, labeled)
+        report.champion_label_accuracy = await label_accuracy(
+            store, bucket, report.champion, labeled
         )
 
-    def promote(
+    async def promote(
         self, candidate: RegisteredVersion, *, previous: int | None, reason: str
     ) -> ModelPromoted:
         """Move the alias, publish the event; undo the alias if the event is not acknowledged."""
@@ -137,9 +139,9 @@ class Promoter:
         )
         registry.set_champion(candidate.version)
         try:
-            asyncio.run(publish_promotion(self.settings.kafka_bootstrap_servers, event))
+            await publish_promotion(self.settings.kafka_bootstrap_servers, event)
         except Exception as exc:  # any failure to publish: undo the alias, say so
-            if self._landed(event):  # acknowledged too late for the wait, but in the ledger
+            if await self._landed(event):  # acknowledged too late for the wait, but in the ledger
                 return event
             try:
                 registry.set_champion(old_alias)
@@ -157,9 +159,9 @@ class Promoter:
             ) from exc
         return event
 
-    def _landed(self, event: ModelPromoted) -> bool:
+    async def _landed(self, event: ModelPromoted) -> bool:
         """Whether `event` is in the ledger after all (the producer has stopped by now)."""
         try:
-            return any(e.event_id == event.event_id for e in self.ledger())
+            return any(e.event_id == event.event_id for e in await self.ledger())
         except Exception:  # Kafka unreachable: it cannot be confirmed, so it is undone
             return False

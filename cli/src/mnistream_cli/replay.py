@@ -8,14 +8,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from mnistream_common.events import DeadLetter, InvalidEventError
-from mnistream_common.kafka import MAX_REQUEST_BYTES
-from mnistream_common.topics import (
-    DIGITS_DEADLETTER,
-    Groups,
-    TopicSpec,
-)
-
-from mnistream_cli.groups import group_status
+from mnistream_common.kafka import durable_producer
+from mnistream_common.topics import DIGITS_DEADLETTER, TopicSpec
 
 DEADLETTER_GROUP = "deadletter-replay"
 
@@ -28,12 +22,6 @@ def deadletter_group(topic: str | None) -> str:
     re-published twice, which every consumer absorbs (its writes are idempotent).
     """
     return f"{DEADLETTER_GROUP}.{topic}" if topic else DEADLETTER_GROUP
-
-
-async def history_lag(bootstrap_servers: str) -> int:
-    """Records the history group has still to read."""
-    [status] = await group_status(bootstrap_servers, [Groups.HISTORY])
-    return sum(status.lag.values())
 
 
 @dataclass(frozen=True)
@@ -58,18 +46,11 @@ async def replay_dead_letters(
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=MAX_REQUEST_BYTES,
-    )
     try:
         await consumer.start()
-        await producer.start()
-        return await _replay_loop(consumer, producer, letters, topic, progress)
+        async with durable_producer(bootstrap_servers) as producer:
+            return await _replay_loop(consumer, producer, letters, topic, progress)
     finally:
-        await producer.stop()
         await consumer.stop()
 
 

@@ -11,7 +11,7 @@ from mnistream_cli.settings import Settings
 
 
 def provision(settings: Settings) -> tuple[list[TopicChange], list[str]]:
-    """Create or align every topic of design.md and create the missing buckets."""
+    """Create or align every topic of docs/design.md and create the missing buckets."""
     changes = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers))
     created = ensure_buckets(
         make_minio(settings), [settings.drawings_bucket, settings.artifacts_bucket]

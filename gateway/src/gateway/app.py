@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
 
 import httpx
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from mnistream_common.events import DigitPredicted, InvalidEventError, ModelPromoted
-from mnistream_common.kafka import end_offsets, make_broker, record_of
+from mnistream_common.consume import Delivery, LogRejects, Rejected, typed_batch
+from mnistream_common.events import DigitPredicted, ModelPromoted
+from mnistream_common.history_client import HistoryClient
+from mnistream_common.kafka import end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.topics import (
     DIGITS_LABELED,
@@ -34,10 +34,11 @@ from gateway.settings import Settings
 from gateway.state import GatewayState
 
 log = get_logger(__name__)
+SERVICE = "gateway"
 
 
 @dataclass(frozen=True)
-class Edges:
+class Overrides:
     """What the gateway talks to. Left empty, the lifespan connects to the real ones; component
     tests pass an in-memory broker (FastStream's TestKafkaBroker), a ledger end that needs no
     Kafka, and a transport that fakes history-service."""
@@ -47,16 +48,16 @@ class Edges:
     history_transport: httpx.AsyncBaseTransport | None = None
 
 
-def create_app(settings: Settings | None = None, edges: Edges | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, overrides: Overrides | None = None) -> FastAPI:
     """Build the gateway; connections are made in the lifespan, not here."""
     settings = settings or Settings()
-    configure_logging("gateway", level=settings.log_level, json=settings.log_json)
+    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
     metrics = GatewayMetrics()
     app = FastAPI(
         title="mnistream gateway",
         version="0.1.0",
         description="Upload drawings, stream predictions back, read the history.",
-        lifespan=_lifespan(settings, metrics, edges or Edges()),
+        lifespan=_lifespan(settings, metrics, overrides or Overrides()),
     )
     app.include_router(router)
     # Every error is a `Problem` with a readable `detail`, request validation included.
@@ -71,38 +72,46 @@ def create_app(settings: Settings | None = None, edges: Edges | None = None) -> 
     return app
 
 
-def _lifespan(settings: Settings, metrics: GatewayMetrics, edges: Edges):  # type: ignore[no-untyped-def]
+def _lifespan(
+    settings: Settings, metrics: GatewayMetrics, overrides: Overrides
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = edges.broker or make_broker(settings, client_id="gateway", log_level=logging.DEBUG)
-        hub = EventHub(settings.sse_queue_size)
-        history = httpx.AsyncClient(
-            base_url=settings.history_url, timeout=10.0, transport=edges.history_transport
-        )
-        state = GatewayState(
-            settings=settings,
-            broker=broker,
-            submitted=broker.publisher(DIGITS_SUBMITTED.name),
-            labeled=broker.publisher(DIGITS_LABELED.name),
-            hub=hub,
-            history=history,
-            progress=RescoreProgress(hub, history),
-            metrics=metrics,
-        )
-        ledger_end = edges.ledger_end or partial(_ledger_end, settings)
+        state = build_state(settings, metrics, overrides)
+        ledger_end = overrides.ledger_end or partial(_ledger_end, settings)
         state.champion.ledger_end_at_start = await ledger_end()
-        _subscribe(broker, state)
+        subscribe(state)
         app.state.gateway = state
-        await broker.start()
+        await state.broker.start()
         log.info("gateway ready", port=settings.gateway_port, history=settings.history_url)
         try:
             yield
         finally:
             await state.progress.close()
-            await broker.stop()
-            await history.aclose()
+            await state.broker.stop()
+            await state.history.close()
 
     return lifespan
+
+
+def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Overrides) -> GatewayState:
+    """The broker, publishers, event hub and history client of one gateway process (nothing
+    connects until the broker starts or a request is made)."""
+    broker = overrides.broker or make_broker(settings, client_id=SERVICE, log_level=logging.DEBUG)
+    hub = EventHub(settings.sse_queue_size)
+    history = HistoryClient.at(
+        settings.history_url, timeout=10.0, transport=overrides.history_transport
+    )
+    return GatewayState(
+        settings=settings,
+        broker=broker,
+        submitted=broker.publisher(DIGITS_SUBMITTED.name),
+        labeled=broker.publisher(DIGITS_LABELED.name),
+        hub=hub,
+        history=history,
+        progress=RescoreProgress(hub, history),
+        metrics=metrics,
+    )
 
 
 async def _ledger_end(settings: Settings) -> int:
@@ -112,31 +121,31 @@ async def _ledger_end(settings: Settings) -> int:
 
 def describe_broker() -> KafkaBroker:
     """The gateway's Kafka endpoints for the AsyncAPI document (nothing connects)."""
-    broker = make_broker(Settings(), client_id="gateway")
-    broker.publisher(DIGITS_SUBMITTED.name)
-    broker.publisher(DIGITS_LABELED.name)
-    _subscribe(broker, cast(GatewayState, None))  # handlers use the state only when called
-    return broker
+    state = build_state(Settings(), GatewayMetrics(), Overrides())
+    subscribe(state)
+    return state.broker
 
 
-def _subscribe(broker: KafkaBroker, state: GatewayState) -> None:
+# Every gateway instance reads these; an invalid record is someone else's to dead-letter.
+SKIP_INVALID = LogRejects(
+    "the gateway only reads this topic; the record's consumers dead-letter it"
+)
+
+
+def subscribe(state: GatewayState) -> None:
+    """Register the gateway's readers of predictions and of the ledger on its broker."""
+
     # No group: every gateway instance sees every prediction, so any can answer any waiter.
-    @broker.subscriber(DIGITS_PREDICTED.name, auto_offset_reset="latest")
-    async def on_predicted(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            event = DigitPredicted.from_bytes(record.value or b"")
-        except InvalidEventError as exc:
-            log.warning("ignoring an invalid prediction", offset=record.offset, error=str(exc))
-            return
-        state.on_prediction(event)
+    @state.broker.subscriber(DIGITS_PREDICTED.name, auto_offset_reset="latest")
+    @typed_batch(DigitPredicted, SKIP_INVALID)
+    async def on_predicted(deliveries: list[Delivery[DigitPredicted]]) -> list[Rejected]:
+        for delivery in deliveries:
+            state.on_prediction(delivery.event)
+        return []
 
-    @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
-    async def on_promoted(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            event = ModelPromoted.from_bytes(record.value or b"")
-        except InvalidEventError as exc:
-            log.warning("ignoring an invalid promotion", offset=record.offset, error=str(exc))
-            return
-        state.on_promotion(event, record.offset)
+    @state.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    @typed_batch(ModelPromoted, SKIP_INVALID)
+    async def on_promoted(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+        for delivery in deliveries:
+            state.on_promotion(delivery.event, delivery.record.offset)
+        return []

@@ -316,7 +316,7 @@ async def history_proxy(request: Request, state: State) -> Response:
         raise HTTPException(404, "no such resource: a path may not contain `.` or `..` segments")
     try:
         # Re-encoded: a decoded path may hold characters a URL cannot (control bytes, spaces).
-        upstream = await state.history.get(quote(path), params=request.query_params)
+        upstream = await state.history.http.get(quote(path), params=request.query_params)
     except httpx.HTTPError as exc:
         log.warning("history-service unreachable", error=str(exc))
         raise HTTPException(503, "the history service is unreachable; try again shortly") from exc

@@ -8,7 +8,11 @@ import time
 import uuid
 from typing import Any
 
-import httpx
+from mnistream_common.history_client import (
+    HistoryClient,
+    HistoryRefusedError,
+    HistoryUnavailableError,
+)
 from mnistream_common.logs import get_logger
 
 from gateway.hub import EventHub, ServerEvent
@@ -20,7 +24,7 @@ class RescoreProgress:
     """One poller per active job; each broadcasts `rescore` events until the job finishes."""
 
     def __init__(
-        self, hub: EventHub, history: httpx.AsyncClient, interval: float = 0.3, idle: float = 30.0
+        self, hub: EventHub, history: HistoryClient, interval: float = 0.3, idle: float = 30.0
     ) -> None:
         self._hub = hub
         self._history = history
@@ -60,11 +64,8 @@ class RescoreProgress:
 
     async def _fetch(self, job_id: uuid.UUID) -> dict[str, Any] | None:
         try:
-            response = await self._history.get(f"/api/rescore-jobs/{job_id}")
-        except httpx.HTTPError as exc:
+            job = await self._history.job(job_id)
+        except (HistoryUnavailableError, HistoryRefusedError) as exc:
             log.warning("rescore progress unavailable", job_id=str(job_id), error=str(exc))
             return None
-        if response.status_code != 200:
-            return None
-        data: dict[str, Any] = response.json()
-        return data
+        return None if job is None else job.model_dump(mode="json")

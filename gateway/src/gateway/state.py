@@ -10,13 +10,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import uuid6
 from fastapi import HTTPException, Request
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 from limits import RateLimitItemPerMinute, storage, strategies
 from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.history_client import (
+    HistoryClient,
+    HistoryRefusedError,
+    HistoryUnavailableError,
+)
 from mnistream_common.logs import get_logger
 
 from gateway.hub import EventHub, ServerEvent
@@ -45,7 +49,7 @@ class GatewayState:
     submitted: DefaultPublisher
     labeled: DefaultPublisher
     hub: EventHub
-    history: httpx.AsyncClient
+    history: HistoryClient
     progress: RescoreProgress
     metrics: GatewayMetrics
     champion: Champion = field(default_factory=Champion)
@@ -100,12 +104,9 @@ class GatewayState:
     async def drawing_exists(self, digit_id: uuid.UUID) -> bool:
         """Whether history-service has the drawing (503 if it cannot say)."""
         try:
-            response = await self.history.get(f"/api/digits/{digit_id}")
-        except httpx.HTTPError as exc:
+            return await self.history.drawing_exists(digit_id)
+        except (HistoryUnavailableError, HistoryRefusedError) as exc:
             raise HTTPException(503, "the history service is unreachable; try again") from exc
-        if response.status_code >= 500:
-            raise HTTPException(503, "the history service failed; try again shortly")
-        return response.status_code == 200
 
     def on_prediction(self, event: DigitPredicted) -> None:
         """Route a prediction from Kafka: live ones to waiters and SSE, jobs to progress."""

@@ -13,7 +13,7 @@ from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, Field
+from mnistream_common.history_api import ReplayIn, ReplayOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of history-service")
@@ -27,21 +27,6 @@ class Replayer(Protocol):
 
 class ReplayRefusedError(Exception):
     """The group cannot be rewound now; the message says why and what to do."""
-
-
-class ReplayIn(BaseModel):
-    """Where to start reading again."""
-
-    since: AwareDatetime | None = Field(
-        default=None, description="The first record time to re-read; none: from the beginning."
-    )
-
-
-class ReplayOut(BaseModel):
-    """What the service will read again."""
-
-    records: dict[str, int] = Field(description="Records to re-read, per topic.")
-    total: int
 
 
 def require_admin(

@@ -10,10 +10,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from mnistream_common.history_api import (
+    ChampionOut,
+    DrawingOut,
+    DrawingsPage,
+    LabeledOut,
+    ModelsOut,
+    PromotionOut,
+    RescoreJobOut,
+    VersionStats,
+)
 from mnistream_common.preprocessing import PreprocessError, preprocess, to_png
 from mnistream_common.rescore import job_id_of_promotion
 from mnistream_common.storage import ObjectStore, S3Uri
-from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -44,41 +53,6 @@ def get_context(request: Request) -> ReadContext:
 Context = Annotated[ReadContext, Depends(get_context)]
 
 
-class PredictionOut(BaseModel):
-    """One model version's reading of a drawing."""
-
-    model_version: int
-    model_name: str
-    predicted_digit: int
-    confidence: float
-    probabilities: list[float]
-    kind: str
-    job_id: uuid.UUID | None
-    predicted_at: datetime
-
-
-class DrawingOut(BaseModel):
-    """A stored drawing with every prediction and its label."""
-
-    digit_id: uuid.UUID
-    submitted_at: datetime
-    media_type: str
-    width: int
-    height: int
-    image_url: str
-    input_url: str
-    label: int | None
-    labeled_at: datetime | None
-    predictions: list[PredictionOut]
-
-
-class DrawingsPage(BaseModel):
-    """Newest first; pass `next_cursor` as `before` for the next page."""
-
-    items: list[DrawingOut]
-    next_cursor: str | None
-
-
 def encode_cursor(drawing: DrawingOut) -> str:
     """An opaque cursor pointing just after `drawing` in newest-first order."""
     raw = f"{drawing.submitted_at.isoformat()}|{drawing.digit_id}"
@@ -93,78 +67,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(when), uuid.UUID(digit_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPException(422, "`before` is not a cursor from `next_cursor`") from exc
-
-
-class PromotionOut(BaseModel):
-    """One entry of the promotion ledger."""
-
-    version: int
-    model_name: str
-    previous_version: int | None
-    architecture: str
-    sha256: str
-    onnx_uri: str
-    metrics: dict[str, float]
-    promoted_by: str
-    reason: str
-    promoted_at: datetime
-
-
-class Flip(BaseModel):
-    """A drawing the new version reads differently."""
-
-    digit_id: uuid.UUID
-    from_: int = Field(alias="from", serialization_alias="from")
-    to: int
-    label: int | None
-
-
-class VersionStats(BaseModel):
-    """What one model version did: counts, agreement, flips, accuracy on user labels."""
-
-    version: int
-    predicted: int
-    live: int
-    rescore: int
-    candidate: int
-    previous_version: int | None
-    compared: int
-    agreement_with_previous: float | None
-    flipped: int = 0
-    flips: list[Flip]
-    flips_by_digit: dict[str, dict[str, int]]
-    labeled: int
-    label_accuracy: float | None
-    previous_label_accuracy: float | None = None
-
-
-class ChampionOut(PromotionOut):
-    """The model serving now, with how it does on user labels."""
-
-    labeled: int
-    label_accuracy: float | None
-
-
-class ModelsOut(BaseModel):
-    """Champion, ledger and per-version statistics."""
-
-    champion: ChampionOut | None
-    promotions: list[PromotionOut]
-    versions: list[int]
-
-
-class RescoreJobOut(BaseModel):
-    """Progress of a rescore or evaluation job."""
-
-    job_id: uuid.UUID
-    kind: str
-    model_version: int
-    done: int
-    total: int
-    finished: bool
-    superseded: bool
-    started_at: datetime
-    updated_at: datetime
 
 
 NotFound: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown digit id."}}
@@ -330,11 +232,11 @@ async def stored_ids(
 
 
 @router.get("/internal/labeled", summary="Stored drawings with a user label")
-async def labeled(context: Context) -> list[dict[str, Any]]:
+async def labeled(context: Context) -> list[LabeledOut]:
     """(digit id, label) of every labeled drawing, for the promotion gate."""
     async with context.engine.connect() as conn:
         rows = await queries.labeled(conn)
-    return [{"digit_id": str(d), "label": label} for d, label in rows]
+    return [LabeledOut(digit_id=d, label=label) for d, label in rows]
 
 
 @router.get("/healthz")

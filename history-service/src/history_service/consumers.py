@@ -7,13 +7,23 @@ not-ready; nothing is skipped. Records that are not valid events go to the dead-
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
+from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from mnistream_common.consume import (
+    DeadLetterRejects,
+    Delivery,
+    MessageHandler,
+    Rejected,
+    typed_batch,
+)
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
@@ -22,21 +32,31 @@ from mnistream_common.events import (
     InvalidEventError,
     ModelPromoted,
 )
-from mnistream_common.kafka import records_of, send_to_dead_letter
+from mnistream_common.kafka import make_broker, rewind_group
 from mnistream_common.logs import get_logger
+from mnistream_common.metrics import report_lag
 from mnistream_common.preprocessing import PreprocessError, peek
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_LABELED,
     DIGITS_PREDICTED,
     DIGITS_SUBMITTED,
+    HISTORY_TOPICS,
     MODEL_PROMOTED,
     Groups,
     TopicSpec,
 )
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
+from history_service.admin import ReplayRefusedError
 from history_service.metrics import HistoryMetrics
+from history_service.settings import Settings
 from history_service.writer import HistoryWriter
 
 log = get_logger(__name__)
@@ -67,84 +87,105 @@ def subscribe_all(
 ) -> list[Any]:
     """Register the four history subscribers on `broker`; returns them (for lag metrics)."""
     metrics = metrics or HistoryMetrics()
-    subscribers: list[Any] = []
-    deadletter = broker.publisher(DIGITS_DEADLETTER.name)
-    plan: list[tuple[TopicSpec, type[Event], Callable[[Any], Awaitable[None]]]] = [
-        (DIGITS_SUBMITTED, DigitSubmitted, writer.drawings),
-        (DIGITS_PREDICTED, DigitPredicted, writer.predictions),
-        (DIGITS_LABELED, DigitLabeled, writer.labels),
-        (MODEL_PROMOTED, ModelPromoted, writer.promotions),
+    rejects = DeadLetterRejects(
+        broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters
+    )
+    store = _Store(writer, health, metrics, retry_s)
+    subscribers = [
+        _subscribe(
+            broker,
+            DIGITS_SUBMITTED,
+            batch_size,
+            typed_batch(DigitSubmitted, rejects, check=_unreadable)(store.store_drawings),
+        ),
+        _subscribe(
+            broker,
+            DIGITS_PREDICTED,
+            batch_size,
+            typed_batch(DigitPredicted, rejects)(store.store_predictions),
+        ),
+        _subscribe(
+            broker,
+            DIGITS_LABELED,
+            batch_size,
+            typed_batch(DigitLabeled, rejects)(store.store_labels),
+        ),
+        _subscribe(
+            broker,
+            MODEL_PROMOTED,
+            batch_size,
+            typed_batch(ModelPromoted, rejects)(store.store_promotions),
+        ),
     ]
-    for spec, event_type, write in plan:
-        subscriber = broker.subscriber(
-            spec.name,
-            group_id=Groups.HISTORY,
-            batch=True,
-            max_records=batch_size,
-            batch_timeout_ms=50,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        subscriber(_handler(spec, event_type, write, deadletter, health, retry_s, metrics))
-        subscribers.append(subscriber)
     return subscribers
 
 
-def _handler(
-    spec: TopicSpec,
-    event_type: type[E],
-    write: Callable[[Sequence[E]], Awaitable[None]],
-    deadletter: Any,
-    health: Health,
-    retry_s: float,
-    metrics: HistoryMetrics,
-) -> Callable[[KafkaMessage], Awaitable[None]]:
-    async def handle(msg: KafkaMessage) -> None:
-        records = records_of(msg)
-        events, poison = _parse(records, event_type)
-        if events:
-            await _write_with_retry(write, events, health, spec.name, retry_s, metrics)
-            _count(metrics, spec.name, events)
-            log.info(
-                "stored",
-                topic=spec.name,
-                count=len(events),
-                digit_ids=[str(d) for e in events if (d := getattr(e, "digit_id", None))],
-            )
-        for record, error in poison:
-            metrics.dead_letters.labels(topic=spec.name).inc()
-            await send_to_dead_letter(deadletter, record, error, SERVICE)
-
-    handle.__name__ = f"store_{spec.name.replace('.', '_')}"
-    return handle
+def _subscribe(
+    broker: KafkaBroker, spec: TopicSpec, batch_size: int, handler: MessageHandler
+) -> Any:
+    subscriber = broker.subscriber(
+        spec.name,
+        group_id=Groups.HISTORY,
+        batch=True,
+        max_records=batch_size,
+        batch_timeout_ms=50,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    subscriber(handler)
+    return subscriber
 
 
-def _parse(records: Sequence[Any], event_type: type[E]) -> tuple[list[E], list[tuple[Any, str]]]:
-    events: list[E] = []
-    poison: list[tuple[Any, str]] = []
-    for record in records:
-        try:
-            event = event_type.from_bytes(record.value or b"")
-        except InvalidEventError as exc:
-            poison.append((record, str(exc)))
-            continue
-        problem = _unreadable(event)
-        if problem:
-            poison.append((record, problem))
-        else:
-            events.append(event)
-    return events, poison
+@dataclass(frozen=True)
+class _Store:
+    """The subscribers' handlers: write a batch durably (retrying outages), then count it."""
+
+    writer: HistoryWriter
+    health: Health
+    metrics: HistoryMetrics
+    retry_s: float
+
+    async def store_drawings(self, deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
+        """Store submitted drawings (objects, then rows)."""
+        return await self._store(DIGITS_SUBMITTED, self.writer.drawings, deliveries)
+
+    async def store_predictions(self, deliveries: list[Delivery[DigitPredicted]]) -> list[Rejected]:
+        """Store predictions and job progress."""
+        return await self._store(DIGITS_PREDICTED, self.writer.predictions, deliveries)
+
+    async def store_labels(self, deliveries: list[Delivery[DigitLabeled]]) -> list[Rejected]:
+        """Store labels (the latest wins)."""
+        return await self._store(DIGITS_LABELED, self.writer.labels, deliveries)
+
+    async def store_promotions(self, deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+        """Store ledger entries."""
+        return await self._store(MODEL_PROMOTED, self.writer.promotions, deliveries)
+
+    async def _store(
+        self,
+        spec: TopicSpec,
+        write: Callable[[Sequence[E]], Awaitable[None]],
+        deliveries: list[Delivery[E]],
+    ) -> list[Rejected]:
+        events = [d.event for d in deliveries]
+        await _write_with_retry(write, events, self.health, spec.name, self.retry_s, self.metrics)
+        _count(self.metrics, spec.name, events)
+        log.info(
+            "stored",
+            topic=spec.name,
+            count=len(events),
+            digit_ids=[str(d) for e in events if (d := getattr(e, "digit_id", None))],
+        )
+        return []
 
 
-def _unreadable(event: Event) -> str | None:
+def _unreadable(event: DigitSubmitted) -> str | None:
     """Why a submitted drawing's bytes are not an image, if they are not (header check only).
 
     The gateway never publishes such a drawing; another producer might. Stored, it would be a
     drawing no model can ever read, which no rescore could finish.
     """
-    if not isinstance(event, DigitSubmitted):
-        return None
     try:
         peek(event.image)
     except PreprocessError as exc:
@@ -192,3 +233,78 @@ def _unhealthy(health: Health, topic: str, outcome: Any) -> None:
     health.storage_ok = False
     health.last_error = f"writing {topic} failed: {error!r}; retrying"
     log.warning("storage write failed; retrying with backoff", topic=topic, error=repr(error))
+
+
+@dataclass
+class Consumers:
+    """The `history` group's consumers in this process: started, stopped, and replayed."""
+
+    settings: Settings
+    writer: HistoryWriter
+    health: Health
+    metrics: HistoryMetrics
+    broker: KafkaBroker | None = None
+    subscribers: list[Any] = field(default_factory=list)
+    lag: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def build(self) -> KafkaBroker:
+        """A broker with the four subscribers registered (nothing connects yet)."""
+        broker = make_broker(self.settings, client_id=SERVICE, log_level=logging.DEBUG)
+        self.subscribers = subscribe_all(
+            broker,
+            self.writer,
+            self.health,
+            self.settings.history_batch_size,
+            self.settings.history_retry_max_seconds,
+            self.metrics,
+        )
+        return broker
+
+    async def start(self) -> None:
+        """Subscribe to the four topics and consume from the group's committed offsets."""
+        broker = self.build()
+        await broker.start()
+        self.broker = broker
+        self.lag = asyncio.create_task(
+            report_lag([(Groups.HISTORY, s) for s in self.subscribers], self.metrics.lag)
+        )
+
+    async def stop(self) -> None:
+        """Finish the batches in hand, commit, and leave the group."""
+        if self.lag is not None:
+            self.lag.cancel()
+        if self.broker is not None:
+            await self.broker.stop()
+        self.broker, self.lag = None, None
+
+    async def replay(self, since: datetime | None) -> dict[str, int]:
+        """Stop consuming, rewind the group to the beginning (or `since`), consume again."""
+        async with self.lock:
+            await self.stop()
+            try:
+                records = await self._rewind(since)
+            finally:
+                await self.start()
+        log.info("history replay", since=str(since) if since else "beginning", records=records)
+        return records
+
+    async def _rewind(self, since: datetime | None) -> dict[str, int]:
+        # Leaving the group takes the coordinator a moment; another instance never leaves.
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(CommitFailedError),
+                wait=wait_exponential(multiplier=0.2, max=2),
+                stop=stop_after_delay(15),
+                reraise=True,
+            ):
+                with attempt:
+                    return await rewind_group(
+                        self.settings.kafka_bootstrap_servers, Groups.HISTORY, HISTORY_TOPICS, since
+                    )
+        except CommitFailedError as exc:
+            raise ReplayRefusedError(
+                "the `history` consumer group still has members: another history-service "
+                "instance is consuming; stop the others, then replay"
+            ) from exc
+        raise AssertionError("unreachable: tenacity reraises")

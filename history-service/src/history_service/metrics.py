@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnistream_common.metrics import lag_gauge
+from mnistream_common.metrics import dead_letter_counter, lag_gauge
 from prometheus_client import CollectorRegistry, Counter
 
 
@@ -28,9 +28,7 @@ class HistoryMetrics:
             ["model_version", "kind"],
             registry=r,
         )
-        self.dead_letters = Counter(
-            "mnistream_dead_letters", "Records sent to digits.deadletter.", ["topic"], registry=r
-        )
+        self.dead_letters = dead_letter_counter(r)
         self.write_retries = Counter(
             "mnistream_history_write_retries",
             "Writes retried after a storage failure.",

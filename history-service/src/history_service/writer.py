@@ -1,6 +1,6 @@
 """Idempotent writes of events into Postgres and MinIO.
 
-Every write is an upsert keyed the way design.md says (digit id; digit id and model version;
+Every write is an upsert keyed the way docs/design.md says (digit id; digit id and model version;
 event id for the ledger) and resolves conflicts by a rule that does not depend on arrival
 order, so processing a topic twice, or replaying it into an empty database, gives the same rows.
 """
@@ -31,7 +31,7 @@ class HistoryWriter:
 
     def __init__(self, engine: AsyncEngine, store: ObjectStore, bucket: str) -> None:
         self._engine = engine
-        self._store = store
+        self.store = store
         self._bucket = bucket
 
     async def drawings(self, events: Sequence[DigitSubmitted]) -> None:
@@ -39,7 +39,7 @@ class HistoryWriter:
         unique = {e.digit_id: e for e in events}
         await asyncio.gather(
             *(
-                self._store.put(S3Uri(self._bucket, drawing_key(e.digit_id)), e.image, e.media_type)
+                self.store.put(S3Uri(self._bucket, drawing_key(e.digit_id)), e.image, e.media_type)
                 for e in unique.values()
             )
         )

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from mnistream_common.events import InvalidEventError, ModelPromoted
-from mnistream_common.kafka import end_offsets, make_broker, record_of, records_of
+from mnistream_common.consume import (
+    DeadLetterRejects,
+    Delivery,
+    LogRejects,
+    Rejected,
+    typed_batch,
+)
+from mnistream_common.events import DigitSubmitted, ModelPromoted
+from mnistream_common.kafka import end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
@@ -29,12 +36,21 @@ from mnistream_serving.loader import fetch_and_build
 from mnistream_serving.model import LoadedModel, RuntimeOptions
 from prometheus_client import make_asgi_app
 
-from inference_worker.handlers import BatchHandler
-from inference_worker.keeper import ModelKeeper
+from inference_worker.handlers import SERVICE, BatchHandler
+from inference_worker.keeper import Loader, ModelKeeper
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.settings import Settings
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the worker talks to, replaced in component tests. Left empty, the lifespan connects
+    to the real ones: models come from object storage, the ledger's end from Kafka."""
+
+    load_model: Loader | None = None
+    ledger_end: Callable[[], Awaitable[int]] | None = None
 
 
 @dataclass
@@ -45,21 +61,24 @@ class Worker:
     broker: KafkaBroker
     keeper: ModelKeeper
     handler: BatchHandler
+    rejects: DeadLetterRejects
     metrics: WorkerMetrics
     consuming: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     subscribers: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def create_app(settings: Settings | None = None) -> AsgiFastStream:
+def create_app(
+    settings: Settings | None = None, overrides: Overrides | None = None
+) -> AsgiFastStream:
     """Build the worker; nothing connects until the app starts."""
     settings = settings or Settings()
-    configure_logging("inference-worker", level=settings.log_level, json=settings.log_json)
-    worker = build_worker(settings)
+    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
+    worker = build_worker(settings, overrides)
     return AsgiFastStream(
         worker.broker,
         logger=logging.getLogger("mnistream.app"),
-        lifespan=_lifespan(worker),
+        lifespan=_lifespan(worker, overrides or Overrides()),
         asgi_routes=[
             ("/healthz", _healthz()),
             ("/readyz", _readyz(worker)),
@@ -68,15 +87,11 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     )
 
 
-def build_worker(settings: Settings) -> Worker:
+def build_worker(settings: Settings, overrides: Overrides | None = None) -> Worker:
     """The broker, model keeper and batch handler of one worker, wired together."""
+    overrides = overrides or Overrides()
     broker = make_broker(settings, client_id=settings.worker_id, log_level=logging.DEBUG)
     metrics = WorkerMetrics()
-    store = ObjectStore(make_minio(settings))
-    options = RuntimeOptions(settings.onnx_threads, settings.prefer_gpu, settings.max_batch_size)
-
-    async def load(event: ModelPromoted) -> LoadedModel:
-        return await fetch_and_build(store, event.model, event.onnx_uri, options)
 
     async def on_swap(model: LoadedModel, previous: LoadedModel | None) -> None:
         metrics.swaps.inc()
@@ -85,30 +100,48 @@ def build_worker(settings: Settings) -> Worker:
             worker.consuming = True
             await _start_consuming(worker)
 
-    handler = BatchHandler(
-        settings.worker_id,
-        broker.publisher(DIGITS_PREDICTED.name),
-        broker.publisher(DIGITS_DEADLETTER.name),
+    worker = Worker(
+        settings,
+        broker,
+        ModelKeeper(overrides.load_model or _store_loader(settings), on_swap),
+        BatchHandler(settings.worker_id, broker.publisher(DIGITS_PREDICTED.name), metrics),
+        DeadLetterRejects(broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters),
         metrics,
     )
-    worker = Worker(settings, broker, ModelKeeper(load, on_swap), handler, metrics)
     _subscribe_to_promotions(worker)
     return worker
 
 
+def _store_loader(settings: Settings) -> Loader:
+    """Models from object storage; the client is made on the first load, not at build time."""
+    options = RuntimeOptions(settings.onnx_threads, settings.prefer_gpu, settings.max_batch_size)
+    stores: list[ObjectStore] = []
+
+    async def load(event: ModelPromoted) -> LoadedModel:
+        if not stores:
+            stores.append(ObjectStore(make_minio(settings)))
+        return await fetch_and_build(stores[0], event.model, event.onnx_uri, options)
+
+    return load
+
+
 def _subscribe_to_promotions(worker: Worker) -> None:
     # No group: every worker instance reads the whole ledger and sees every promotion.
-    @worker.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
-    async def on_promoted(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            event = ModelPromoted.from_bytes(record.value or b"")
-        except InvalidEventError as exc:
-            # history-service dead-letters ledger records once; N workers would duplicate it.
-            log.error("ignoring an invalid promotion", offset=record.offset, error=str(exc))
-            worker.keeper.skipped(record.offset)
-            return
-        worker.keeper.promoted(event, record.offset)
+    subscriber = worker.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    # history-service dead-letters ledger records once; N workers would duplicate it.
+    skip = LogRejects("an invalid promotion; history-service dead-letters it")
+
+    async def skip_invalid(rejected: Sequence[Rejected]) -> None:
+        await skip(rejected)
+        for item in rejected:
+            worker.keeper.skipped(item.record.offset)
+
+    @subscriber
+    @typed_batch(ModelPromoted, skip_invalid)
+    async def on_promoted(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+        for delivery in deliveries:
+            worker.keeper.promoted(delivery.event, delivery.record.offset)
+        return []
 
 
 async def _start_consuming(worker: Worker) -> None:
@@ -139,11 +172,11 @@ def _submitted_subscriber(worker: Worker) -> Any:
     )
 
     @subscriber
-    async def on_submitted(msg: KafkaMessage) -> None:
+    @typed_batch(DigitSubmitted, worker.rejects)
+    async def on_submitted(deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
         model = worker.keeper.current
         assert model is not None  # consuming starts only after the first model is in place
-        records = records_of(msg)
-        await worker.handler(model, records)
+        return await worker.handler(model, deliveries)
 
     return subscriber
 
@@ -159,11 +192,10 @@ def describe_broker() -> KafkaBroker:
     return worker.broker
 
 
-def _lifespan(worker: Worker) -> Any:
+def _lifespan(worker: Worker, overrides: Overrides) -> Any:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        ends = await end_offsets(worker.settings.kafka_bootstrap_servers, MODEL_PROMOTED)
-        end = ends.get(0, 0)
+        end = await (overrides.ledger_end or partial(_ledger_end, worker.settings))()
         worker.keeper.ledger_end_at_start = end
         if end == 0:
             log.warning(
@@ -179,6 +211,10 @@ def _lifespan(worker: Worker) -> Any:
                 task.cancel()
 
     return lifespan
+
+
+async def _ledger_end(settings: Settings) -> int:
+    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
 
 
 def _healthz() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnistream_common.metrics import lag_gauge
+from mnistream_common.metrics import dead_letter_counter, lag_gauge
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _MS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -21,9 +21,7 @@ class WorkerMetrics:
         self.predictions = Counter(
             "mnistream_predictions", "Predictions published.", ["model_version", "kind"], registry=r
         )
-        self.dead_letters = Counter(
-            "mnistream_dead_letters", "Records sent to digits.deadletter.", ["reason"], registry=r
-        )
+        self.dead_letters = dead_letter_counter(r)
         self.batch_size = Histogram(
             "mnistream_batch_size",
             "Drawings per session.run.",

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from mnistream_common.events import InvalidEventError, ModelPromoted, RescoreTask
-from mnistream_common.kafka import end_offsets, make_broker, record_of, send_to_dead_letter
+from mnistream_common.consume import DeadLetterRejects, Delivery, LogRejects, Rejected, typed_batch
+from mnistream_common.events import ModelPromoted, RescoreTask
+from mnistream_common.history_client import HistoryClient
+from mnistream_common.kafka import end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
-from mnistream_common.metrics import lag_gauge, report_lag
+from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
@@ -28,35 +31,73 @@ from mnistream_common.topics import (
 )
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
-from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
+from prometheus_client import make_asgi_app
 
 from rescore_worker.handlers import ChunkScorer, Planner
 from rescore_worker.ledger import Ledger
+from rescore_worker.metrics import RescoreMetrics
 from rescore_worker.settings import Settings
 
 log = get_logger(__name__)
 SERVICE = "rescore-worker"
+# history-service dead-letters an invalid ledger record once; every reader of it skips it.
+SKIP_INVALID_PROMOTIONS = LogRejects("an invalid promotion; history-service dead-letters it")
 
 
-def create_app(settings: Settings | None = None) -> AsgiFastStream:
-    """Build the worker; connections are made when it starts."""
+@dataclass(frozen=True)
+class Overrides:
+    """What the worker talks to, replaced in component tests. Left empty, the lifespan connects
+    to the real ones: object storage, history-service, and Kafka for the ledger's end."""
+
+    store: ObjectStore | None = None
+    history_transport: httpx.AsyncBaseTransport | None = None
+    ledger_end: Callable[[], Awaitable[int]] | None = None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the subscribers call; built from the settings, its clients connect on first use."""
+
+    history: HistoryClient
+    planner: Planner
+    scorer: ChunkScorer
+    ledger: Ledger
+    rejects: DeadLetterRejects
+
+
+def create_app(
+    settings: Settings | None = None, overrides: Overrides | None = None
+) -> AsgiFastStream:
+    """Build the worker; clients are made and connect in the lifespan."""
     settings = settings or Settings()
     configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
     broker = make_broker(settings, client_id=settings.worker_id, log_level=logging.DEBUG)
-    registry = CollectorRegistry()
-    rescored = Counter(
-        "mnistream_rescored", "Drawings rescored.", ["model_version", "kind"], registry=registry
+    metrics = RescoreMetrics()
+    return AsgiFastStream(
+        broker,
+        logger=logging.getLogger("mnistream.app"),
+        lifespan=_lifespan(settings, broker, metrics, overrides or Overrides()),
+        asgi_routes=[
+            ("/healthz", _probe(broker, ready_check=False)),
+            ("/readyz", _probe(broker, ready_check=True)),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
     )
-    history = httpx.AsyncClient(base_url=settings.history_url, timeout=30.0)
-    ledger = Ledger()
-    store = ObjectStore(make_minio(settings, max_connections=settings.rescore_fetch_concurrency))
+
+
+def build_parts(
+    settings: Settings, broker: KafkaBroker, metrics: RescoreMetrics, overrides: Overrides
+) -> Parts:
+    """The planner and the chunk scorer with their clients and publishers."""
+    history = HistoryClient.at(settings.history_url, transport=overrides.history_transport)
+    store = overrides.store or ObjectStore(
+        make_minio(settings, max_connections=settings.rescore_fetch_concurrency)
+    )
     options = RuntimeOptions(
         settings.onnx_threads, settings.prefer_gpu, settings.rescore_chunk_size
     )
-
-    async def ledger_end() -> int:
-        return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
-
+    ledger = Ledger()
+    ledger_end = overrides.ledger_end or partial(_ledger_end, settings)
     planner = Planner(
         history, broker.publisher(RESCORE_TASKS.name), ledger_end, settings.rescore_chunk_size
     )
@@ -69,50 +110,39 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         settings.worker_id,
         settings.rescore_fetch_concurrency,
     )
-    tasks = _subscribe(broker, ledger, planner, scorer, rescored)
-    return AsgiFastStream(
-        broker,
-        logger=logging.getLogger("mnistream.app"),
-        lifespan=_lifespan(history, tasks, lag_gauge(registry)),
-        asgi_routes=[
-            ("/healthz", _probe(broker, ready_check=False)),
-            ("/readyz", _probe(broker, ready_check=True)),
-            ("/metrics", make_asgi_app(registry)),
-        ],
+    rejects = DeadLetterRejects(
+        broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters
     )
+    return Parts(history, planner, scorer, ledger, rejects)
 
 
-def _subscribe(
-    broker: KafkaBroker, ledger: Ledger, planner: Planner, scorer: ChunkScorer, rescored: Counter
-) -> Any:
-    deadletter = broker.publisher(DIGITS_DEADLETTER.name)
+async def _ledger_end(settings: Settings) -> int:
+    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
 
-    async def to_dead_letter(record: Any, error: str) -> None:
-        await send_to_dead_letter(deadletter, record, error, SERVICE)
+
+def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any:
+    """Register the ledger tracker, the planner and the chunk consumer; returns the last."""
 
     # Every instance reads the whole ledger (no group) to know which promotion is the newest.
     @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
-    async def track(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            ledger.record(ModelPromoted.from_bytes(record.value or b""), record.offset)
-        except InvalidEventError:
-            return  # history-service dead-letters invalid ledger records
+    @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
+    async def track(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+        for delivery in deliveries:
+            parts.ledger.record(delivery.event, delivery.record.offset)
+        return []
 
-    # One planner per promotion: the group has one consumer of the single ledger partition.
+    # At least one planner per promotion; planning the same job twice is harmless.
     @broker.subscriber(
         MODEL_PROMOTED.name,
         group_id=Groups.RESCORE_PLANNER,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
-    async def plan(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            event = ModelPromoted.from_bytes(record.value or b"")
-        except InvalidEventError:
-            return
-        await planner(event, record.offset)
+    @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
+    async def plan(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+        for delivery in deliveries:
+            await parts.planner(delivery.event, delivery.record.offset)
+        return []
 
     tasks = broker.subscriber(
         RESCORE_TASKS.name,
@@ -123,35 +153,49 @@ def _subscribe(
     )
 
     @tasks
-    async def rescore(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        try:
-            task = RescoreTask.from_bytes(record.value or b"")
-        except InvalidEventError as exc:
-            await to_dead_letter(record, str(exc))
-            return
-        try:
-            count = await scorer(task)
-        except ModelRejectedError as exc:
-            # Redelivering would fail the same way forever and block the partition.
-            await to_dead_letter(record, f"model v{task.model.version} rejected: {exc}")
-            return
-        rescored.labels(model_version=str(task.model.version), kind=task.kind).inc(count)
+    @typed_batch(RescoreTask, parts.rejects)
+    async def rescore(deliveries: list[Delivery[RescoreTask]]) -> list[Rejected]:
+        rejected = []
+        for delivery in deliveries:
+            task = delivery.event
+            try:
+                count = await parts.scorer(task)
+            except ModelRejectedError as exc:
+                # Redelivering would fail the same way forever and block the partition.
+                rejected.append(
+                    Rejected(delivery.record, f"model v{task.model.version} rejected: {exc}")
+                )
+                continue
+            metrics.rescored.labels(model_version=str(task.model.version), kind=task.kind).inc(
+                count
+            )
+        return rejected
 
     return tasks
 
 
+def describe_broker() -> KafkaBroker:
+    """A rescore worker's Kafka endpoints for the AsyncAPI document (nothing connects)."""
+    settings = Settings()
+    broker = make_broker(settings, client_id=SERVICE)
+    metrics = RescoreMetrics()
+    subscribe(broker, build_parts(settings, broker, metrics, Overrides()), metrics)
+    return broker
+
+
 def _lifespan(
-    history: httpx.AsyncClient, tasks: Any, lag: Gauge
+    settings: Settings, broker: KafkaBroker, metrics: RescoreMetrics, overrides: Overrides
 ) -> Callable[[], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        reporter = asyncio.create_task(report_lag([(Groups.RESCORE, tasks)], lag))
+        parts = build_parts(settings, broker, metrics, overrides)
+        tasks = subscribe(broker, parts, metrics)  # before the broker starts, which starts them
+        reporter = asyncio.create_task(report_lag([(Groups.RESCORE, tasks)], metrics.lag))
         try:
             yield
         finally:
             reporter.cancel()
-            await history.aclose()
+            await parts.history.close()
 
     return lifespan
 

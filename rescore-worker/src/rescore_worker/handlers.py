@@ -7,11 +7,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
+from mnistream_common.consume import Publisher
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask, Timings
-from mnistream_common.history_client import stored_digit_ids
+from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.logs import get_logger
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_common.storage import ObjectStore
@@ -25,17 +25,11 @@ from rescore_worker.sources import fetch_images
 log = get_logger(__name__)
 
 
-class Publisher(Protocol):
-    """The part of a FastStream publisher the handlers use."""
-
-    async def publish(self, message: Any, *, key: bytes | None = None) -> Any: ...
-
-
 @dataclass
 class Planner:
     """On a promotion, publish the chunks of a job that rescores every stored drawing."""
 
-    history: httpx.AsyncClient
+    history: HistoryClient
     tasks: Publisher
     ledger_end: Callable[[], Awaitable[int]]
     chunk_size: int
@@ -62,7 +56,7 @@ class Planner:
         # history-service may still be starting (or restarting): wait for it rather than
         # redelivering the promotion in a tight loop.
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(httpx.HTTPError),
+            retry=retry_if_exception_type(HistoryUnavailableError),
             wait=wait_exponential(multiplier=0.5, max=10),
             stop=stop_after_delay(600),
             reraise=True,
@@ -72,7 +66,7 @@ class Planner:
             ),
         ):
             with attempt:
-                return await stored_digit_ids(self.history)
+                return await self.history.stored_ids()
         raise AssertionError("unreachable: tenacity reraises")
 
 

@@ -21,10 +21,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from gateway.app import Edges, create_app
+from gateway.app import Overrides, create_app
 from gateway.settings import Settings
+from mnistream_common.consume import records_of
 from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelRef, Timings
-from mnistream_common.kafka import make_broker, record_of
+from mnistream_common.kafka import make_broker
 from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED
 
 MODEL = ModelRef(name="mnist-digits", version=7, sha256="7a" * 32)
@@ -141,16 +142,15 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
 
     @broker.subscriber(DIGITS_SUBMITTED.name, group_id="fake-inference")
     async def fake_inference(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        submitted.append(Record(record.key, record.value))
-        worker.received(DigitSubmitted.from_bytes(record.value))
+        for record in records_of(msg):
+            submitted.append(Record(record.key, record.value or b""))
+            worker.received(DigitSubmitted.from_bytes(record.value or b""))
 
     @broker.subscriber(DIGITS_LABELED.name, group_id="fake-history")
     async def fake_history_consumer(msg: KafkaMessage) -> None:
-        record = record_of(msg)
-        labeled.append(Record(record.key, record.value))
+        labeled.extend(Record(r.key, r.value or b"") for r in records_of(msg))
 
-    edges = Edges(
+    edges = Overrides(
         broker=broker,
         ledger_end=_empty_ledger,
         history_transport=httpx.MockTransport(history.handle),

@@ -14,8 +14,8 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from history_service.consumers import Health, subscribe_all
 from history_service.writer import HistoryWriter
+from mnistream_common.consume import records_of
 from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
-from mnistream_common.kafka import record_of
 from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_LABELED, MODEL_PROMOTED
 
 from tests.helpers import promotion, tiny_onnx_model
@@ -58,11 +58,12 @@ class History:
 @pytest.fixture
 async def history() -> AsyncIterator[History]:
     broker = KafkaBroker("kafka.invalid:9092")
-    writer, health, dead = FakeWriter(), Health(), []
+    writer, health = FakeWriter(), Health()
+    dead: list[DeadLetter] = []
 
     @broker.subscriber(DIGITS_DEADLETTER.name, group_id="fake-replay")
     async def dead_letters(msg: KafkaMessage) -> None:
-        dead.append(DeadLetter.from_bytes(record_of(msg).value))
+        dead.extend(DeadLetter.from_bytes(r.value or b"") for r in records_of(msg))
 
     subscribe_all(broker, cast(HistoryWriter, writer), health, batch_size=100, retry_s=10.0)
     async with TestKafkaBroker(broker):

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
-from inference_worker.handlers import BatchHandler
+from inference_worker.handlers import SERVICE, BatchHandler
 from inference_worker.metrics import WorkerMetrics
-from mnistream_common.events import DeadLetter, DigitPredicted
+from mnistream_common.consume import (
+    DeadLetterRejects,
+    Delivery,
+    Publisher,
+    Rejected,
+    typed_batch,
+)
+from mnistream_common.events import DeadLetter, DigitPredicted, DigitSubmitted
 from mnistream_common.preprocessing import preprocess, to_batch
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
@@ -21,6 +29,7 @@ from tests.helpers import (
     FakePublisher,
     FakeRecord,
     blank_png,
+    deliver,
     drawing_png,
     encode_ink,
     model_ref,
@@ -39,9 +48,23 @@ def model() -> LoadedModel:
     return build_model(model_ref(onnx_bytes, 6), onnx_bytes, RuntimeOptions(1, False, 4))
 
 
-def handler() -> tuple[BatchHandler, FakePublisher, FakePublisher]:
-    predicted, deadletter = FakePublisher(), FakePublisher()
-    return BatchHandler(WORKER, predicted, deadletter, WorkerMetrics()), predicted, deadletter
+Handle = Callable[[LoadedModel, Sequence[FakeRecord]], Awaitable[None]]
+
+
+def handler(predicted: Publisher | None = None) -> tuple[Handle, FakePublisher, FakePublisher]:
+    """The worker's batch handler behind the typed subscriber seam, as the worker wires it."""
+    published, deadletter = FakePublisher(), FakePublisher()
+    batch_handler = BatchHandler(WORKER, predicted or published, WorkerMetrics())
+    rejects = DeadLetterRejects(deadletter, SERVICE)
+
+    async def handle(model: LoadedModel, batch: Sequence[FakeRecord]) -> None:
+        @typed_batch(DigitSubmitted, rejects)
+        async def on_submitted(deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
+            return await batch_handler(model, deliveries)
+
+        await deliver(on_submitted, batch)
+
+    return handle, published, deadletter
 
 
 def predictions(publisher: FakePublisher) -> list[DigitPredicted]:
@@ -164,7 +187,7 @@ class FailingPublisher:
 async def test_an_unacknowledged_publish_fails_the_batch_so_it_is_not_committed(
     model: LoadedModel,
 ) -> None:
-    handle = BatchHandler(WORKER, FailingPublisher(), FakePublisher(), WorkerMetrics())
+    handle, _, _ = handler(FailingPublisher())
 
     with pytest.raises(ConnectionError):
         await handle(model, records([submitted().to_bytes()]))

@@ -13,11 +13,12 @@ import pytest
 from inference_worker.handlers import BatchHandler
 from inference_worker.keeper import ModelKeeper
 from inference_worker.metrics import WorkerMetrics
-from mnistream_common.events import DigitPredicted, ModelPromoted
+from mnistream_common.consume import Delivery, parse_records
+from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelPromoted
 from mnistream_serving.loader import ModelUnavailableError
 from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
 
-from tests.helpers import FakePublisher, promotion, records, submitted, tiny_onnx_model
+from tests.helpers import promotion, records, submitted, tiny_onnx_model
 from tests.stack import wait_until_async
 
 OPTIONS = RuntimeOptions(1, False, 2)
@@ -164,19 +165,24 @@ async def test_a_batch_in_progress_keeps_the_model_it_started_with(running: Runn
     await running.until_serving(1)
     gate = asyncio.Event()
     held = HeldPublisher(gate)
-    handler = BatchHandler("w", held, FakePublisher(), WorkerMetrics())
+    handler = BatchHandler("w", held, WorkerMetrics())
 
     # What the worker's subscriber does: read the current model once, then run the batch.
-    first = asyncio.create_task(handler(_current(running), records([submitted().to_bytes()] * 3)))
+    first = asyncio.create_task(handler(_current(running), drawings(3)))
     await running.until(lambda: held.waiting, "the batch to be publishing")
     running.promote(2, 1)
     await running.until_serving(2)
     gate.set()
     await first
-    await handler(_current(running), records([submitted().to_bytes()]))
+    await handler(_current(running), drawings(1))
 
     versions = [DigitPredicted.from_bytes(m).model.version for m in held.bodies]
     assert versions == [1, 1, 1, 2]
+
+
+def drawings(count: int) -> list[Delivery[DigitSubmitted]]:
+    deliveries, _ = parse_records(records([submitted().to_bytes()] * count), DigitSubmitted)
+    return deliveries
 
 
 def _current(running: Running) -> LoadedModel:

@@ -13,8 +13,8 @@ from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from inference_worker import app as worker_app
 from inference_worker.settings import Settings
+from mnistream_common.consume import records_of
 from mnistream_common.events import DeadLetter, DigitPredicted, ModelPromoted
-from mnistream_common.kafka import record_of
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_PREDICTED,
@@ -38,13 +38,10 @@ class Outputs:
 
 
 @pytest.fixture
-async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Outputs, Any]]:
-    async def fetch_and_build(
-        store: Any, ref: Any, uri: str, options: RuntimeOptions
-    ) -> LoadedModel:
-        return build_model(ref, ONNX, options)  # the object store is not reached
+async def running() -> AsyncIterator[tuple[Any, Outputs, Any]]:
+    async def load_model(event: ModelPromoted) -> LoadedModel:
+        return build_model(event.model, ONNX, RuntimeOptions(1, False, 4))  # no object store
 
-    monkeypatch.setattr(worker_app, "fetch_and_build", fetch_and_build)
     settings = Settings(
         _env_file=None,
         kafka_bootstrap_servers="kafka.invalid:9092",
@@ -53,16 +50,16 @@ async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, O
         log_json=False,
         log_level="WARNING",
     )
-    worker = worker_app.build_worker(settings)
+    worker = worker_app.build_worker(settings, worker_app.Overrides(load_model=load_model))
     outputs = Outputs()
 
     @worker.broker.subscriber(DIGITS_PREDICTED.name, group_id="test-predicted")
     async def on_predicted(msg: KafkaMessage) -> None:
-        outputs.predicted.append(DigitPredicted.from_bytes(record_of(msg).value or b""))
+        outputs.predicted.extend(DigitPredicted.from_bytes(r.value or b"") for r in records_of(msg))
 
     @worker.broker.subscriber(DIGITS_DEADLETTER.name, group_id="test-deadletter")
     async def on_dead(msg: KafkaMessage) -> None:
-        outputs.dead.append(DeadLetter.from_bytes(record_of(msg).value or b""))
+        outputs.dead.extend(DeadLetter.from_bytes(r.value or b"") for r in records_of(msg))
 
     async with TestKafkaBroker(worker.broker) as broker:
         keeper = asyncio.create_task(worker.keeper.run())

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import structlog
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask
+from mnistream_common.history_client import HistoryClient
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
@@ -212,7 +213,7 @@ async def test_a_model_that_does_not_match_its_sha256_is_refused(rescore: Rescor
 # --- the planner ----------------------------------------------------------------------------
 
 
-def history_with(ids: list[uuid.UUID]) -> httpx.AsyncClient:
+def history_with(ids: list[uuid.UUID]) -> HistoryClient:
     """history-service's internal id listing, paged by `after`."""
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -224,7 +225,7 @@ def history_with(ids: list[uuid.UUID]) -> httpx.AsyncClient:
             rest = [d for d in rest if d > uuid.UUID(after)]
         return httpx.Response(200, json=[str(d) for d in rest[:limit]])
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://history")
+    return HistoryClient.at("http://history", transport=httpx.MockTransport(handle))
 
 
 async def test_the_planner_puts_every_stored_drawing_in_exactly_one_chunk() -> None:

@@ -48,7 +48,11 @@ def promoter(monkeypatch: pytest.MonkeyPatch) -> tuple[Promoter, FakeRegistry, l
     registry = FakeRegistry(alias=2)
     ledger: list[ModelPromoted] = []
     monkeypatch.setattr(Promoter, "registry", property(lambda self: registry))
-    monkeypatch.setattr(Promoter, "ledger", lambda self: list(ledger))
+
+    async def read(self: Promoter) -> list[ModelPromoted]:
+        return list(ledger)
+
+    monkeypatch.setattr(Promoter, "ledger", read)
     return Promoter(Settings(_env_file=None)), registry, ledger
 
 
@@ -62,42 +66,42 @@ def publishing(outcome: str, ledger: list[Any]) -> Any:
     return publish
 
 
-def test_a_published_promotion_moves_the_alias(
+async def test_a_published_promotion_moves_the_alias(
     promoter: tuple[Promoter, FakeRegistry, list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subject, registry, ledger = promoter
     monkeypatch.setattr(promotion, "publish_promotion", publishing("ok", ledger))
 
-    event = subject.promote(CANDIDATE, previous=2, reason="better")
+    event = await subject.promote(CANDIDATE, previous=2, reason="better")
 
     assert registry.alias == 3 and ledger == [event]
     assert event.previous_version == 2 and event.reason == "better"
 
 
-def test_a_failed_publish_puts_the_alias_back_and_says_so(
+async def test_a_failed_publish_puts_the_alias_back_and_says_so(
     promoter: tuple[Promoter, FakeRegistry, list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subject, registry, ledger = promoter
     monkeypatch.setattr(promotion, "publish_promotion", publishing("lost", ledger))
 
     with pytest.raises(PromotionError, match="put back to v2, nothing was promoted"):
-        subject.promote(CANDIDATE, previous=2, reason="better")
+        await subject.promote(CANDIDATE, previous=2, reason="better")
 
     assert registry.moves == [3, 2] and ledger == []
 
 
-def test_an_event_acknowledged_after_the_wait_counts_as_promoted(
+async def test_an_event_acknowledged_after_the_wait_counts_as_promoted(
     promoter: tuple[Promoter, FakeRegistry, list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subject, registry, ledger = promoter
     monkeypatch.setattr(promotion, "publish_promotion", publishing("late", ledger))
 
-    event = subject.promote(CANDIDATE, previous=2, reason="better")
+    event = await subject.promote(CANDIDATE, previous=2, reason="better")
 
     assert registry.alias == 3 and ledger == [event], "the ledger has it: the alias stays"
 
 
-def test_a_failed_undo_is_reported_not_hidden(
+async def test_a_failed_undo_is_reported_not_hidden(
     promoter: tuple[Promoter, FakeRegistry, list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subject, registry, ledger = promoter
@@ -105,4 +109,4 @@ def test_a_failed_undo_is_reported_not_hidden(
     monkeypatch.setattr(promotion, "publish_promotion", publishing("lost", ledger))
 
     with pytest.raises(PromotionError, match="alias points at v3 but no worker serves it"):
-        subject.promote(CANDIDATE, previous=2, reason="better")
+        await subject.promote(CANDIDATE, previous=2, reason="better")

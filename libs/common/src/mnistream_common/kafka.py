@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.structs import OffsetAndMetadata
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
 
-from mnistream_common.events import DeadLetter, utc_now
+from mnistream_common.events import DeadLetter, InvalidEventError, ModelPromoted, utc_now
 from mnistream_common.logs import get_logger
 from mnistream_common.settings import KafkaSettings
-from mnistream_common.topics import ALL_TOPICS, TopicSpec
+from mnistream_common.topics import ALL_TOPICS, MODEL_PROMOTED, TopicSpec
 
 # Headroom over the largest event (a 512 KB upload, base64-encoded, inside a dead letter).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -34,15 +33,23 @@ log = logging.getLogger(__name__)
 _log = get_logger(__name__)
 
 
+# Every producer of mnistream, the services' and the CLI's: a send counts only once every
+# in-sync replica has it, and a retried send is never written twice.
+DURABLE_PRODUCER: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_request_size": MAX_REQUEST_BYTES,
+}
+PUBLISH_TIMEOUT_S = 15.0
+
+
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
     """A FastStream Kafka broker whose producer is durable: acks=all and idempotent."""
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=MAX_REQUEST_BYTES,
         logger=logging.getLogger("mnistream.kafka"),
+        **DURABLE_PRODUCER,
         **kwargs,
     )
     broker.add_middleware(_renewing_middleware(ProducerRenewal(broker)))
@@ -87,6 +94,46 @@ def _renewing_middleware(renewal: ProducerRenewal) -> Any:
                 raise  # this send failed; the caller's retry or redelivery uses the new one
 
     return RenewBrokenProducer
+
+
+@contextlib.asynccontextmanager
+async def durable_producer(
+    bootstrap_servers: str, *, timeout_s: float = PUBLISH_TIMEOUT_S
+) -> AsyncIterator[AIOKafkaProducer]:
+    """A started durable producer for one-off sends (the CLI's promotions, replays, tasks)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=int(timeout_s * 1000),
+        **DURABLE_PRODUCER,
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
+    """Every valid promotion in the ledger, oldest first (invalid records are skipped:
+    history-service dead-letters them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        partition = TopicPartition(MODEL_PROMOTED.name, 0)
+        consumer.assign([partition])
+        end = (await consumer.end_offsets([partition]))[partition]
+        # An explicit seek: seek_to_beginning right after end_offsets left the position at
+        # the end here (aiokafka 0.14), silently reading an empty ledger.
+        consumer.seek(partition, (await consumer.beginning_offsets([partition]))[partition])
+        events: list[ModelPromoted] = []
+        while await consumer.position(partition) < end:
+            batch = await consumer.getmany(partition, timeout_ms=1000)
+            for record in batch.get(partition, []):
+                with contextlib.suppress(InvalidEventError):
+                    events.append(ModelPromoted.from_bytes(record.value or b""))
+        return events
+    finally:
+        await consumer.stop()
 
 
 @dataclass(frozen=True)
@@ -202,21 +249,6 @@ def _raise_for_errors(action: str, response: dict[str, Any]) -> None:
             raise TopicSetupError(f"{action} failed: {message}")
 
 
-def record_of(message: KafkaMessage) -> Any:
-    """The one consumer record behind a (non-batch) FastStream message."""
-    raw = message.raw_message
-    if isinstance(raw, tuple | list):
-        raise TypeError("a batch message has several records; use records_of")
-    return raw
-
-
-def records_of(message: KafkaMessage) -> tuple[Any, ...]:
-    """The consumer records behind a FastStream message, batch or not."""
-    raw = message.raw_message
-    # aiokafka batches arrive as a tuple; FastStream's TestKafkaBroker delivers a list.
-    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
-
-
 def build_dead_letter(
     *,
     topic: str,
@@ -246,7 +278,22 @@ def build_dead_letter(
     )
 
 
-async def send_to_dead_letter(publisher: Any, record: Any, error: str, service: str) -> None:
+class Record(Protocol):
+    """The fields of a Kafka consumer record that mnistream reads (aiokafka's ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+async def send_to_dead_letter(publisher: Any, record: Record, error: str, service: str) -> None:
     """Build, log and publish (acks=all) the dead letter of a consumer record."""
     letter = build_dead_letter(
         topic=record.topic,

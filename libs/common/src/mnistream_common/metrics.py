@@ -1,4 +1,4 @@
-"""Metrics every consuming service exports: how far behind its consumer groups are."""
+"""Metrics every consuming service exports: consumer lag and dead letters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+def dead_letter_counter(registry: CollectorRegistry) -> Counter:
+    """`mnistream_dead_letters{topic, reason}`: records this process sent to digits.deadletter."""
+    return Counter(
+        "mnistream_dead_letters",
+        "Records sent to digits.deadletter, by source topic and the reason's first words.",
+        ["topic", "reason"],
+        registry=registry,
+    )
 
 
 def lag_gauge(registry: CollectorRegistry) -> Gauge:

@@ -1,4 +1,5 @@
-"""Consumer groups as an operator sees them: members and lag."""
+"""Consumer groups as an operator sees them: members and lag (the CLI's status, the tests, the
+bench)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from mnistream_common.topics import GROUP_TOPICS
 
 
@@ -56,3 +58,9 @@ async def _one(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: st
             behind = max(0, ends[tp] - (position if position >= 0 else starts[tp]))
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
     return GroupStatus(group, str(described["state"]), members, lag)
+
+
+async def group_lag(bootstrap_servers: str, group: str) -> int:
+    """Records `group` has still to read, over all its topics."""
+    [status] = await group_status(bootstrap_servers, [group])
+    return sum(status.lag.values())

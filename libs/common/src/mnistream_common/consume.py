@@ -1,0 +1,155 @@
+"""Typed subscribers: records become events in one place, and what cannot be used is set aside
+there too.
+
+    Kafka records ──parse──▶ Delivery[E] (the event and its record) ──▶ handler(deliveries)
+         │                                                                │
+         └── not a valid E, or fails the subscriber's check ──┬───────────┘ data errors it found
+                                                              ▼
+                                      the subscriber's policy: dead letter, or log and skip
+
+A handler receives typed deliveries, does its work, and returns the deliveries it found it
+cannot use (`Rejected`, with a reason a person can act on). Everything rejected, by the parser
+or by the handler, goes through the subscriber's policy once the handler has finished, so a
+batch that fails (an outage: the handler raises) is redelivered whole and dead-letters nothing
+twice. Group consumers dead-letter; readers that every instance runs (the ledger, the gateway's
+predictions) log and skip, because N copies of one dead letter help nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import Counter
+
+from mnistream_common.events import Event, InvalidEventError
+from mnistream_common.kafka import Record, send_to_dead_letter
+from mnistream_common.logs import get_logger
+
+E = TypeVar("E", bound=Event)
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[E]):
+    """An event and the Kafka record it arrived in."""
+
+    event: E
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that cannot be processed, and why."""
+
+    record: Record
+    reason: str
+
+
+Check = Callable[[E], "str | None"]
+"""A rule beyond the schema: why an event cannot be used, or None when it can."""
+BatchHandler = Callable[[list[Delivery[E]]], Awaitable[Sequence[Rejected]]]
+MessageHandler = Callable[[KafkaMessage], Awaitable[None]]
+
+
+def records_of(message: KafkaMessage) -> tuple[Record, ...]:
+    """The consumer records behind a FastStream message, batch or not."""
+    raw = message.raw_message
+    # aiokafka batches arrive as a tuple; FastStream's TestKafkaBroker delivers a list.
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+
+
+def parse_records(
+    records: Sequence[Record], event_type: type[E], check: Check[E] | None = None
+) -> tuple[list[Delivery[E]], list[Rejected]]:
+    """Split records into deliveries of `event_type` and rejected records (with the reason)."""
+    deliveries: list[Delivery[E]] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            event = event_type.from_bytes(record.value or b"")
+        except InvalidEventError as exc:
+            rejected.append(Rejected(record, str(exc)))
+            continue
+        problem = check(event) if check is not None else None
+        if problem:
+            rejected.append(Rejected(record, problem))
+        else:
+            deliveries.append(Delivery(event, record))
+    return deliveries, rejected
+
+
+class RejectPolicy(Protocol):
+    """What a subscriber does with the records it cannot use."""
+
+    async def __call__(self, rejected: Sequence[Rejected]) -> None: ...
+
+
+class Publisher(Protocol):
+    """The part of a FastStream publisher that sending needs."""
+
+    async def publish(self, message: Any, *, key: bytes | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DeadLetterRejects:
+    """Send each rejected record to digits.deadletter (acks=all), counted."""
+
+    publisher: Publisher
+    service: str
+    counter: Counter | None = None
+
+    async def __call__(self, rejected: Sequence[Rejected]) -> None:
+        """Publish one dead letter per rejected record; return once Kafka has them all."""
+        for item in rejected:
+            if self.counter is not None:
+                reason = item.reason.split(":")[0][:40]
+                self.counter.labels(topic=item.record.topic, reason=reason).inc()
+            await send_to_dead_letter(self.publisher, item.record, item.reason, self.service)
+
+
+@dataclass(frozen=True)
+class LogRejects:
+    """Log and skip: for readers every instance runs, where one dead letter is someone else's."""
+
+    why: str
+
+    async def __call__(self, rejected: Sequence[Rejected]) -> None:
+        """Log each rejected record once, with where it is."""
+        for item in rejected:
+            log.warning(
+                "ignoring a record",
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+                error=item.reason,
+                why=self.why,
+            )
+
+
+def typed_batch(
+    event_type: type[E], rejects: RejectPolicy, *, check: Check[E] | None = None
+) -> Callable[[BatchHandler[E]], MessageHandler]:
+    """Turn `handler(deliveries) -> rejected` into a FastStream subscriber callback.
+
+    Works for batch and single-record subscribers alike (a single record is a batch of one).
+    The handler is not called when nothing in the batch is usable.
+    """
+
+    def decorate(handler: BatchHandler[E]) -> MessageHandler:
+        async def consume(msg: KafkaMessage) -> None:
+            deliveries, rejected = parse_records(records_of(msg), event_type, check)
+            if deliveries:
+                rejected.extend(await handler(deliveries))
+            if rejected:
+                await rejects(rejected)
+
+        # FastStream names the subscriber (and its AsyncAPI operation) after the callback.
+        consume.__name__ = getattr(handler, "__name__", type(handler).__name__)
+        consume.__qualname__ = getattr(handler, "__qualname__", consume.__name__)
+        consume.__doc__ = handler.__doc__
+        return consume
+
+    return decorate

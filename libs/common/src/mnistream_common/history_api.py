@@ -1,0 +1,141 @@
+"""history-service's HTTP contract: the shapes its read, internal and admin routes answer with.
+
+history-service serves them; its clients (the gateway, rescore workers, the CLI, the bench) parse
+its answers into them through `mnistream_common.history_client`. Depends on pydantic only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+
+class PredictionOut(BaseModel):
+    """One model version's reading of a drawing."""
+
+    model_version: int
+    model_name: str
+    predicted_digit: int
+    confidence: float
+    probabilities: list[float]
+    kind: str
+    job_id: uuid.UUID | None
+    predicted_at: datetime
+
+
+class DrawingOut(BaseModel):
+    """A stored drawing with every prediction and its label."""
+
+    digit_id: uuid.UUID
+    submitted_at: datetime
+    media_type: str
+    width: int
+    height: int
+    image_url: str
+    input_url: str
+    label: int | None
+    labeled_at: datetime | None
+    predictions: list[PredictionOut]
+
+
+class DrawingsPage(BaseModel):
+    """Newest first; pass `next_cursor` as `before` for the next page."""
+
+    items: list[DrawingOut]
+    next_cursor: str | None
+
+
+class PromotionOut(BaseModel):
+    """One entry of the promotion ledger."""
+
+    version: int
+    model_name: str
+    previous_version: int | None
+    architecture: str
+    sha256: str
+    onnx_uri: str
+    metrics: dict[str, float]
+    promoted_by: str
+    reason: str
+    promoted_at: datetime
+
+
+class Flip(BaseModel):
+    """A drawing the new version reads differently."""
+
+    digit_id: uuid.UUID
+    from_: int = Field(alias="from", serialization_alias="from")
+    to: int
+    label: int | None
+
+
+class VersionStats(BaseModel):
+    """What one model version did: counts, agreement, flips, accuracy on user labels."""
+
+    version: int
+    predicted: int
+    live: int
+    rescore: int
+    candidate: int
+    previous_version: int | None
+    compared: int
+    agreement_with_previous: float | None
+    flipped: int = 0
+    flips: list[Flip]
+    flips_by_digit: dict[str, dict[str, int]]
+    labeled: int
+    label_accuracy: float | None
+    previous_label_accuracy: float | None = None
+
+
+class ChampionOut(PromotionOut):
+    """The model serving now, with how it does on user labels."""
+
+    labeled: int
+    label_accuracy: float | None
+
+
+class ModelsOut(BaseModel):
+    """Champion, ledger and per-version statistics."""
+
+    champion: ChampionOut | None
+    promotions: list[PromotionOut]
+    versions: list[int]
+
+
+class RescoreJobOut(BaseModel):
+    """Progress of a rescore or evaluation job."""
+
+    job_id: uuid.UUID
+    kind: str
+    model_version: int
+    done: int
+    total: int
+    finished: bool
+    superseded: bool
+    started_at: datetime
+    updated_at: datetime
+
+
+class LabeledOut(BaseModel):
+    """A drawing a person labeled."""
+
+    digit_id: uuid.UUID
+    label: int
+
+
+class ReplayIn(BaseModel):
+    """Where to start reading again."""
+
+    since: AwareDatetime | None = Field(
+        default=None, description="The first record time to re-read; none: from the beginning."
+    )
+
+
+class ReplayOut(BaseModel):
+    """What the service will read again."""
+
+    records: dict[str, int] = Field(description="Records to re-read, per topic.")
+    total: int

@@ -1,0 +1,148 @@
+"""The rescore worker as wired by its composition root, on FastStream's in-memory Kafka: a
+promotion read from the ledger is planned into chunks, every chunk is scored through the
+worker's own subscribers, and a task it can never score goes to the dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from mnistream_common.consume import records_of
+from mnistream_common.events import DeadLetter, DigitPredicted, ModelPromoted
+from mnistream_common.kafka import make_broker
+from mnistream_common.rescore import job_id_for, plan_chunks
+from mnistream_common.topics import (
+    DIGITS_DEADLETTER,
+    DIGITS_PREDICTED,
+    MODEL_PROMOTED,
+    RESCORE_TASKS,
+)
+from rescore_worker.app import Overrides, build_parts, subscribe
+from rescore_worker.metrics import RescoreMetrics
+from rescore_worker.settings import Settings
+
+from tests.helpers import SEVEN, FakeObjectStore, drawing_png, promotion, tiny_onnx_model
+
+ONNX = tiny_onnx_model(301)
+BUCKET = "drawings"
+
+
+@dataclass
+class Worker:
+    """The worker's broker, the drawings it can see, and what it published."""
+
+    broker: Any
+    store: FakeObjectStore
+    stored: list[uuid.UUID]
+    predicted: list[DigitPredicted] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def history_of(stored: list[uuid.UUID]) -> httpx.MockTransport:
+    """history-service's id listing over what `stored` holds when it is asked."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/internal/digit-ids"
+        after = request.url.params.get("after")
+        rest = [d for d in sorted(stored) if after is None or str(d) > after]
+        return httpx.Response(200, json=[str(d) for d in rest[: int(request.url.params["limit"])]])
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    settings = Settings(
+        _env_file=None,
+        kafka_bootstrap_servers="kafka.invalid:9092",
+        history_url="http://history.test",
+        worker_id="rescore-under-test",
+        rescore_chunk_size=4,
+        drawings_bucket=BUCKET,
+        prefer_gpu=False,
+        log_json=False,
+        log_level="WARNING",
+    )
+    store, stored = FakeObjectStore(), list[uuid.UUID]()
+    store.add("s3://mlflow/models/v1.onnx", ONNX)
+
+    async def ledger_end() -> int:
+        return 1
+
+    broker = make_broker(settings, client_id=settings.worker_id)
+    metrics = RescoreMetrics()
+    overrides = Overrides(store.as_store(), history_of(stored), ledger_end)
+    parts = build_parts(settings, broker, metrics, overrides)
+    subscribe(broker, parts, metrics)
+    running = Worker(broker, store, stored)
+
+    @broker.subscriber(DIGITS_PREDICTED.name, group_id="test-predicted")
+    async def on_predicted(msg: KafkaMessage) -> None:
+        running.predicted.extend(DigitPredicted.from_bytes(r.value or b"") for r in records_of(msg))
+
+    @broker.subscriber(DIGITS_DEADLETTER.name, group_id="test-deadletter")
+    async def on_dead(msg: KafkaMessage) -> None:
+        running.dead.extend(DeadLetter.from_bytes(r.value or b"") for r in records_of(msg))
+
+    async with TestKafkaBroker(broker):
+        yield running
+    await parts.history.close()
+
+
+def store_drawings(worker: Worker, count: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    for digit_id in ids:
+        worker.store.add_drawing(BUCKET, digit_id, drawing_png(SEVEN))
+    worker.stored.extend(ids)
+    return ids
+
+
+async def test_a_promotion_is_planned_and_every_stored_drawing_rescored_once(
+    worker: Worker,
+) -> None:
+    ids = store_drawings(worker, 10)
+    event = promotion(ONNX, 1)
+
+    await worker.broker.publish(event.to_bytes(), MODEL_PROMOTED.name, key=b"mnist-digits")
+
+    assert sorted(p.digit_id for p in worker.predicted) == sorted(ids)
+    assert {(p.kind, p.model.version, p.job_id, p.job_total) for p in worker.predicted} == {
+        ("rescore", 1, job_id_for(event), 10)
+    }
+    assert worker.dead == []
+
+
+async def test_an_invalid_task_is_dead_lettered_and_the_next_is_scored(worker: Worker) -> None:
+    ids = store_drawings(worker, 3)
+    [task] = plan_chunks(
+        uuid.uuid4(), "candidate", promotion(ONNX, 1).model, "s3://mlflow/models/v1.onnx", ids, 10
+    )
+
+    await worker.broker.publish(b"{not a task", RESCORE_TASKS.name, key=b"poison")
+    await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
+
+    assert [(d.source_topic, d.original, d.service) for d in worker.dead] == [
+        (RESCORE_TASKS.name, b"{not a task", "rescore-worker")
+    ]
+    assert sorted(p.digit_id for p in worker.predicted) == sorted(ids)
+
+
+async def test_a_task_whose_model_cannot_be_read_is_dead_lettered_with_the_reason(
+    worker: Worker,
+) -> None:
+    ids = store_drawings(worker, 2)
+    missing: ModelPromoted = promotion(tiny_onnx_model(302), 2)
+    [task] = plan_chunks(uuid.uuid4(), "candidate", missing.model, missing.onnx_uri, ids, 10)
+
+    await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
+
+    [letter] = worker.dead
+    assert letter.original == task.to_bytes()
+    assert "model v2 rejected" in letter.error and "NoSuchKey" in letter.error
+    assert worker.predicted == []

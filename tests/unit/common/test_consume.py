@@ -1,0 +1,151 @@
+"""The typed subscriber seam: a batch splits into deliveries and rejected records losing none, the
+handler sees only valid events, and whatever is rejected goes through the subscriber's policy
+once the handler has succeeded (never twice, and never for a batch that will be redelivered)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from mnistream_common.consume import (
+    DeadLetterRejects,
+    Delivery,
+    Rejected,
+    parse_records,
+    typed_batch,
+)
+from mnistream_common.events import DeadLetter, DigitLabeled, DigitSubmitted, ModelPromoted
+
+from tests.helpers import FakePublisher, deliver, promotion, records, submitted, tiny_onnx_model
+
+
+def test_good_and_invalid_records_are_split_and_none_is_lost() -> None:
+    good = [submitted(), submitted()]
+    foreign = json.loads(good[0].to_bytes())
+    foreign["schema_version"] = 99
+    batch = records(
+        [
+            good[0].to_bytes(),
+            b"\xff\xfe not json",
+            None,
+            good[1].to_bytes(),
+            json.dumps(foreign).encode(),
+            b'{"digit_id": "not-a-uuid"}',
+        ]
+    )
+
+    deliveries, rejected = parse_records(batch, DigitSubmitted)
+
+    assert [d.event for d in deliveries] == good
+    assert [d.record.offset for d in deliveries] == [0, 3]
+    assert [r.record.offset for r in rejected] == [1, 2, 4, 5]
+    assert all(r.reason.startswith("not a valid DigitSubmitted: ") for r in rejected)
+    reasons = {r.record.offset: r.reason for r in rejected}
+    assert "schema_version" in reasons[4]
+    assert "digit_id" in reasons[5]
+
+
+def test_an_event_of_another_type_is_rejected_by_name() -> None:
+    labeled = DigitLabeled.model_validate_json(
+        '{"digit_id": "01953c1e-8a4b-7c2d-9e0f-1a2b3c4d5e6f", "label": 3,'
+        ' "labeled_at": "2026-03-01T12:00:00Z"}'
+    )
+    good = promotion(tiny_onnx_model(1), 1)
+
+    deliveries, rejected = parse_records(
+        records([labeled.to_bytes(), good.to_bytes()], topic="model.promoted"), ModelPromoted
+    )
+
+    assert [d.event for d in deliveries] == [good]
+    assert [r.record.offset for r in rejected] == [0]
+    assert rejected[0].reason.startswith("not a valid ModelPromoted")
+
+
+def test_a_check_beyond_the_schema_rejects_with_its_reason() -> None:
+    events = [submitted(), submitted()]
+
+    def only_the_first(event: DigitSubmitted) -> str | None:
+        return None if event == events[0] else f"{event.digit_id} is not the first"
+
+    deliveries, rejected = parse_records(
+        records([e.to_bytes() for e in events]), DigitSubmitted, only_the_first
+    )
+
+    assert [d.event for d in deliveries] == [events[0]]
+    assert [r.reason for r in rejected] == [f"{events[1].digit_id} is not the first"]
+
+
+def test_an_empty_batch() -> None:
+    assert parse_records([], DigitSubmitted) == ([], [])
+
+
+class Handled:
+    """A handler that records what it saw, rejects one event, or fails like an outage."""
+
+    def __init__(self, *, reject_offset: int | None = None, fail: bool = False) -> None:
+        self.seen: list[list[int]] = []
+        self.reject_offset = reject_offset
+        self.fail = fail
+
+    async def __call__(self, deliveries: list[Delivery[DigitSubmitted]]) -> Sequence[Rejected]:
+        self.seen.append([d.record.offset for d in deliveries])
+        if self.fail:
+            raise ConnectionError("kafka is down")
+        return [
+            Rejected(d.record, "cannot be read")
+            for d in deliveries
+            if d.record.offset == self.reject_offset
+        ]
+
+
+def letters(publisher: FakePublisher) -> list[DeadLetter]:
+    return [DeadLetter.from_bytes(body) for body in publisher.bodies]
+
+
+async def test_invalid_records_and_the_handlers_rejects_are_dead_lettered_after_it() -> None:
+    dead = FakePublisher()
+    handler = Handled(reject_offset=2)
+    callback = typed_batch(DigitSubmitted, DeadLetterRejects(dead, "svc"))(handler)
+    batch = records([submitted().to_bytes(), b"{oops", submitted().to_bytes()])
+
+    await deliver(callback, batch)
+
+    assert handler.seen == [[0, 2]]
+    assert [(d.source_offset, d.error) for d in letters(dead)] == [
+        (1, letters(dead)[0].error),
+        (2, "cannot be read"),
+    ]
+    assert letters(dead)[0].error.startswith("not a valid DigitSubmitted")
+    assert {d.service for d in letters(dead)} == {"svc"}
+
+
+async def test_a_failing_handler_dead_letters_nothing_so_the_redelivery_does_it_once() -> None:
+    dead = FakePublisher()
+    callback = typed_batch(DigitSubmitted, DeadLetterRejects(dead, "svc"))(Handled(fail=True))
+
+    with pytest.raises(ConnectionError):
+        await deliver(callback, records([b"{oops", submitted().to_bytes()]))
+
+    assert dead.sent == []
+
+
+async def test_the_handler_is_not_called_when_nothing_is_usable() -> None:
+    dead, handler = FakePublisher(), Handled()
+    callback = typed_batch(DigitSubmitted, DeadLetterRejects(dead, "svc"))(handler)
+
+    await deliver(callback, records([b"", b"[]"]))
+
+    assert handler.seen == []
+    assert [d.source_offset for d in letters(dead)] == [0, 1]
+
+
+def test_the_callback_keeps_the_handlers_name_for_the_asyncapi_document() -> None:
+    async def store_drawings(deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
+        return []
+
+    callback = typed_batch(DigitSubmitted, DeadLetterRejects(FakePublisher(), "svc"))(
+        store_drawings
+    )
+
+    assert callback.__name__ == "store_drawings"
