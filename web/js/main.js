@@ -1,12 +1,17 @@
+// @ts-check
 // Wires the page together: the pad submits, the stream feeds the result panel, the history
 // and the models panel, and the connection state is always on screen.
 
 import { ApiError, getDrawing, submitDrawing } from "./api.js";
 import { LiveEvents } from "./events.js";
+import { messageOf } from "./format.js";
 import { HistoryTable } from "./history.js";
 import { ModelsPanel } from "./models.js";
 import { DrawingPad } from "./pad.js";
 import { ResultPanel } from "./result.js";
+
+/** @import { LivePrediction, StoredDrawing } from "./api.js" */
+/** @import { ConnectionState } from "./events.js" */
 
 // The gateway holds the upload this long for its prediction: one round trip when it is fast.
 // When the answer did not come with the upload, ask the history too (the stream may be down).
@@ -20,27 +25,49 @@ const STREAM_DROPPED =
   "The live connection to the gateway dropped. Reconnecting on its own… " +
   "The page keeps working and catches up once it is back.";
 
-const byId = (id) => document.getElementById(id);
+/**
+ * The element of index.html with `id`, of the kind it is there.
+ * @template {HTMLElement} [Kind=HTMLElement]
+ * @param {string} id
+ * @param {new () => Kind} [kind]
+ * @returns {Kind}
+ */
+function byId(id, kind) {
+  const node = document.getElementById(id);
+  const expected = kind ?? HTMLElement;
+  if (!(node instanceof expected)) throw new Error(`index.html has no ${expected.name} #${id}`);
+  return /** @type {Kind} */ (node);
+}
 
 /** Live predictions seen on the stream, and uploads waiting for theirs. */
 class Predictions {
+  /** @type {Map<string, LivePrediction>} */
   #recent = new Map();
+  /** @type {Map<string, (prediction: LivePrediction) => void>} */
   #waiters = new Map();
 
+  /** @param {LivePrediction} prediction */
   seen(prediction) {
     this.#recent.set(prediction.digit_id, prediction);
-    if (this.#recent.size > RECENT_PREDICTIONS) this.#recent.delete(this.#recent.keys().next().value);
+    const oldest = this.#recent.keys().next().value;
+    if (this.#recent.size > RECENT_PREDICTIONS && oldest !== undefined) this.#recent.delete(oldest);
     this.#waiters.get(prediction.digit_id)?.(prediction);
   }
 
-  /** `{prediction, via}` of `digitId`: from the stream, or from the history while the stream
-   * is down (it is polled every POLL_MS until one of them answers). */
+  /**
+   * `{prediction, via}` of `digitId`: from the stream, or from the history while the stream
+   * is down (it is polled every POLL_MS until one of them answers).
+   * @param {string} digitId
+   * @param {(text: string) => void} onSlow told now and then while no answer has come
+   * @returns {Promise<{prediction: LivePrediction, via: "stream" | "history"}>}
+   */
   wait(digitId, onSlow) {
     const known = this.#recent.get(digitId);
     if (known) return Promise.resolve({ prediction: known, via: "stream" });
     return new Promise((resolve, reject) => {
       const started = Date.now();
       let settled = false;
+      /** @param {() => void} finish */
       const settle = (finish) => {
         settled = true;
         this.#waiters.delete(digitId);
@@ -56,15 +83,17 @@ class Predictions {
         onSlow("No answer yet. Is a model promoted? Still waiting…");
         setTimeout(poll, POLL_MS);
       };
-      this.#waiters.set(digitId, (prediction) =>
-        settle(() => resolve({ prediction, via: "stream" })),
-      );
+      this.#waiters.set(digitId, (prediction) => settle(() => resolve({ prediction, via: "stream" })));
       setTimeout(poll, POLL_MS);
     });
   }
 }
 
-/** A stored drawing's first prediction in the shape the stream uses. */
+/**
+ * A stored drawing's first prediction in the shape the stream uses.
+ * @param {StoredDrawing} drawing
+ * @returns {LivePrediction | null}
+ */
 function fromHistory(drawing) {
   const p = drawing.predictions.find((each) => each.kind === "live") ?? drawing.predictions[0];
   if (!p) return null;
@@ -76,17 +105,17 @@ function fromHistory(drawing) {
     confidence: p.confidence,
     probabilities: p.probabilities,
     submitted_at: drawing.submitted_at,
-    latency_ms: Date.parse(p.predicted_at) - Date.parse(drawing.submitted_at),
+    latency_ms: Date.parse(p.predicted_at ?? "") - Date.parse(drawing.submitted_at),
   };
 }
 
 function main() {
-  const pad = new DrawingPad(byId("pad"));
+  const pad = new DrawingPad(byId("pad", HTMLCanvasElement));
   const result = new ResultPanel(byId("result"));
   const history = new HistoryTable({
-    table: byId("history"),
+    table: byId("history", HTMLTableElement),
     status: byId("history-status"),
-    retry: byId("history-retry"),
+    retry: byId("history-retry", HTMLButtonElement),
     sentinel: byId("history-sentinel"),
     columnsNote: byId("history-columns-note"),
   });
@@ -102,15 +131,16 @@ function main() {
   let submitting = false;
   let latestSubmission = 0;
 
+  /** @param {string} text shown under the pad; "" hides it */
   const say = (text) => {
     drawMessage.textContent = text;
     drawMessage.hidden = !text;
   };
 
   const updateButtons = () => {
-    byId("undo").disabled = pad.strokeCount === 0;
-    byId("clear").disabled = pad.strokeCount === 0;
-    byId("submit").disabled = pad.isEmpty || submitting;
+    byId("undo", HTMLButtonElement).disabled = pad.strokeCount === 0;
+    byId("clear", HTMLButtonElement).disabled = pad.strokeCount === 0;
+    byId("submit", HTMLButtonElement).disabled = pad.isEmpty || submitting;
     byId("draw-card").classList.toggle("empty", pad.isEmpty);
   };
 
@@ -143,7 +173,7 @@ function main() {
     } catch (error) {
       if (submission !== latestSubmission) return;
       const refused = error instanceof ApiError && error.status > 0;
-      const text = refused ? `Upload refused: ${error.message}` : error.message;
+      const text = refused ? `Upload refused: ${error.message}` : messageOf(error);
       result.showError(text);
       say(text);
     } finally {
@@ -161,25 +191,25 @@ function main() {
   byId("submit").addEventListener("click", submit);
   document.addEventListener("keydown", (event) => shortcut(event, { pad, submit }));
 
-  events.addEventListener("state", ({ detail }) => showConnection(detail));
-  events.addEventListener("hello", ({ detail }) => models.greet(detail));
-  events.addEventListener("prediction", ({ detail }) => {
-    predictions.seen(detail);
-    history.livePrediction(detail);
+  events.on("state", (state) => showConnection(state));
+  events.on("hello", (hello) => models.greet(hello));
+  events.on("prediction", (prediction) => {
+    predictions.seen(prediction);
+    history.livePrediction(prediction);
   });
-  events.addEventListener("rescore", ({ detail }) => models.progressed(detail));
-  events.addEventListener("promotion", ({ detail }) => {
-    history.promoted(detail.model.version);
-    models.promoted(detail);
+  events.on("rescore", (job) => models.progressed(job));
+  events.on("promotion", (promotion) => {
+    history.promoted(promotion.model.version);
+    models.promoted(promotion);
   });
-  events.addEventListener("resync", () => {
+  events.on("resync", () => {
     models.refresh();
     models.loadActiveJobs().catch(() => {});
     history.resync();
   });
-  models.addEventListener("champion", ({ detail }) => history.setChampion(detail));
-  models.addEventListener("versions", ({ detail }) => history.addVersions(detail));
-  models.addEventListener("job", ({ detail }) => history.jobProgressed(detail));
+  models.on("champion", (version) => history.setChampion(version));
+  models.on("versions", (versions) => history.addVersions(versions));
+  models.on("job", (job) => history.jobProgressed(job));
 
   updateButtons();
   history.start();
@@ -188,7 +218,11 @@ function main() {
   events.start();
 }
 
-/** Page-wide keys for the pad; the history handles its own (digits label a row). */
+/**
+ * Page-wide keys for the pad; the history handles its own (digits label a row).
+ * @param {KeyboardEvent} event
+ * @param {{pad: DrawingPad, submit: () => void}} actions
+ */
 function shortcut(event, { pad, submit }) {
   const target = event.target;
   if (event.defaultPrevented || event.altKey || !(target instanceof Element)) return;
@@ -207,16 +241,19 @@ function shortcut(event, { pad, submit }) {
   }
 }
 
+/** @type {Record<ConnectionState, string>} */
 const CONNECTION_TEXT = {
   connecting: "Connecting…",
   live: "Live",
   reconnecting: "Reconnecting…",
 };
 
+/** @param {ConnectionState} state */
 function showConnection(state) {
   const node = byId("connection");
   node.dataset.state = state;
-  node.querySelector("[data-part=text]").textContent = CONNECTION_TEXT[state] ?? state;
+  /** @type {HTMLElement} */ (node.querySelector("[data-part=text]")).textContent =
+    CONNECTION_TEXT[state] ?? state;
   const banner = byId("banner");
   banner.hidden = state !== "reconnecting";
   banner.textContent = state === "reconnecting" ? STREAM_DROPPED : "";

@@ -1,8 +1,29 @@
+// @ts-check
 // The models panel: the champion and how it does, the promotion ledger, and live progress of
 // rescore jobs (every stored drawing re-read by a newly promoted model).
 
-import { getModels, getModelVersion, getRescoreJobs } from "./api.js";
-import { element, percent, when } from "./format.js";
+import { getModels, getModelVersion, getRescoreJobs, isRunning } from "./api.js";
+import { Emitter } from "./events.js";
+import { element, messageOf, percent, when } from "./format.js";
+
+/** @import { Champion, Promotion, RescoreJob, VersionStats } from "./api.js" */
+/** @import { LiveEventMap, PromotionEvent } from "./events.js" */
+
+/**
+ * What ModelsPanel tells the page: the champion's version when it changes, the versions the
+ * history has answers of, and every job's progress.
+ * @typedef {{champion: number, versions: number[], job: RescoreJob}} ModelsEventMap
+ */
+
+/** @typedef {HTMLElement & {job?: RescoreJob, changedAt?: number}} JobRow a job's progress row */
+
+/**
+ * @typedef {object} ModelsParts
+ * @property {HTMLElement} champion
+ * @property {HTMLElement} jobs
+ * @property {HTMLElement} ledger
+ * @property {HTMLElement} message
+ */
 
 const JOBS_SHOWN = 3;
 const JOB_POLL_MS = 1_500;
@@ -18,26 +39,34 @@ const CATCH_UP_ATTEMPTS = 20;
 const CATCH_UP_DELAY_MS = 1_000;
 const FLIPS_EVERY_MS = 3_000;
 
-export class ModelsPanel extends EventTarget {
+/** @extends {Emitter<ModelsEventMap>} */
+export class ModelsPanel extends Emitter {
   #champion;
   #jobs;
   #ledger;
   #message;
-  /** @type {Map<string, HTMLElement>} job id → its progress row */
+  /** @type {Map<string, JobRow>} job id → its progress row */
   #jobRows = new Map();
-  #watching = new Map(); // version → polling timer
+  /** @type {Map<number, number>} version → its job's polling timer */
+  #watching = new Map();
+  /** @type {Promise<boolean> | null} */
   #refreshing = null;
+  /** @type {{version: number | null, at: number}} */
   #newest = { version: null, at: -Infinity };
+  /** @type {number | null} */
   #flipsTimer = null;
+  /** @type {number | null} ticks only while a job runs */
+  #stallTimer = null;
+  /** @type {number | null} */
   championVersion = null;
 
+  /** @param {ModelsParts} parts */
   constructor({ champion, jobs, ledger, message }) {
     super();
     this.#champion = champion;
     this.#jobs = jobs;
     this.#ledger = ledger;
     this.#message = message;
-    setInterval(() => this.#noticeStalls(), STALL_CHECK_MS);
   }
 
   /** Re-read champion, ledger and versions; coalesces calls made while one is running. */
@@ -48,13 +77,19 @@ export class ModelsPanel extends EventTarget {
     return this.#refreshing;
   }
 
-  /** The SSE `hello`: who serves now (before /api/models has answered). */
+  /**
+   * The SSE `hello`: who serves now (before /api/models has answered).
+   * @param {LiveEventMap["hello"]} hello
+   */
   greet(hello) {
     const champion = hello?.champion;
     if (champion) this.#accept(champion.model.version, champion.promoted_at);
   }
 
-  /** The SSE `promotion`: a new champion; a rescore job follows. */
+  /**
+   * The SSE `promotion`: a new champion; a rescore job follows.
+   * @param {PromotionEvent} event
+   */
   promoted(event) {
     this.#accept(event.model.version, event.promoted_at);
     // Shown from the event at once: the history may store the promotion a moment later.
@@ -78,21 +113,32 @@ export class ModelsPanel extends EventTarget {
     }
   }
 
-  /** The SSE `rescore`: progress of one job. */
+  /**
+   * The SSE `rescore`: progress of one job.
+   * @param {RescoreJob} job
+   */
   progressed(job) {
     this.#showJob(job);
-    this.dispatchEvent(new CustomEvent("job", { detail: job }));
-    if (job.finished) this.refresh();
-    else if (job.model_version === this.championVersion) this.#scheduleFlips();
+    this.emit("job", job);
+    if (job.finished) {
+      // refresh() re-reads the flips of the finished rescore: no need for a later look.
+      this.#cancelFlips();
+      this.refresh();
+    } else if (job.model_version === this.championVersion) this.#scheduleFlips();
   }
 
   /** The flip count grows as the rescore goes: re-read it now and then, not on every event. */
   #scheduleFlips() {
     if (this.#flipsTimer !== null) return;
-    this.#flipsTimer = setTimeout(async () => {
-      await this.#loadFlips(this.championVersion);
+    this.#flipsTimer = setTimeout(() => {
       this.#flipsTimer = null;
+      if (this.championVersion !== null) this.#loadFlips(this.championVersion);
     }, FLIPS_EVERY_MS);
+  }
+
+  #cancelFlips() {
+    if (this.#flipsTimer !== null) clearTimeout(this.#flipsTimer);
+    this.#flipsTimer = null;
   }
 
   /** Show the jobs that are running now (after a page load or a reconnection). */
@@ -112,11 +158,11 @@ export class ModelsPanel extends EventTarget {
         : this.#newest.version == null;
       if (current) this.#renderChampion(champion);
       this.#renderLedger(models.promotions);
-      this.dispatchEvent(new CustomEvent("versions", { detail: models.versions }));
+      this.emit("versions", models.versions);
       if (current && champion) await this.#loadFlips(champion.version);
       return current;
     } catch (error) {
-      this.#showMessage(`Models could not be loaded: ${error.message}`);
+      this.#showMessage(`Models could not be loaded: ${messageOf(error)}`);
       return false;
     }
   }
@@ -131,6 +177,8 @@ export class ModelsPanel extends EventTarget {
   /**
    * Take `version` as the champion unless a newer promotion is already known: the stream can
    * be ahead of the history, and a rollback re-promotes an old version with a new time.
+   * @param {number} version
+   * @param {string} promotedAt
    */
   #accept(version, promotedAt) {
     const at = Date.parse(promotedAt);
@@ -140,6 +188,7 @@ export class ModelsPanel extends EventTarget {
     return true;
   }
 
+  /** @param {number} version */
   async #loadFlips(version) {
     const stats = await getModelVersion(version).catch(() => null);
     const slot = this.#champion.querySelector("[data-part=flips]");
@@ -147,12 +196,14 @@ export class ModelsPanel extends EventTarget {
     slot.textContent = describeFlips(stats);
   }
 
+  /** @param {number} version */
   #setChampionVersion(version) {
     if (version === this.championVersion) return;
     this.championVersion = version;
-    this.dispatchEvent(new CustomEvent("champion", { detail: version }));
+    this.emit("champion", version);
   }
 
+  /** @param {Champion | null} champion */
   #renderChampion(champion) {
     if (!champion) {
       this.#champion.replaceChildren(
@@ -194,10 +245,13 @@ export class ModelsPanel extends EventTarget {
         stat("Versus the one before", "…", "flips"),
         stat("Promoted", `${when(champion.promoted_at)} by ${champion.promoted_by}`),
       ),
-      champion.reason ? element("p", { className: "reason", text: `“${champion.reason}”` }) : null,
+      // replaceChildren() would show a null as the text "null": a champion without a reason
+      // (`mnistream promote` without --reason) gets no paragraph at all.
+      ...(champion.reason ? [element("p", { className: "reason", text: `“${champion.reason}”` })] : []),
     );
   }
 
+  /** @param {Promotion[]} promotions */
   #renderLedger(promotions) {
     const items = promotions.map((p) =>
       element(
@@ -215,6 +269,7 @@ export class ModelsPanel extends EventTarget {
     this.#ledger.replaceChildren(...items);
   }
 
+  /** @param {RescoreJob} job */
   #showJob(job) {
     const version = job.model_version;
     // A real job replaces the placeholder shown between the promotion and its first progress.
@@ -227,22 +282,35 @@ export class ModelsPanel extends EventTarget {
       this.#trimJobs();
     }
     updateJobRow(row, job);
+    this.#watchStalls();
+  }
+
+  /** The stall check ticks only while a job shown is running: an idle page runs no timer. */
+  #watchStalls() {
+    const running = [...this.#jobRows.values()].some((row) => row.job && isRunning(row.job));
+    if (running && this.#stallTimer === null) {
+      this.#stallTimer = setInterval(() => this.#noticeStalls(), STALL_CHECK_MS);
+    } else if (!running && this.#stallTimer !== null) {
+      clearInterval(this.#stallTimer);
+      this.#stallTimer = null;
+    }
   }
 
   /** A job whose count has not moved for a while says so, instead of looking busy forever. */
   #noticeStalls() {
     for (const row of this.#jobRows.values()) {
       const job = row.job;
-      if (!job || job.finished || job.superseded || job.total == null) continue;
-      const idle = Date.now() - row.changedAt;
+      if (!job || !isRunning(job) || job.total == null) continue;
+      const idle = Date.now() - (row.changedAt ?? Date.now());
       if (idle < STALL_MS) continue;
       row.dataset.state = "stalled";
-      row.querySelector("label").textContent =
+      labelOf(row).textContent =
         `${jobName(job)}: no progress for ${Math.round(idle / 1000)} s, ` +
         `${job.total - job.done} of ${job.total} drawings not read`;
     }
   }
 
+  /** @param {string} jobId */
   #removeJob(jobId) {
     this.#jobRows.get(jobId)?.remove();
     this.#jobRows.delete(jobId);
@@ -257,6 +325,8 @@ export class ModelsPanel extends EventTarget {
    * Poll the job list until the promoted version's job finishes: progress events only flow
    * while predictions do, so an empty history or a dropped stream would otherwise leave the
    * bar waiting forever.
+   * @param {number} version
+   * @param {number} promotedAt ms since the epoch; NaN when the event had no usable time
    */
   #watchJobOf(version, promotedAt) {
     clearTimeout(this.#watching.get(version));
@@ -266,7 +336,7 @@ export class ModelsPanel extends EventTarget {
     const poll = async () => {
       const jobs = await getRescoreJobs().catch(() => []);
       const job = jobs.find(
-        (j) => j.model_version === version && j.kind === "rescore" && Date.parse(j.started_at) >= since,
+        (j) => j.model_version === version && j.kind === "rescore" && Date.parse(j.started_at ?? "") >= since,
       );
       if (job) this.progressed(job);
       if ((job && (job.finished || job.superseded)) || Date.now() > deadline) {
@@ -278,6 +348,7 @@ export class ModelsPanel extends EventTarget {
     this.#watching.set(version, setTimeout(poll, JOB_POLL_MS));
   }
 
+  /** @param {string} text */
   #showMessage(text) {
     this.#message.textContent = text;
     this.#message.hidden = false;
@@ -288,6 +359,11 @@ export class ModelsPanel extends EventTarget {
   }
 }
 
+/**
+ * @param {string} term
+ * @param {string} value
+ * @param {string | null} [part] its `data-part`, to fill in later
+ */
 function stat(term, value, part = null) {
   return element(
     "div",
@@ -297,6 +373,7 @@ function stat(term, value, part = null) {
   );
 }
 
+/** @param {VersionStats} stats */
 function describeFlips(stats) {
   if (stats.previous_version == null) return "the first champion";
   if (!stats.compared) return `nothing to compare with v${stats.previous_version} yet`;
@@ -307,6 +384,10 @@ function describeFlips(stats) {
   );
 }
 
+/**
+ * @param {RescoreJob} job
+ * @returns {JobRow}
+ */
 function newJobRow(job) {
   const id = `job-${job.job_id}`;
   return element(
@@ -322,10 +403,14 @@ function newJobRow(job) {
   );
 }
 
+/**
+ * @param {JobRow} row
+ * @param {RescoreJob} job
+ */
 function updateJobRow(row, job) {
-  const known = job.total != null;
   const state = job.superseded ? "superseded" : job.finished ? "finished" : "running";
-  const progress = row.querySelector("progress");
+  const progress = /** @type {HTMLProgressElement} */ (row.querySelector("progress"));
+  const count = /** @type {HTMLElement} */ (row.querySelector(".job-count"));
   const changed = row.job?.done !== job.done || row.job?.finished !== job.finished;
   if (!changed && row.dataset.state === "stalled" && !job.superseded) return;
   if (changed) row.changedAt = Date.now();
@@ -333,24 +418,34 @@ function updateJobRow(row, job) {
   row.dataset.state = state;
   row.dataset.version = String(job.model_version);
   row.dataset.kind = job.kind;
-  row.querySelector("label").textContent = jobTitle(job, state);
-  if (known) {
+  labelOf(row).textContent = jobTitle(job, state);
+  if (job.total != null) {
     // An empty history finishes at 0 of 0: show that as a full bar, not an empty one.
     progress.max = Math.max(job.total, 1);
     progress.value = job.total === 0 && job.finished ? 1 : job.done;
     progress.setAttribute("aria-valuetext", `${job.done} of ${job.total} drawings`);
-    row.querySelector(".job-count").textContent = `${job.done} / ${job.total}`;
+    count.textContent = `${job.done} / ${job.total}`;
   } else {
     progress.removeAttribute("value"); // indeterminate until the job's size is known
-    row.querySelector(".job-count").textContent = "";
+    count.textContent = "";
   }
 }
 
+/** @param {HTMLElement} row */
+function labelOf(row) {
+  return /** @type {HTMLLabelElement} */ (row.querySelector("label"));
+}
+
+/** @param {RescoreJob} job */
 function jobName(job) {
   const v = `v${job.model_version}`;
   return job.kind === "candidate" ? `Evaluating candidate ${v}` : `Re-reading stored drawings with ${v}`;
 }
 
+/**
+ * @param {RescoreJob} job
+ * @param {"running" | "finished" | "superseded"} state
+ */
 function jobTitle(job, state) {
   const what = jobName(job);
   if (state === "finished") return `${what}: done`;

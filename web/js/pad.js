@@ -1,3 +1,4 @@
+// @ts-check
 // The drawing pad: a 280×280 logical square that scales to its box and stays sharp on HiDPI
 // screens. Strokes are kept as points in logical units, so the pad can be redrawn at any
 // resolution, undone stroke by stroke and exported at exactly 280×280 whatever its size on
@@ -9,13 +10,16 @@ export const PAD_SIZE = 280;
 const LINE_WIDTH = 20;
 const INK = "#111827";
 
+/** @typedef {[number, number]} Point logical units, 0–280 each way */
+
 export class DrawingPad extends EventTarget {
   #canvas;
   #context;
-  /** @type {Array<Array<[number, number]>>} */
+  /** @type {Point[][]} */
   #strokes = [];
-  /** @type {Array<[number, number]> | null} */
+  /** @type {Point[] | null} */
   #active = null;
+  /** @type {number | null} */
   #pointerId = null;
   #scale = 1;
 
@@ -23,11 +27,11 @@ export class DrawingPad extends EventTarget {
   constructor(canvas) {
     super();
     this.#canvas = canvas;
-    this.#context = canvas.getContext("2d");
+    this.#context = context2d(canvas);
     this.#watchSize();
     canvas.addEventListener("pointerdown", (event) => this.#start(event));
     canvas.addEventListener("pointermove", (event) => this.#extend(event));
-    for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    for (const type of /** @type {const} */ (["pointerup", "pointercancel", "lostpointercapture"])) {
       canvas.addEventListener(type, (event) => this.#finish(event));
     }
   }
@@ -59,7 +63,7 @@ export class DrawingPad extends EventTarget {
     const canvas = document.createElement("canvas");
     canvas.width = PAD_SIZE;
     canvas.height = PAD_SIZE;
-    paint(canvas.getContext("2d"), this.#strokes);
+    paint(context2d(canvas), this.#strokes);
     return new Promise((resolve, reject) => {
       canvas.toBlob(
         (blob) => (blob ? resolve(blob) : reject(new Error("The drawing could not be encoded."))),
@@ -103,7 +107,11 @@ export class DrawingPad extends EventTarget {
     paint(context, this.#active ? [...this.#strokes, this.#active] : this.#strokes);
   }
 
-  /** The pointer's position in logical units (0–280), whatever the canvas's size on screen. */
+  /**
+   * The pointer's position in logical units (0–280), whatever the canvas's size on screen.
+   * @param {PointerEvent} event
+   * @returns {Point}
+   */
   #point(event) {
     const box = this.#canvas.getBoundingClientRect();
     const x = ((event.clientX - box.left) / box.width) * PAD_SIZE;
@@ -111,6 +119,7 @@ export class DrawingPad extends EventTarget {
     return [clamp(x), clamp(y)];
   }
 
+  /** @param {PointerEvent} event */
   #start(event) {
     if (event.pointerType === "mouse" && event.button !== 0) return;
     if (this.#active) return; // one stroke at a time: a second finger does not draw
@@ -124,6 +133,7 @@ export class DrawingPad extends EventTarget {
     this.#changed();
   }
 
+  /** @param {PointerEvent} event */
   #extend(event) {
     if (!this.#active || event.pointerId !== this.#pointerId) return;
     // Coalesced events carry the points a fast stroke passed between two animation frames.
@@ -136,6 +146,7 @@ export class DrawingPad extends EventTarget {
     }
   }
 
+  /** @param {PointerEvent} event */
   #finish(event) {
     if (!this.#active || event.pointerId !== this.#pointerId) return;
     this.#strokes.push(this.#active);
@@ -144,6 +155,10 @@ export class DrawingPad extends EventTarget {
     this.#changed();
   }
 
+  /**
+   * @param {Point} from
+   * @param {Point} to
+   */
   #segment(from, to) {
     const context = this.#context;
     style(context);
@@ -158,10 +173,22 @@ export class DrawingPad extends EventTarget {
   }
 }
 
+/**
+ * The 2D context of `canvas` (a canvas has one unless memory ran out).
+ * @param {HTMLCanvasElement} canvas
+ */
+function context2d(canvas) {
+  const context = canvas.getContext("2d");
+  if (!context) throw new Error("This browser cannot draw on a canvas.");
+  return context;
+}
+
+/** @param {number} value */
 function clamp(value) {
   return Math.min(PAD_SIZE, Math.max(0, value));
 }
 
+/** @param {CanvasRenderingContext2D} context */
 function style(context) {
   context.lineCap = "round";
   context.lineJoin = "round";
@@ -170,7 +197,11 @@ function style(context) {
   context.fillStyle = INK;
 }
 
-/** Draw strokes in logical units; a stroke of one point (a tap) is a dot. */
+/**
+ * Draw strokes in logical units; a stroke of one point (a tap) is a dot.
+ * @param {CanvasRenderingContext2D} context
+ * @param {Point[][]} strokes
+ */
 function paint(context, strokes) {
   style(context);
   for (const stroke of strokes) {

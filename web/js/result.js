@@ -1,20 +1,32 @@
+// @ts-check
 // The result panel: the drawing, the 28×28 image the model saw, the ten probabilities, and
 // which model answered how fast.
 
 import { inputUrl } from "./api.js";
 import { element, loadEventually, milliseconds, percent } from "./format.js";
 
+/** @import { LivePrediction } from "./api.js" */
+
+/**
+ * The `data-part` elements of the panel (index.html).
+ * @typedef {Record<"idle" | "body" | "digit" | "confidence" | "bars" | "model" | "latency" | "status", HTMLElement>
+ *   & {drawing: HTMLImageElement, input: HTMLImageElement}} ResultParts
+ */
+
 export class ResultPanel {
   #root;
   #parts;
+  /** @type {Array<{item: HTMLElement, fill: HTMLElement, value: HTMLElement}>} */
   #bars = [];
+  /** @type {string | null} */
   #drawingUrl = null;
 
   /** @param {HTMLElement} root */
   constructor(root) {
     this.#root = root;
-    this.#parts = Object.fromEntries(
-      [...root.querySelectorAll("[data-part]")].map((node) => [node.dataset.part, node]),
+    const parts = /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll("[data-part]"));
+    this.#parts = /** @type {ResultParts} */ (
+      Object.fromEntries([...parts].map((node) => [node.dataset.part, node]))
     );
     for (let digit = 0; digit < 10; digit += 1) {
       const fill = element("span", { className: "fill" });
@@ -31,7 +43,10 @@ export class ResultPanel {
     }
   }
 
-  /** A drawing was sent; its answer is on the way. */
+  /**
+   * A drawing was sent; its answer is on the way.
+   * @param {Blob} drawingBlob
+   */
   showPending(drawingBlob) {
     this.#setDrawing(drawingBlob);
     this.#parts.input.removeAttribute("src");
@@ -45,7 +60,11 @@ export class ResultPanel {
     this.#state("pending");
   }
 
-  /** The answer came: show it. `roundTripMs` is what the browser measured. */
+  /**
+   * The answer came: show it, in view. `roundTripMs` is what the browser measured.
+   * @param {LivePrediction} prediction
+   * @param {{roundTripMs?: number | null}} [timing]
+   */
   showPrediction(prediction, { roundTripMs = null } = {}) {
     const top = prediction.predicted_digit;
     loadEventually(this.#parts.input, inputUrl(prediction.digit_id));
@@ -58,13 +77,18 @@ export class ResultPanel {
     this.#setBars(prediction.probabilities, top);
     this.#status("");
     this.#state("predicted");
+    this.#keepInView();
   }
 
-  /** Still waiting (no model served yet, or the stream is down): say so, keep waiting. */
+  /**
+   * Still waiting (no model served yet, or the stream is down): say so, keep waiting.
+   * @param {string} message
+   */
   showWaiting(message) {
     this.#status(message);
   }
 
+  /** @param {string} message what went wrong, for people */
   showError(message) {
     this.#parts.digit.textContent = "!";
     this.#parts.confidence.textContent = "";
@@ -72,12 +96,17 @@ export class ResultPanel {
     this.#state("error");
   }
 
+  /** @param {Blob} blob */
   #setDrawing(blob) {
     if (this.#drawingUrl) URL.revokeObjectURL(this.#drawingUrl);
     this.#drawingUrl = URL.createObjectURL(blob);
     this.#parts.drawing.src = this.#drawingUrl;
   }
 
+  /**
+   * @param {number[] | null | undefined} probabilities one per digit; none: empty bars
+   * @param {number} [top] the digit whose bar is highlighted
+   */
   #setBars(probabilities, top = -1) {
     this.#bars.forEach(({ item, fill, value }, digit) => {
       const p = probabilities ? probabilities[digit] : 0;
@@ -88,23 +117,40 @@ export class ResultPanel {
     });
   }
 
+  /** @param {string} message */
   #status(message) {
     this.#parts.status.textContent = message;
     this.#parts.status.hidden = !message;
   }
 
+  /** @param {"pending" | "predicted" | "error"} state */
   #state(state) {
     this.#root.dataset.state = state;
     this.#parts.idle.hidden = true;
     this.#parts.body.hidden = false;
   }
+
+  /**
+   * On a phone the panel sits under the pad, its answer below the fold (on a 390×844 screen
+   * the digit read was at y = 873): bring the whole panel up. "nearest" leaves a panel that is
+   * already on screen (beside the pad, on wider screens) where it is.
+   */
+  #keepInView() {
+    const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    this.#root.scrollIntoView({ block: "nearest", behavior: still ? "auto" : "smooth" });
+  }
 }
 
+/** @param {LivePrediction["model"]} model */
 function describeModel(model) {
   const name = model.name ? ` · ${model.name}` : "";
   return `v${model.version}${name}`;
 }
 
+/**
+ * @param {LivePrediction} prediction
+ * @param {number | null} roundTripMs
+ */
 function describeLatency(prediction, roundTripMs) {
   const parts = [];
   if (prediction.latency_ms != null) parts.push(`${milliseconds(prediction.latency_ms)} upload → answer`);
