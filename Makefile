@@ -55,6 +55,7 @@ infra-reset: infra-down ## Stop the stack and delete all its data (.data/)
 lint: install web-tools ## ruff (format, lint, complexity ≤ 10), import contracts, schemas and AsyncAPI up to date, biome + tsc (web/)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen lint-imports
 	$(UV) run --frozen python -m mnistream_common.schemas --check schemas
 	$(UV) run --frozen python scripts/asyncapi.py --check docs/asyncapi
 	node_modules/.bin/biome check web tests/web
@@ -68,7 +69,7 @@ format: install web-tools ## Format the code and apply safe lint fixes
 
 .PHONY: typecheck
 typecheck: install ## mypy --strict with the pydantic plugin over every package and the tests
-	$(UV) run --frozen mypy libs/common/src libs/serving/src gateway/src inference-worker/src \
+	$(UV) run --frozen mypy libs/common/src libs/serving/src libs/system/src gateway/src inference-worker/src \
 	  history-service/src rescore-worker/src trainer/src cli/src tests scripts bench
 
 .PHONY: schemas
@@ -166,10 +167,13 @@ run: install data ## Run everything: stack, first model if none, all services (I
 	infra/run.sh
 
 .PHONY: stop
-stop: ## Stop `make run` (services, then the stack); no process is left behind
-	@if [ -f .data/run/honcho.pid ] && kill -0 "$$(cat .data/run/honcho.pid)" 2>/dev/null; then \
-	  kill -TERM "$$(cat .data/run/honcho.pid)"; \
-	  for i in $$(seq 1 60); do [ -f .data/run/honcho.pid ] || break; sleep 0.5; done; \
+stop: ## Stop `make run` (services, then the stack); returns once every process has exited
+	@pid_file=.data/run/run.pid
+	if [ -f "$$pid_file" ] && kill -0 "$$(cat "$$pid_file")" 2>/dev/null; then
+	  pid="$$(cat "$$pid_file")"
+	  kill -TERM "$$pid"
+	  for i in $$(seq 1 240); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.5; done
+	  if kill -0 "$$pid" 2>/dev/null; then echo "make run (pid $$pid) did not stop within 120 s" >&2; exit 1; fi
 	fi
 	infra/stack.sh down
 
@@ -193,6 +197,10 @@ bench: install data bench-tools ## Every benchmark on a clean bench stack (.data
 .PHONY: bench-inference
 bench-inference: install data bench-tools ## Raw ONNX limit, worker topic→topic, ingest vs baseline, latency, hot swap
 	$(UV) run --frozen python -m bench inference $(BENCH_ARGS)
+
+.PHONY: bench-cpu
+bench-cpu: install data bench-tools ## CPU per drawing of every process at fixed rates, idle CPU, capacity at p99 ≤ 60 ms, live profiles
+	$(UV) run --frozen python -m bench cpu $(BENCH_ARGS)
 
 .PHONY: bench-rescore
 bench-rescore: install data ## Rescore throughput over 10,000 stored drawings with 1 and 2 rescore workers

@@ -66,6 +66,7 @@ class Sizes:
     ingest_seconds: int = 8
     ingest_connections: int = 64
     rates: tuple[int, ...] = (50, 200, 1_000)
+    cpu_rates: tuple[int, ...] = (50, 200, 400)
     rate_seconds: float = 6.0
     swap_rate: int = 200
     swap_seconds: float = 16.0

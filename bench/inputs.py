@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from mnistream_common.events import ClientInfo, DigitSubmitted, utc_now
+from mnistream_system.canvas import CANVAS, render_canvas_png
 
 from bench import config
-from tests.helpers import CANVAS, render_canvas_png
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ from bench.models import BenchModels, promote
 from bench.profiles import summarize
 from bench.stack import BIN, BenchError, Services, history_url
 from bench.stats import percentile, quantiles, spread, steady_rate
-from tests.system import Service
 
 # The digit topics history-service reads (not the ledger, which a skip must never pass over).
 DIGIT_TOPICS = (DIGITS_SUBMITTED, DIGITS_PREDICTED, DIGITS_LABELED)
@@ -213,8 +212,9 @@ async def profile_worker(bench: Bench) -> dict[str, Any]:
 # --------------------------------------------------------------- 4 and 5: the live system
 
 
-async def start_system(bench: Bench) -> None:
-    """history-service, one gateway process and two inference workers, past old records."""
+async def start_system(bench: Bench, *, rescore_workers: int = 0) -> None:
+    """history-service, one gateway process and two inference workers (and `rescore_workers`),
+    past old records."""
     bench.services.stop_all()
     await skip_to_end(Groups.INFERENCE, [DIGITS_SUBMITTED])
     await skip_to_end(Groups.HISTORY, DIGIT_TOPICS)
@@ -222,12 +222,12 @@ async def start_system(bench: Bench) -> None:
     bench.services.gateway(1)
     for index in range(2):
         bench.services.inference(index)
+    for index in range(rescore_workers):
+        bench.services.rescore(index)
     for index in range(2):
         port = config.INFERENCE_PORT + index
-        name = f"inference-{index}"
-        probe = Service(name, [], {}, f"http://127.0.0.1:{port}/readyz")
-        probe.process = bench.services.running[name].process
-        Services.wait_ready(probe)
+        service = bench.services.running[f"inference-{index}"]
+        Services.wait_ready(service, url=f"http://127.0.0.1:{port}/readyz")
     await _open_loop(bench, 50, 2.0)  # warm every path once
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import config
+from bench.report_cpu import cpu_section, cpu_targets, plot_cpu
+from bench.stats import markdown_table
 
 PLOTS = config.DOCS / "benchmarks"
 MD = config.DOCS / "benchmarks.md"
@@ -151,6 +153,7 @@ def targets(data: dict[str, Any]) -> list[Target]:
             None if mem is None else mem <= 200,
         )
     )
+    rows += [Target(*row) for row in cpu_targets(data)]
     cnn = _get(data, "models", "cnn")
     mlp = _get(data, "models", "mlp")
     if cnn and mlp:
@@ -170,10 +173,7 @@ def _pct(ratio: float | None) -> float | None:
     return None if ratio is None else ratio * 100
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+_table = markdown_table
 
 
 def _figures(data: dict[str, Any]) -> list[list[str]]:
@@ -602,6 +602,7 @@ def render(data: dict[str, Any], plots: dict[str, bool]) -> str:
     )
     out.append("\n## Every figure\n")
     out.append(_table(["figure", "median (min–max)", "reference", "ratio"], _figures(data)))
+    out.append(cpu_section(data, plots.get("cpu", False)))
     if data.get("errors"):
         out.append("\n**Phases that failed in this run:**\n")
         out += [f"- {name}: {error}" for name, error in sorted(data["errors"].items())]
@@ -864,6 +865,7 @@ def write_report(results: Path | None = None) -> str:
     plots = {
         "latency": _plot_latency(data, PLOTS / "latency_cdf.png"),
         "throughput": _plot_throughput(data, PLOTS / "throughput_vs_workers.png"),
+        "cpu": plot_cpu(data, PLOTS / "cpu_per_drawing.png"),
     }
     MD.write_text(render(data, plots))
     return f"wrote {MD} and plots in {PLOTS} from {path}"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import config, phases
+from bench import config, phases, system_cpu
 from bench.config import Sizes
 from bench.ingest import wrk_available
 from bench.inputs import make_drawings
@@ -22,7 +22,18 @@ from bench.raw import measure_raw, measure_steps
 from bench.stack import Services, clean_stack_up, stack
 
 SELECTIONS = {
-    "all": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap", "rescore", "profiles"),
+    "all": (
+        "raw",
+        "ingest",
+        "baseline",
+        "workers",
+        "cpu",
+        "latency",
+        "hot_swap",
+        "rescore",
+        "profiles",
+    ),
+    "cpu": ("cpu",),
     "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap"),
     "rescore": ("rescore",),
 }
@@ -110,41 +121,48 @@ def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
 def _run_phases(
     bench: phases.Bench, results: Results, wanted: tuple[str, ...], onnx: bytes
 ) -> None:
+    """Each wanted selection's phases, in the order of `_plan`."""
+    for selection, name, measure in _plan(bench, onnx):
+        if selection in wanted:
+            _phase(results, name, measure)
+
+
+def _plan(bench: phases.Bench, onnx: bytes) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(selection, phase name, measurement) for every phase a run can have."""
     sizes = bench.sizes
-    if "raw" in wanted:
-        _phase(
-            results,
-            "raw_onnx",
-            lambda: measure_raw(
-                bench.models.cnn, onnx, bench.drawings, sizes.repeats, sizes.raw_seconds
-            ),
-        )
-        _phase(
-            results,
+
+    def raw() -> Any:
+        return measure_raw(bench.models.cnn, onnx, bench.drawings, sizes.repeats, sizes.raw_seconds)
+
+    def latency() -> Any:
+        asyncio.run(phases.start_system(bench))
+        return asyncio.run(phases.latency(bench))
+
+    def hot_swap() -> Any:
+        asyncio.run(phases.start_system(bench))  # each phase on a fresh system
+        return asyncio.run(phases.hot_swap(bench))
+
+    def profiles() -> Any:
+        bench.services.stop_all()
+        return {
+            "gateway": phases.profile_gateway(bench),
+            "inference_worker": asyncio.run(phases.profile_worker(bench)),
+        }
+
+    return [
+        ("raw", "raw_onnx", raw),
+        (
+            "raw",
             "worker_steps",
             lambda: measure_steps(bench.drawings, sizes.repeats, sizes.raw_seconds),
-        )
-    if "ingest" in wanted:
-        _phase(results, "gateway_ingest", lambda: phases.gateway_ingest(bench))
-    if "baseline" in wanted:
-        _phase(results, "baseline", lambda: phases.baseline_ingest(bench, onnx))
-    if "workers" in wanted:
-        _phase(results, "worker_throughput", lambda: asyncio.run(phases.worker_throughput(bench)))
-    if "latency" in wanted or "hot_swap" in wanted:
-        asyncio.run(phases.start_system(bench))
-    if "latency" in wanted:
-        _phase(results, "latency", lambda: asyncio.run(phases.latency(bench)))
-    if "hot_swap" in wanted:
-        _phase(results, "hot_swap", lambda: asyncio.run(phases.hot_swap(bench)))
-    if "rescore" in wanted:
-        _phase(results, "rescore", lambda: asyncio.run(phases.rescore(bench)))
-    if "profiles" in wanted:
-        bench.services.stop_all()
-        _phase(
-            results,
-            "profiles",
-            lambda: {
-                "gateway": phases.profile_gateway(bench),
-                "inference_worker": asyncio.run(phases.profile_worker(bench)),
-            },
-        )
+        ),
+        ("ingest", "gateway_ingest", lambda: phases.gateway_ingest(bench)),
+        ("baseline", "baseline", lambda: phases.baseline_ingest(bench, onnx)),
+        ("workers", "worker_throughput", lambda: asyncio.run(phases.worker_throughput(bench))),
+        ("cpu", "baseline_cpu", lambda: asyncio.run(system_cpu.baseline_cpu(bench, onnx))),
+        ("cpu", "system_cpu", lambda: asyncio.run(system_cpu.system_cpu(bench))),
+        ("latency", "latency", latency),
+        ("hot_swap", "hot_swap", hot_swap),
+        ("rescore", "rescore", lambda: asyncio.run(phases.rescore(bench))),
+        ("profiles", "profiles", profiles),
+    ]

@@ -7,8 +7,6 @@ its children (uvicorn workers) too. Before a service stops, its peak memory is s
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -19,9 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnistream_system.processes import STACK, Service, ServiceError, stop_orphans
+
 from bench import config
 from bench.memory import PeakMemory, process_group_peak_mb
-from tests.system import Service
 
 BIN = Path(sys.executable).parent
 
@@ -47,20 +46,10 @@ def stack(command: str) -> None:
         )
 
 
-def _pid_folder() -> Path:
-    return config.DATA / "run" / "bench-services"
-
-
 def stop_leftovers() -> None:
-    """Stop service processes an earlier, killed benchmark run left behind (by their pids)."""
-    folder = _pid_folder()
-    for pid_file in folder.glob("*.pid") if folder.is_dir() else []:
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError, OSError):
-            pid = int(pid_file.read_text())
-            if str(BIN) in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                os.killpg(pid, signal.SIGKILL)
-                print(f"stopped a leftover bench service ({pid_file.stem}, pid {pid})")
-        pid_file.unlink(missing_ok=True)
+    """Stop service processes an earlier, killed benchmark run left behind."""
+    for leftover in stop_orphans(str(config.DATA.resolve())):
+        print(f"stopped a leftover bench service: {leftover}")
 
 
 def clean_stack_up() -> None:
@@ -92,22 +81,20 @@ class Services:
     ) -> Service:
         """Start a service (stopping one of the same name first); wait for its probe."""
         self.stop(name)
-        service = Service(name, command, {**config.stack_env(), **env}, ready_url)
+        env = {**config.stack_env(), STACK: str(config.DATA.resolve()), **env}
+        service = Service(name, command, env, ready_url, config.DATA / "logs" / "services")
         service.start()
         self.running[name] = service
-        if service.process is not None:
-            _pid_folder().mkdir(parents=True, exist_ok=True)
-            (_pid_folder() / f"{name}.pid").write_text(str(service.process.pid))
         if wait:
             self.wait_ready(service)
         return service
 
     @staticmethod
-    def wait_ready(service: Service, timeout: float = 90.0) -> None:
-        """Wait for the probe, turning the harness's assertion into a bench error."""
+    def wait_ready(service: Service, timeout: float = 90.0, *, url: str | None = None) -> None:
+        """Wait for the probe (or `url`), turning a failure into a bench error."""
         try:
-            service.wait_ready(timeout)
-        except AssertionError as exc:
+            service.wait_ready(timeout, url=url)
+        except ServiceError as exc:
             raise BenchError(str(exc)) from None
 
     def gateway(self, workers: int = 1, *, profile: Path | None = None) -> Service:
@@ -176,12 +163,7 @@ class Services:
         process = service.process
         if process is not None and process.poll() is None:
             self.memory.observe(_kind(name), process_group_peak_mb(process.pid))
-            if "cProfile" in service.command:
-                os.killpg(process.pid, signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(30)
-        service.stop()
-        (_pid_folder() / f"{name}.pid").unlink(missing_ok=True)
+        service.stop(signal.SIGINT if "cProfile" in service.command else signal.SIGTERM)
 
     def stop_matching(self, prefix: str) -> None:
         """Stop every service whose name starts with `prefix`."""

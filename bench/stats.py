@@ -43,3 +43,10 @@ def steady_rate(times: Sequence[float], trim: float = 0.1) -> float:
     last = int(len(ordered) * (1 - trim)) - 1
     elapsed = ordered[last] - ordered[first]
     return (last - first) / elapsed if elapsed > 0 else math.nan
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

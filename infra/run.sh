@@ -1,35 +1,36 @@
 #!/usr/bin/env bash
-# `make run`: the stack, a first model if none was ever promoted, then every service under honcho.
-# Ctrl-C (or `make stop`) stops the services and then the stack; no process is left behind.
+# `make run`: the stack, a first model if none was ever promoted, then every service in the
+# foreground (mnistream-system run). Ctrl-C or `make stop` stops the services, then the stack;
+# `make stop` returns only once this script has finished, so no teardown overlaps a new start.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DATA="${MNISTREAM_DATA:-$ROOT/.data}"
-WORKERS="${INFERENCE_WORKERS:-2}"
-RESCORERS="${RESCORE_WORKERS:-1}"
+export INFERENCE_WORKERS="${INFERENCE_WORKERS:-2}" RESCORE_WORKERS="${RESCORE_WORKERS:-1}"
+mkdir -p "$DATA/run"
+echo $$ >"$DATA/run/run.pid"
+cleanup() { infra/stack.sh down || true; rm -f "$DATA/run/run.pid"; }
 
 # Ctrl-C while the stack starts or the first model trains: stop what has started, then leave.
-trap 'echo "interrupted; stopping the stack..." >&2; infra/stack.sh down; exit 130' INT TERM
+trap 'echo "interrupted; stopping the stack..." >&2; cleanup; exit 130' INT TERM
 infra/stack.sh up
 .venv/bin/history-service migrate
 .venv/bin/mnistream bootstrap
 
-port="${GATEWAY_PORT:-8000}"
 cat >&2 <<MSG
 
-  mnistream is starting: open http://127.0.0.1:$port
-  inference workers: $WORKERS (metrics on ports 8300..), rescore workers: $RESCORERS (8400..)
-  logs: this terminal (services), $DATA/logs (stack). Stop with Ctrl-C or \`make stop\`.
+  mnistream is starting: http://127.0.0.1:${GATEWAY_PORT:-8000}
+  inference workers: $INFERENCE_WORKERS (metrics on ports 8300..), rescore workers: $RESCORE_WORKERS (8400..)
+  logs: this terminal (services; also $DATA/logs/services), $DATA/logs (stack).
+  Stop with Ctrl-C or \`make stop\`.
 
 MSG
-.venv/bin/honcho -f Procfile start -p 8100 \
-  -c "gateway=1,history=1,inference=$WORKERS,rescore=$RESCORERS" &
-honcho=$!
-echo "$honcho" >"$DATA/run/honcho.pid"
-# Ctrl-C or `make stop`: let honcho stop the services first, then stop the stack.
-trap 'kill -TERM "$honcho" 2>/dev/null || true' INT TERM
-wait "$honcho" || true
-wait "$honcho" 2>/dev/null || true
-rm -f "$DATA/run/honcho.pid"
+.venv/bin/mnistream-system run &
+services=$!
+# Ctrl-C or `make stop`: the runner stops every service and exits; then the stack stops.
+trap 'kill -TERM "$services" 2>/dev/null || true' INT TERM
+wait "$services" || true
+wait "$services" 2>/dev/null || true
 echo "services stopped; stopping the stack..." >&2
-infra/stack.sh down
+trap - INT TERM
+cleanup

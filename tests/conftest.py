@@ -11,6 +11,9 @@ from mnistream_common.settings import S3Settings
 
 from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
 
+# The fixtures the end-to-end and reliability suites share (models, system, drawings, taps).
+pytest_plugins = ["tests.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap_servers() -> str:

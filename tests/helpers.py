@@ -21,14 +21,21 @@ import numpy.typing as npt
 import onnx
 from minio.error import S3Error
 from mnistream_common.consume import MessageHandler
-from mnistream_common.events import DigitSubmitted, ModelPromoted, ModelRef
+from mnistream_common.events import (
+    DigitPredicted,
+    DigitSubmitted,
+    ModelPromoted,
+    ModelRef,
+    PredictionKind,
+    Timings,
+)
 from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
+from mnistream_system.canvas import CANVAS, encode, ink_on_transparent
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
 from urllib3 import HTTPResponse
 
 MODEL_NAME = "mnist-digits"
-CANVAS = 280
 
 # A "7"-like and a "4"-like figure as polylines in a 0..1 square (x right, y down).
 SEVEN: tuple[tuple[tuple[float, float], ...], ...] = (
@@ -92,24 +99,24 @@ def encode_ink(ink: npt.NDArray[np.uint8], kind: InputKind) -> bytes:
     """The same ink as the bytes of one input kind (see INPUT_KINDS)."""
     paper = 255 - ink  # dark ink on white paper
     if kind == "rgba-dark":
-        return _save(_rgba(ink, colour=(20, 20, 30)), "PNG")
+        return encode(ink_on_transparent(ink, colour=(20, 20, 30)), "PNG")
     if kind == "rgba-light":
-        return _save(_rgba(ink, colour=(250, 250, 250)), "PNG")
+        return encode(ink_on_transparent(ink, colour=(250, 250, 250)), "PNG")
     if kind == "rgb-white":
-        return _save(Image.fromarray(paper).convert("RGB"), "PNG")
+        return encode(Image.fromarray(paper).convert("RGB"), "PNG")
     if kind == "l-white":
-        return _save(Image.fromarray(paper), "PNG")
+        return encode(Image.fromarray(paper), "PNG")
     if kind == "l-dark":
-        return _save(Image.fromarray(ink), "PNG")
+        return encode(Image.fromarray(ink), "PNG")
     if kind == "jpeg":
-        return _save(Image.fromarray(paper).convert("RGB"), "JPEG", quality=90)
+        return encode(Image.fromarray(paper).convert("RGB"), "JPEG", quality=90)
     if kind == "palette":
         rgb = Image.fromarray(paper).convert("RGB")
-        return _save(rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG")
+        return encode(rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG")
     if kind == "png16":
-        return _save(Image.fromarray(paper.astype(np.uint16) * 257), "PNG")
+        return encode(Image.fromarray(paper.astype(np.uint16) * 257), "PNG")
     if kind == "cmyk-jpeg":
-        return _save(Image.fromarray(paper).convert("RGB").convert("CMYK"), "JPEG", quality=92)
+        return encode(Image.fromarray(paper).convert("RGB").convert("CMYK"), "JPEG", quality=92)
     raise ValueError(f"unknown input kind {kind!r}; known: {', '.join(INPUT_KINDS)}")
 
 
@@ -123,23 +130,7 @@ def drawing_png(
 def blank_png(size: int = CANVAS, *, mode: str = "RGBA") -> bytes:
     """An empty canvas: nothing drawn."""
     colour: Any = (0, 0, 0, 0) if mode == "RGBA" else "white"
-    return _save(Image.new(mode, (size, size), colour), "PNG")
-
-
-def render_canvas_png(pixels28: npt.NDArray[Any], size: int = CANVAS) -> bytes:
-    """A 28×28 MNIST image as the browser canvas would send it: `size`×`size` RGBA PNG,
-    dark strokes on a transparent background (alpha carries the ink).
-
-    `pixels28` is ink bright on black, uint8 0-255 or float in [0, 1].
-    """
-    if pixels28.shape != (28, 28):
-        raise ValueError(f"expected a 28×28 image, got shape {pixels28.shape}")
-    values = np.asarray(pixels28, dtype=np.float32)
-    if pixels28.dtype != np.uint8 and values.max(initial=0) <= 1.0:
-        values = values * 255.0
-    ink = Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8))
-    ink = ink.resize((size, size), Image.Resampling.BILINEAR)
-    return _save(_rgba(np.asarray(ink), colour=(0, 0, 0)), "PNG")
+    return encode(Image.new(mode, (size, size), colour), "PNG")
 
 
 def animated_png(size: int = 64) -> bytes:
@@ -164,20 +155,6 @@ def png_header(width: int, height: int) -> bytes:
 def _chunk(kind: bytes, data: bytes) -> bytes:
     crc = zlib.crc32(kind + data) & 0xFFFFFFFF
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def _rgba(ink: npt.NDArray[np.uint8], *, colour: tuple[int, int, int]) -> Image.Image:
-    height, width = ink.shape
-    rgba = np.zeros((height, width, 4), dtype=np.uint8)
-    rgba[..., :3] = colour
-    rgba[..., 3] = ink
-    return Image.fromarray(rgba)
-
-
-def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -255,6 +232,35 @@ def submitted(image: bytes | None = None, *, digit_id: uuid.UUID | None = None) 
         image=data,
         width=CANVAS,
         height=CANVAS,
+    )
+
+
+def prediction(
+    digit_id: uuid.UUID | None = None,
+    model: ModelRef | None = None,
+    *,
+    digit: int = 7,
+    confidence: float = 0.91,
+    kind: PredictionKind = "live",
+    worker_id: str = "test-worker",
+    timings: Timings | None = None,
+    **fields: Any,
+) -> DigitPredicted:
+    """A `DigitPredicted` reading `digit` with `confidence` (the rest spread evenly); any other
+    field (event_id, occurred_at, submitted_at, job_id, job_total, ...) by keyword."""
+    probabilities = [round((1.0 - confidence) / 9, 6)] * 10
+    probabilities[digit] = confidence
+    return DigitPredicted(
+        digit_id=digit_id or uuid.uuid4(),
+        model=model or ModelRef(name=MODEL_NAME, version=1, sha256="ab" * 32),
+        probabilities=probabilities,
+        predicted_digit=digit,
+        confidence=confidence,
+        kind=kind,
+        timings=timings or Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
+        worker_id=worker_id,
+        provider="CPUExecutionProvider",
+        **fields,
     )
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -152,36 +151,3 @@ def _without_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     return f"{scheme}{sep}{userinfo.split(':')[0]}{at}{host}" if at else url
-
-
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float, message: str, interval: float = 0.05
-) -> T:
-    """Poll `predicate` until it returns something truthy and return it; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{message} (still not the case after {timeout:g} s; last: {result!r})")
-        time.sleep(interval)
-
-
-# `timeout` mirrors wait_until; the test fails with `message` instead of being cancelled.
-async def wait_until_async(
-    predicate: Callable[[], Awaitable[T]],
-    *,
-    timeout: float,  # noqa: ASYNC109
-    message: str,
-    interval: float = 0.05,
-) -> T:
-    """`wait_until` for an async predicate: polls without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{message} (still not the case after {timeout:g} s; last: {result!r})")
-        await asyncio.sleep(interval)

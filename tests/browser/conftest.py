@@ -29,7 +29,7 @@ from tests.browser.support import (
     promote,
     train_version,
 )
-from tests.system import System
+from tests.system import System, system_for_tests
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # Headless and quiet: no first-run UI, no background traffic to Google, no QUIC (no UDP
@@ -51,7 +51,7 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 @pytest.fixture(scope="package")
 def system(stack: None) -> Iterator[System]:
     """gateway, history-service, an inference worker and a rescore worker; a champion serves."""
-    running = System(base_port=BASE_PORT, inference_workers=1, rescore_workers=1)
+    running = system_for_tests(base_port=BASE_PORT, inference_workers=1, rescore_workers=1)
     running.start()
     try:
         if gateway_champion(running.gateway_url, settle_s=10.0) is None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from playwright.sync_api import Page
 
-from tests.stack import wait_until
+from tests.polling import eventually_sync
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,10 +140,10 @@ def stored(api: httpx.Client, digit_id: str) -> dict[str, Any] | None:
 
 def wait_for_label(api: httpx.Client, digit_id: str, label: int, *, timeout: float = 30.0) -> None:
     """Until history-service stores `label` for the drawing."""
-    wait_until(
+    eventually_sync(
         lambda: (stored(api, digit_id) or {}).get("label") == label,
-        timeout=timeout,
-        message=f"history never stored label {label} for {digit_id}",
+        timeout,
+        f"history never stored label {label} for {digit_id}",
         interval=0.2,
     )
 
@@ -165,5 +165,5 @@ def settled_top(page: Page, selector: str, *, timeout: float = 5.0) -> float:
         seen.append(box["y"])
         return len(seen) > 1 and seen[-1] == seen[-2]
 
-    wait_until(still, timeout=timeout, message=f"the page kept scrolling {selector}", interval=0.1)
+    eventually_sync(still, timeout, f"the page kept scrolling {selector}", interval=0.1)
     return seen[-1]

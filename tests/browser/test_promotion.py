@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.support import ONE, draw, gateway_champion, promote, stored, upload
 from tests.helpers import FOUR, drawing_png
-from tests.stack import wait_until
+from tests.polling import eventually_sync
 from tests.system import System
 
 pytestmark = pytest.mark.browser
@@ -36,10 +36,10 @@ def test_a_promotion_fills_the_new_versions_column_without_a_reload(
     newest: list[str] = rows.evaluate_all("rows => rows.slice(0, 4).map(r => r.dataset.digitId)")
     # The rescore re-reads what is stored when it is planned; a drawing still on its way to
     # the history keeps the old champion's answer only, as designed.
-    wait_until(
+    eventually_sync(
         lambda: all(stored(api, digit_id) for digit_id in newest),
-        timeout=30,
-        message="the newest drawings never reached the history",
+        30,
+        "the newest drawings never reached the history",
     )
     page.evaluate("window.notReloaded = true")
 

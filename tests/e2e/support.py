@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import subprocess
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_common.events import DigitPredicted, InvalidEventError
 from mnistream_common.groups import group_status
 from mnistream_common.topics import DIGITS_PREDICTED, Groups, TopicSpec
+from mnistream_system.canvas import render_canvas_png
 
-from tests.helpers import render_canvas_png
 from tests.stack import require_kafka
 from tests.system import BIN, ROOT, System
 
@@ -96,22 +93,6 @@ async def upload_all(
             return uuid.UUID(response.json()["digit_id"])
 
         return list(await asyncio.gather(*(one(image) for image in images)))
-
-
-async def eventually(
-    predicate: Callable[[], object], within: float, message: str, interval: float = 0.1
-) -> None:
-    """Poll a sync or async predicate until it holds; fail with `message` after `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{message}: still not the case after {within:g} s")
-        await asyncio.sleep(interval)
 
 
 async def history_caught_up() -> bool:

@@ -19,7 +19,6 @@ from mnistream_common.events import (
     DigitSubmitted,
     Event,
     ModelRef,
-    Timings,
     utc_now,
 )
 from mnistream_common.storage import make_minio
@@ -29,13 +28,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.support import (
     Predictions,
-    eventually,
     everything_settled,
     history_caught_up,
     mnistream,
     stack_component,
     upload_all,
 )
+from tests.helpers import prediction
+from tests.polling import eventually
 from tests.stack import require_kafka, require_minio, require_postgres
 from tests.system import ADMIN_TOKEN, BIN, System
 
@@ -131,16 +131,12 @@ def made_up_events(image: bytes) -> tuple[uuid.UUID, DigitSubmitted, DigitPredic
         width=280,
         height=280,
     )
-    predicted = DigitPredicted(
-        digit_id=digit_id,
-        model=ModelRef(name="e2e", version=999, sha256="0" * 64),
-        probabilities=[0.1] * 10,
-        predicted_digit=3,
+    predicted = prediction(
+        digit_id,
+        ModelRef(name="e2e", version=999, sha256="0" * 64),
+        digit=3,
         confidence=0.1,
-        kind="live",
-        timings=Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
         worker_id="e2e",
-        provider="CPUExecutionProvider",
         submitted_at=submitted.submitted_at,
     )
     labeled = DigitLabeled(digit_id=digit_id, label=3, labeled_at=utc_now())

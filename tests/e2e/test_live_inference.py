@@ -15,7 +15,8 @@ from mnistream_common.events import DeadLetter, DigitSubmitted, utc_now
 from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_SUBMITTED
 from PIL import Image
 
-from tests.e2e.support import Models, Predictions, eventually, mnistream, upload_all
+from tests.e2e.support import Models, Predictions, mnistream, upload_all
+from tests.polling import eventually
 from tests.stack import require_kafka
 from tests.system import System
 

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.e2e.support import (
     Models,
     Predictions,
-    eventually,
     mnistream,
     upload_all,
     worker_versions,
 )
+from tests.polling import eventually
 from tests.stack import require_kafka, require_postgres
 from tests.system import System
 

@@ -24,7 +24,7 @@ from mnistream_common.topics import ALL_TOPICS
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.stack import wait_until_async
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ async def read_until(members: list[AIOKafkaConsumer], count: int) -> list[list[D
         await asyncio.gather(*(poll(m, r) for m, r in zip(members, received, strict=True)))
         return sum(map(len, received)) >= count
 
-    await wait_until_async(all_read, timeout=30, message=f"{count} records read")
+    await eventually(all_read, 30, f"{count} records read")
     await all_read()  # one more round: a duplicate would show up here
     return received
 
@@ -114,7 +114,7 @@ async def wait_for_shared_assignment(members: list[AIOKafkaConsumer]) -> None:
         together = [tp.partition for tps in owned for tp in tps]
         return all(owned) and sorted(together) == list(range(PARTITIONS))
 
-    await wait_until_async(shared, timeout=30, message="the group shares the 12 partitions")
+    await eventually(shared, 30, "the group shares the 12 partitions")
 
 
 async def test_one_group_shares_partitions_and_another_group_sees_everything(

@@ -6,72 +6,26 @@ The suite stops and kills parts of the stack, so `make chaos` gives it a stack o
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
-from tests.e2e.support import Models, Predictions, canvas_drawings, collect_predictions, mnistream
+from tests.fixtures import ModelSpec, SuiteConfig
 from tests.reliability.support import REPORT
-from tests.system import System
 
 BASE_PORT = 17300
 
 
-class ReliabilitySystem(System):
-    """The usual services with small rescore chunks, so a job lasts long enough to be hit."""
-
-    def env(self) -> dict[str, str]:
-        """The shared settings, with 20 drawings per rescore chunk."""
-        return {**super().env(), "RESCORE_CHUNK_SIZE": "20"}
-
-
 @pytest.fixture(scope="session")
-def models(stack: None) -> Models:
-    """Two small MLPs trained and registered in MLflow: the champion and a challenger."""
-    from trainer.config import TrainConfig
-    from trainer.pipeline import train_and_register
-    from trainer.settings import Settings as TrainerSettings
-
-    settings = TrainerSettings()
-    versions = [
-        train_and_register(
-            TrainConfig(
-                arch="mlp", hidden=hidden, limit_train=3000, epochs=1, augment=False, workers=0
-            ),
-            settings,
-        ).version
-        for hidden in (10, 32)
-    ]
-    return Models(weak=versions[0], better=versions[1])
-
-
-@pytest.fixture(scope="session")
-def system(models: Models) -> Iterator[System]:
-    """gateway, history-service, 2 inference and 2 rescore workers; the weak model promoted."""
-    running = ReliabilitySystem(inference_workers=2, rescore_workers=2, base_port=BASE_PORT)
-    os.environ["HISTORY_URL"] = running.history_url
-    os.environ["GATEWAY_URL"] = running.gateway_url
-    mnistream("promote", str(models.weak), "--force", "--reason", "reliability: champion")
-    running.start()
-    running.inference_ready()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="session")
-def drawings() -> list[bytes]:
-    """MNIST test digits rendered like browser canvas drawings (280×280 RGBA PNG)."""
-    return canvas_drawings(200)
-
-
-@pytest.fixture
-async def predictions(stack: None) -> AsyncIterator[Predictions]:
-    """`digits.predicted` from now on."""
-    async with collect_predictions() as collected:
-        yield collected
+def suite() -> SuiteConfig:
+    """The reliability suite: its own ports and small rescore chunks (a job lasts long enough
+    to be hit), two small models, 200 drawings."""
+    return SuiteConfig(
+        "reliability",
+        weak=ModelSpec(hidden=10, limit_train=3000),
+        better=ModelSpec(hidden=32, limit_train=3000),
+        base_port=BASE_PORT,
+        drawings=200,
+        env={"RESCORE_CHUNK_SIZE": "20"},
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

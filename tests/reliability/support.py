@@ -25,7 +25,8 @@ from mnistream_common.topics import DIGITS_DEADLETTER
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.support import Predictions, eventually, tail
+from tests.e2e.support import Predictions, tail
+from tests.polling import eventually
 from tests.stack import require_minio, require_postgres
 
 # Lines for the terminal summary: one per fault, so the counts show without -s.

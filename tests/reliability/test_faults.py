@@ -17,11 +17,11 @@ import pytest
 from tests.e2e.support import (
     Models,
     Predictions,
-    eventually,
     mnistream,
     stack_component,
     worker_versions,
 )
+from tests.polling import eventually
 from tests.reliability.support import assert_nothing_lost, flowing
 from tests.system import System
 
@@ -41,34 +41,27 @@ async def champion(system: System) -> int:
     return version
 
 
-async def test_kill_9_of_an_inference_worker(
-    system: System, drawings: list[bytes], predictions: Predictions
+@pytest.mark.parametrize(
+    ("service", "fault"),
+    [
+        # The other worker takes over its partitions.
+        ("inference-0", "kill -9 inference worker"),
+        # Uploads do not need the history to be accepted; it catches up on restart.
+        ("history", "kill -9 history-service"),
+    ],
+    ids=["inference-worker", "history-service"],
+)
+async def test_kill_9_of_a_service(
+    system: System, drawings: list[bytes], predictions: Predictions, service: str, fault: str
 ) -> None:
     started, version = time.monotonic(), await champion(system)
     async with flowing(system.gateway_url, drawings, RATE) as traffic:
-        system.services["inference-0"].kill()
-        await traffic.until_accepted(200)  # the other worker takes over its partitions
-        await asyncio.to_thread(system.restart, "inference-0")
+        system.services[service].kill()
+        await traffic.until_accepted(200)
+        await asyncio.to_thread(system.restart, service)
         await traffic.until_accepted(100)
     assert not traffic.refused, traffic.refused
-    await assert_nothing_lost(
-        "kill -9 inference worker", traffic, predictions, [version], started=started
-    )
-
-
-async def test_kill_9_of_the_history_service(
-    system: System, drawings: list[bytes], predictions: Predictions
-) -> None:
-    started, version = time.monotonic(), await champion(system)
-    async with flowing(system.gateway_url, drawings, RATE) as traffic:
-        system.services["history"].kill()
-        await traffic.until_accepted(200)  # uploads do not need the history to be accepted
-        await asyncio.to_thread(system.restart, "history")
-        await traffic.until_accepted(100)
-    assert not traffic.refused, traffic.refused
-    await assert_nothing_lost(
-        "kill -9 history-service", traffic, predictions, [version], started=started
-    )
+    await assert_nothing_lost(fault, traffic, predictions, [version], started=started)
 
 
 async def test_kill_9_of_a_rescore_worker_during_a_rescore_job(
@@ -151,35 +144,21 @@ async def test_a_kafka_broker_restart(
     system.inference_ready()
 
 
-async def test_postgres_stopped_for_10_s(
-    system: System, drawings: list[bytes], predictions: Predictions
+@pytest.mark.parametrize(
+    ("component", "fault"),
+    [("postgres", "PostgreSQL stopped 10 s"), ("minio", "MinIO stopped 10 s")],
+    ids=["postgres", "minio"],
+)
+async def test_a_storage_outage_of_10_s(
+    system: System, drawings: list[bytes], predictions: Predictions, component: str, fault: str
 ) -> None:
     started, version = time.monotonic(), await champion(system)
     async with flowing(system.gateway_url, drawings, RATE) as traffic:
-        await asyncio.to_thread(stack_component, "stop", "postgres")
+        await asyncio.to_thread(stack_component, "stop", component)
         try:
             await asyncio.sleep(OUTAGE_S)
         finally:
-            await asyncio.to_thread(stack_component, "start", "postgres")
+            await asyncio.to_thread(stack_component, "start", component)
         await traffic.until_accepted(100)
     assert not traffic.refused, traffic.refused
-    await assert_nothing_lost(
-        "PostgreSQL stopped 10 s", traffic, predictions, [version], started=started
-    )
-
-
-async def test_minio_stopped_for_10_s(
-    system: System, drawings: list[bytes], predictions: Predictions
-) -> None:
-    started, version = time.monotonic(), await champion(system)
-    async with flowing(system.gateway_url, drawings, RATE) as traffic:
-        await asyncio.to_thread(stack_component, "stop", "minio")
-        try:
-            await asyncio.sleep(OUTAGE_S)
-        finally:
-            await asyncio.to_thread(stack_component, "start", "minio")
-        await traffic.until_accepted(100)
-    assert not traffic.refused, traffic.refused
-    await assert_nothing_lost(
-        "MinIO stopped 10 s", traffic, predictions, [version], started=started
-    )
+    await assert_nothing_lost(fault, traffic, predictions, [version], started=started)

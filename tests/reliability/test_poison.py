@@ -29,7 +29,6 @@ from mnistream_common.events import (
     ModelPromoted,
     ModelRef,
     RescoreTask,
-    Timings,
     utc_now,
 )
 from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL, build_dead_letter
@@ -44,7 +43,9 @@ from mnistream_common.topics import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.e2e.support import Models, Predictions, eventually, mnistream, upload_all
+from tests.e2e.support import Models, Predictions, mnistream, upload_all
+from tests.helpers import prediction
+from tests.polling import eventually
 from tests.reliability.support import DeadLetters, dead_letters
 from tests.stack import require_kafka, require_postgres
 from tests.system import System
@@ -201,17 +202,8 @@ def submitted(image: bytes) -> DigitSubmitted:
 
 def predicted(model: ModelRef) -> DigitPredicted:
     """A live prediction of a drawing no one uploaded (kept, waiting for its drawing)."""
-    return DigitPredicted(
-        digit_id=uuid.uuid4(),
-        model=model,
-        probabilities=[0.1] * 10,
-        predicted_digit=1,
-        confidence=0.1,
-        kind="live",
-        timings=Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
-        worker_id="reliability",
-        provider="CPUExecutionProvider",
-        submitted_at=utc_now(),
+    return prediction(
+        model=model, digit=1, confidence=0.1, worker_id="reliability", submitted_at=utc_now()
     )
 
 

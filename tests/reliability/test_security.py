@@ -131,7 +131,7 @@ async def test_a_chunked_upload_is_cut_off_at_the_limit(system: System) -> None:
 @pytest.fixture
 def rate_limited_gateway(system: System) -> Iterator[str]:
     """A gateway of its own that allows 5 uploads a minute per client."""
-    system._add(
+    system.add(
         "gateway-rate-limited",
         ["gateway"],
         {"GATEWAY_PORT": str(RATE_LIMIT_PORT), "RATE_LIMIT_PER_MINUTE": "5"},

@@ -27,6 +27,8 @@ from mnistream_common.events import (
 from mnistream_common.topics import ALL_TOPICS, SEVEN_DAYS_MS, UNLIMITED, TopicSpec, topic_for
 from pydantic import ValidationError
 
+from tests.helpers import prediction
+
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # Bytes that differ between the standard and the URL-safe base64 alphabets.
 AWKWARD_BYTES = b"\xfb\xff\xfe>?\x00\x01"
@@ -82,18 +84,11 @@ def sample_events() -> list[Event]:
 
 
 def _predicted(digit_id: uuid.UUID) -> DigitPredicted:
-    probabilities = [0.01] * 10
-    probabilities[7] = 0.91
-    return DigitPredicted(
-        digit_id=digit_id,
-        model=MODEL,
-        probabilities=probabilities,
-        predicted_digit=7,
-        confidence=0.91,
-        kind="live",
+    return prediction(
+        digit_id,
+        MODEL,
         timings=Timings(queue_ms=1.5, preprocess_ms=0.4, inference_ms=0.8, batch_size=4),
         worker_id="inference-worker-1",
-        provider="CPUExecutionProvider",
         submitted_at=AT,
     )
 

@@ -122,7 +122,12 @@ async def _ledger_end(settings: Settings) -> int:
 
 def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any:
     """Register the ledger tracker, the planner and the chunk consumer; returns the last."""
+    _track_ledger(broker, parts)
+    _plan_promotions(broker, parts)
+    return _rescore_chunks(broker, parts, metrics)
 
+
+def _track_ledger(broker: KafkaBroker, parts: Parts) -> None:
     # Every instance reads the whole ledger (no group) to know which promotion is the newest.
     @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
     @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
@@ -131,6 +136,8 @@ def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any
             parts.ledger.record(delivery.event, delivery.record.offset)
         return []
 
+
+def _plan_promotions(broker: KafkaBroker, parts: Parts) -> None:
     # At least one planner per promotion; planning the same job twice is harmless.
     @broker.subscriber(
         MODEL_PROMOTED.name,
@@ -144,6 +151,8 @@ def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any
             await parts.planner(delivery.event, delivery.record.offset)
         return []
 
+
+def _rescore_chunks(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any:
     tasks = broker.subscriber(
         RESCORE_TASKS.name,
         group_id=Groups.RESCORE,

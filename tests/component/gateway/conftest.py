@@ -28,6 +28,8 @@ from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelRef, Ti
 from mnistream_common.kafka import make_broker
 from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED
 
+from tests.helpers import prediction
+
 MODEL = ModelRef(name="mnist-digits", version=7, sha256="7a" * 32)
 
 
@@ -72,18 +74,12 @@ class FakeWorker:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def prediction_for(self, event: DigitSubmitted) -> DigitPredicted:
-        probabilities = [0.01] * 10
-        probabilities[self.digit] = 0.91
-        return DigitPredicted(
-            digit_id=uuid.uuid4() if self.misaddressed else event.digit_id,
-            model=MODEL,
-            probabilities=probabilities,
-            predicted_digit=self.digit,
-            confidence=0.91,
-            kind="live",
+        return prediction(
+            uuid.uuid4() if self.misaddressed else event.digit_id,
+            MODEL,
+            digit=self.digit,
             timings=Timings(queue_ms=1.0, preprocess_ms=0.5, inference_ms=0.5, batch_size=1),
             worker_id="fake-worker",
-            provider="CPUExecutionProvider",
             submitted_at=event.submitted_at,
         )
 

@@ -19,7 +19,7 @@ from mnistream_serving.loader import ModelUnavailableError
 from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
 
 from tests.helpers import promotion, records, submitted, tiny_onnx_model
-from tests.stack import wait_until_async
+from tests.polling import eventually
 
 OPTIONS = RuntimeOptions(1, False, 2)
 MODELS = {version: tiny_onnx_model(100 + version) for version in range(1, 6)}
@@ -76,7 +76,7 @@ class Running:
         async def check() -> bool:
             return condition()
 
-        await wait_until_async(check, timeout=5.0, message=f"waiting for {what}", interval=0.002)
+        await eventually(check, 5.0, f"waiting for {what}", interval=0.002)
 
 
 @pytest.fixture

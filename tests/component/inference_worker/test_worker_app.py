@@ -24,7 +24,7 @@ from mnistream_common.topics import (
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
 from tests.helpers import promotion, submitted, tiny_onnx_model
-from tests.stack import wait_until_async
+from tests.polling import eventually
 
 ONNX = tiny_onnx_model(7)
 
@@ -73,7 +73,7 @@ async def consuming(worker: Any) -> None:
     async def started() -> bool:
         return bool(worker.consuming)
 
-    await wait_until_async(started, timeout=10, message="consuming after the first model")
+    await eventually(started, 10, "consuming after the first model")
 
 
 async def promote(broker: Any, event: ModelPromoted) -> None:

@@ -27,6 +27,7 @@ from mnistream_common.preprocessing import (
     to_batch,
     to_png,
 )
+from mnistream_system.canvas import render_canvas_png
 from PIL import Image
 
 from tests.helpers import (
@@ -38,7 +39,6 @@ from tests.helpers import (
     drawing_png,
     encode_ink,
     png_header,
-    render_canvas_png,
     stroke_ink,
 )
 

@@ -22,13 +22,12 @@ from mnistream_common.events import (
     DigitPredicted,
     ModelRef,
     PredictionKind,
-    Timings,
 )
 from mnistream_common.storage import S3Uri
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import promotion, submitted, tiny_onnx_model
+from tests.helpers import prediction, promotion, submitted, tiny_onnx_model
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIGIT = uuid.UUID("01953c1e-8a4b-7c2d-9e0f-1a2b3c4d5e6f")
@@ -93,20 +92,15 @@ def predicted(
     job_id: uuid.UUID | None = None,
     job_total: int = 10,
 ) -> DigitPredicted:
-    probabilities = [0.0] * 10
-    probabilities[digit] = 1.0
-    return DigitPredicted(
-        event_id=event_id or uuid.uuid4(),
-        occurred_at=at,
-        digit_id=digit_id,
-        model=ModelRef(name="mnist-digits", version=version, sha256="ab" * 32),
-        probabilities=probabilities,
-        predicted_digit=digit,
+    return prediction(
+        digit_id,
+        ModelRef(name="mnist-digits", version=version, sha256="ab" * 32),
+        digit=digit,
         confidence=1.0,
         kind=kind,
-        timings=Timings(queue_ms=0, preprocess_ms=0, inference_ms=0, batch_size=1),
         worker_id="w",
-        provider="CPUExecutionProvider",
+        event_id=event_id or uuid.uuid4(),
+        occurred_at=at,
         job_id=job_id,
         job_total=None if job_id is None else job_total,
     )

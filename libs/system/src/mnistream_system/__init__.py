@@ -1,0 +1,1 @@
+"""The local mnistream system as processes."""
