@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from mnistream_common.events import ClientInfo, DigitSubmitted, utc_now
+from mnistream_common.preprocessing import PREPROCESSING_VERSION, prepare
 from mnistream_system.canvas import CANVAS, render_canvas_png
 
 from bench import config
@@ -20,6 +21,7 @@ class Drawings:
     pngs: list[bytes]
     labels: list[int]
     folder: Path
+    model_inputs: list[bytes]  # what the gateway makes of each, once
 
     @property
     def mean_bytes(self) -> float:
@@ -35,6 +37,8 @@ class Drawings:
             image=self.pngs[index % len(self.pngs)],
             width=CANVAS,
             height=CANVAS,
+            model_input=self.model_inputs[index % len(self.pngs)],
+            preprocessing_version=PREPROCESSING_VERSION,
             client=ClientInfo(source="bench"),
         )
 
@@ -51,4 +55,5 @@ def make_drawings(count: int) -> Drawings:
     folder.mkdir(parents=True, exist_ok=True)
     for index, png in enumerate(pngs, start=1):
         (folder / f"{index}.png").write_bytes(png)
-    return Drawings(pngs, [int(v) for v in test.labels[:count]], folder)
+    labels = [int(v) for v in test.labels[:count]]
+    return Drawings(pngs, labels, folder, [prepare(png).model_input for png in pngs])

@@ -215,8 +215,20 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
     return {name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies}
 
 
+# Leaf frames where a thread waits rather than works (py-spy's idle heuristic lets some through):
+# a pool thread waiting for work, the event loop in select, a blocking socket read.
+IDLE_LEAVES = (
+    "Condition.wait (threading.py)",
+    "_worker (thread.py)",
+    "Runner.run (runners.py)",
+    "SocketIO.readinto (socket.py)",
+    "Queue.get (queue.py)",
+)
+
+
 def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
-    """The hottest frames of a py-spy `raw` (collapsed stacks) profile, as shares of samples."""
+    """The hottest frames of a py-spy `raw` (collapsed stacks) profile, as shares of the busy
+    samples (stacks whose leaf is a wait are left out)."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
@@ -230,17 +242,19 @@ def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = [_frame(f) for f in stack.split(";") if f]
+        if frames and frames[-1] in IDLE_LEAVES:
+            continue
         total += count
         if frames:
             own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
 
-    def shares(counts: dict[str, int]) -> list[list[Any]]:
-        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    def shares(counts: dict[str, int], n: int = top) -> list[list[Any]]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
         return [[frame, round(100 * n / max(1, total), 1)] for frame, n in ranked]
 
-    return {"samples": total, "own": shares(own), "inclusive": shares(inclusive)}
+    return {"samples": total, "own": shares(own), "inclusive": shares(inclusive, top * 2)}
 
 
 def _frame(frame: str) -> str:

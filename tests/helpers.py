@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -29,6 +30,14 @@ from mnistream_common.events import (
     PredictionKind,
     Timings,
 )
+from mnistream_common.history_api import (
+    ModelInputOut,
+    ModelInputsIn,
+    ModelInputsOut,
+    UnusableOut,
+)
+from mnistream_common.history_client import HistoryClient
+from mnistream_common.preprocessing import PREPROCESSING_VERSION, PreprocessError, prepare
 from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
 from mnistream_system.canvas import CANVAS, encode, ink_on_transparent
 from onnx import TensorProto, helper, numpy_helper
@@ -222,16 +231,38 @@ def promotion(onnx_bytes: bytes, version: int = 1, *, previous: int | None = Non
 # --- events and records ---------------------------------------------------------------------
 
 
-def submitted(image: bytes | None = None, *, digit_id: uuid.UUID | None = None) -> DigitSubmitted:
-    """A `digits.submitted` event carrying a canvas drawing (or the given bytes)."""
+def submitted(
+    image: bytes | None = None,
+    *,
+    digit_id: uuid.UUID | None = None,
+    schema_version: int | None = None,
+) -> DigitSubmitted:
+    """A `digits.submitted` event carrying a canvas drawing (or the given bytes).
+
+    Version 2 (with the model input, as the gateway publishes it) when the image can become an
+    input; version 1 (no input, as older records and other producers have it) otherwise, or when
+    asked for.
+    """
     data = drawing_png() if image is None else image
+    extra: dict[str, Any] = {}
+    if schema_version != 1:
+        try:
+            extra = {
+                "model_input": prepare(data).model_input,
+                "preprocessing_version": PREPROCESSING_VERSION,
+            }
+        except PreprocessError:
+            if schema_version == 2:
+                raise
     return DigitSubmitted(
+        schema_version=2 if extra else 1,
         digit_id=digit_id or uuid.uuid4(),
         submitted_at=datetime.now(UTC),
         media_type="image/png",
         image=data,
         width=CANVAS,
         height=CANVAS,
+        **extra,
     )
 
 
@@ -363,3 +394,49 @@ class FakeObjectStore:
 def _s3_error(code: str, uri: S3Uri) -> S3Error:
     response = HTTPResponse(body=b"", status=404)
     return S3Error(response, code, "not found", uri.key, "req", "host", uri.bucket, uri.key)
+
+
+@dataclass
+class FakeHistory:
+    """history-service's internal API for rescores, in memory: stored ids (paged) and model
+    inputs (made from each stored image, as history-service makes them), or down."""
+
+    images: dict[uuid.UUID, bytes] = field(default_factory=dict)
+    down: bool = False
+    input_requests: int = 0
+
+    def store(self, digit_id: uuid.UUID, image: bytes) -> None:
+        """A stored drawing."""
+        self.images[digit_id] = image
+
+    def client(self) -> HistoryClient:
+        """A HistoryClient that reaches this fake."""
+        return HistoryClient.at("http://history.test", transport=httpx.MockTransport(self.handle))
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request as history-service would."""
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/internal/digit-ids":
+            after, limit = request.url.params.get("after"), int(request.url.params["limit"])
+            rest = [d for d in sorted(self.images) if after is None or str(d) > after]
+            return httpx.Response(200, json=[str(d) for d in rest[:limit]])
+        if request.url.path == "/internal/model-inputs":
+            self.input_requests += 1
+            return httpx.Response(200, content=self._inputs(request).model_dump_json())
+        return httpx.Response(404, json={"detail": f"no route {request.url.path}"})
+
+    def _inputs(self, request: httpx.Request) -> ModelInputsOut:
+        wanted = ModelInputsIn.model_validate_json(request.content).digit_ids
+        inputs, unusable = [], []
+        for digit_id in (d for d in wanted if d in self.images):
+            try:
+                model_input = prepare(self.images[digit_id]).model_input
+            except PreprocessError as exc:
+                unusable.append(UnusableOut(digit_id=digit_id, reason=f"unreadable: {exc}"))
+                continue
+            inputs.append(
+                ModelInputOut(digit_id=digit_id, model_input=model_input, preprocessing_version=1)
+            )
+        missing = [d for d in wanted if d not in self.images]
+        return ModelInputsOut(inputs=inputs, missing=missing, unusable=unusable)

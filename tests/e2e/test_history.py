@@ -26,6 +26,7 @@ from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUB
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests import helpers
 from tests.e2e.support import (
     Predictions,
     everything_settled,
@@ -123,14 +124,7 @@ async def publish(events: Sequence[tuple[str, Event, uuid.UUID]]) -> None:
 def made_up_events(image: bytes) -> tuple[uuid.UUID, DigitSubmitted, DigitPredicted, DigitLabeled]:
     """A drawing, a prediction and a label for a new id, produced by no service."""
     digit_id = uuid.uuid4()
-    submitted = DigitSubmitted(
-        digit_id=digit_id,
-        submitted_at=utc_now(),
-        media_type="image/png",
-        image=image,
-        width=280,
-        height=280,
-    )
+    submitted = helpers.submitted(image, digit_id=digit_id)
     predicted = prediction(
         digit_id,
         ModelRef(name="e2e", version=999, sha256="0" * 64),

@@ -147,7 +147,8 @@ async def test_poison_goes_to_dead_letter_and_the_worker_keeps_serving(
     for tp in partitions:
         await consumer.position(tp)
     poison_key = f"poison-{uuid.uuid4()}".encode()
-    not_an_image = DigitSubmitted(
+    not_an_image = DigitSubmitted(  # version 1: it carries no model input
+        schema_version=1,
         digit_id=uuid.uuid4(),
         submitted_at=utc_now(),
         media_type="image/png",

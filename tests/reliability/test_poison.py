@@ -43,6 +43,7 @@ from mnistream_common.topics import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests import helpers
 from tests.e2e.support import Models, Predictions, mnistream, upload_all
 from tests.helpers import prediction
 from tests.polling import eventually
@@ -189,15 +190,8 @@ async def row_exists(query: str, **params: Any) -> bool:
 
 
 def submitted(image: bytes) -> DigitSubmitted:
-    """A drawing as the gateway would publish it."""
-    return DigitSubmitted(
-        digit_id=uuid.uuid4(),
-        submitted_at=utc_now(),
-        media_type="image/png",
-        image=image,
-        width=280,
-        height=280,
-    )
+    """A drawing as the gateway would publish it (with its model input)."""
+    return helpers.submitted(image)
 
 
 def predicted(model: ModelRef) -> DigitPredicted:

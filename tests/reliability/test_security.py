@@ -128,13 +128,17 @@ async def test_a_chunked_upload_is_cut_off_at_the_limit(system: System) -> None:
     assert "more than 512 KB" in answer.json()["detail"]
 
 
-@pytest.fixture
-def rate_limited_gateway(system: System) -> Iterator[str]:
-    """A gateway of its own that allows 5 uploads a minute per client."""
+@pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])
+def rate_limited_gateway(system: System, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A gateway of its own (1 or 2 processes) that allows 5 uploads a minute per client."""
     system.add(
         "gateway-rate-limited",
         ["gateway"],
-        {"GATEWAY_PORT": str(RATE_LIMIT_PORT), "RATE_LIMIT_PER_MINUTE": "5"},
+        {
+            "GATEWAY_PORT": str(RATE_LIMIT_PORT),
+            "RATE_LIMIT_PER_MINUTE": "5",
+            "GATEWAY_WORKERS": str(request.param),
+        },
         f"http://127.0.0.1:{RATE_LIMIT_PORT}/healthz",
     )
     service = system.services.pop("gateway-rate-limited")
@@ -157,6 +161,35 @@ async def test_uploads_over_the_rate_limit_get_429_with_retry_after(
     assert int(answer.headers["retry-after"]) >= 1
     assert "limit is 5 per minute" in answer.json()["detail"]
     assert health.status_code == 200, "only uploads are limited"
+
+
+async def fresh_connection_upload(url: str, image: bytes) -> int:
+    """One upload on a connection of its own (so the kernel may hand it to any process)."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        answer = await client.post("/api/predictions", files={"image": ("7.png", image)})
+    return answer.status_code
+
+
+def metric(text: str, name: str, outcome: str) -> float:
+    """One sample of the Prometheus text exposition."""
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{outcome="{outcome}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_the_limit_and_the_metrics_hold_across_gateway_processes(
+    rate_limited_gateway: str, drawings: list[bytes]
+) -> None:
+    statuses = [await fresh_connection_upload(rate_limited_gateway, d) for d in drawings[:12]]
+
+    assert sorted(statuses) == [202] * 5 + [429] * 7, statuses
+    # Every scrape, whichever process answers it, counts the uploads of all of them.
+    for _ in range(4):
+        async with httpx.AsyncClient(base_url=rate_limited_gateway, timeout=10) as client:
+            text = (await client.get("/metrics/")).text
+        assert metric(text, "mnistream_uploads_total", "accepted") == 5
+        assert metric(text, "mnistream_uploads_total", "rejected_429") == 7
 
 
 async def test_drawings_are_private_in_minio_and_readable_through_the_api(

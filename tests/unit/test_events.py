@@ -24,6 +24,7 @@ from mnistream_common.events import (
     RescoreTask,
     Timings,
 )
+from mnistream_common.schemas import schema_version
 from mnistream_common.topics import ALL_TOPICS, SEVEN_DAYS_MS, UNLIMITED, TopicSpec, topic_for
 from pydantic import ValidationError
 
@@ -33,6 +34,10 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # Bytes that differ between the standard and the URL-safe base64 alphabets.
 AWKWARD_BYTES = b"\xfb\xff\xfe>?\x00\x01"
 MODEL = ModelRef(name="mnist-digits", version=3, sha256="ab" * 32)
+
+
+# Every byte value, as a 28×28 input would never hold it but the wire must carry it.
+MODEL_INPUT = bytes(range(256)) * 3 + bytes(16)
 
 
 def sample_events() -> list[Event]:
@@ -46,6 +51,8 @@ def sample_events() -> list[Event]:
             image=AWKWARD_BYTES,
             width=280,
             height=280,
+            model_input=MODEL_INPUT,
+            preprocessing_version=1,
             client=ClientInfo(source="web", user_agent="pytest", remote_addr="127.0.0.1"),
         ),
         _predicted(digit_id),
@@ -136,7 +143,7 @@ def test_every_event_carries_the_envelope(event: Event) -> None:
     payload = payload_of(event)
     assert uuid.UUID(payload["event_id"]) == event.event_id
     assert datetime.fromisoformat(payload["occurred_at"]).tzinfo is not None
-    assert payload["schema_version"] == 1
+    assert payload["schema_version"] == schema_version(type(event))
 
 
 def test_event_ids_are_unique_per_event() -> None:
@@ -240,8 +247,40 @@ def test_prediction_values_outside_their_range_are_rejected(
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: type(e).event_type)
 def test_a_future_schema_version_is_rejected_not_guessed(event: Event) -> None:
-    message = rejection(type(event), encode(payload_of(event) | {"schema_version": 2}))
-    assert "schema_version: Input should be 1" in message
+    future = schema_version(type(event)) + 1
+    message = rejection(type(event), encode(payload_of(event) | {"schema_version": future}))
+    assert "schema_version: Input should be" in message
+
+
+def v1_payload() -> dict[str, Any]:
+    """A digits.submitted record as the v1 code wrote it (no model input)."""
+    payload = payload_of(sample_events()[0])
+    del payload["model_input"], payload["preprocessing_version"]
+    return payload | {"schema_version": 1}
+
+
+def test_a_version_1_drawing_still_parses_without_a_model_input() -> None:
+    event = DigitSubmitted.from_bytes(encode(v1_payload()))
+    assert event.schema_version == 1
+    assert event.model_input is None and event.preprocessing_version is None
+
+
+def test_a_version_2_drawing_needs_its_model_input() -> None:
+    message = rejection(DigitSubmitted, encode(v1_payload() | {"schema_version": 2}))
+    assert "version 2 needs model_input and preprocessing_version" in message
+
+
+def test_a_version_1_drawing_carries_no_model_input() -> None:
+    payload = payload_of(sample_events()[0]) | {"schema_version": 1}
+    assert "version 1 has no model_input" in rejection(DigitSubmitted, encode(payload))
+
+
+def test_a_model_input_is_28_by_28_bytes() -> None:
+    short = base64.urlsafe_b64encode(MODEL_INPUT[:-1]).decode()
+    message = rejection(
+        DigitSubmitted, encode(payload_of(sample_events()[0]) | {"model_input": short})
+    )
+    assert "model_input" in message and "784" in message
 
 
 def test_many_problems_are_summarised() -> None:

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 from mnistream_common.history_api import LabeledOut
-from mnistream_common.storage import ObjectStore, S3Uri, drawing_key
-from mnistream_serving.batch import score_batch
+from mnistream_common.history_client import HistoryClient
+from mnistream_common.storage import ObjectStore
+from mnistream_serving.batch import score_inputs
 from mnistream_serving.loader import fetch_and_build
 from mnistream_serving.model import RuntimeOptions
 
 from mnistream_cli.registry import RegisteredVersion
 
+# history-service answers up to 10,000 ids per request.
+INPUT_PAGE = 10_000
+
 
 async def label_accuracy(
-    store: ObjectStore, bucket: str, version: RegisteredVersion, labeled: list[LabeledOut]
+    store: ObjectStore,
+    history: HistoryClient,
+    version: RegisteredVersion,
+    labeled: list[LabeledOut],
 ) -> float:
-    """Share of labeled drawings that `version` reads as their label."""
+    """Share of labeled drawings that `version` reads as their label (the model from object
+    storage, the drawings' model inputs from history-service)."""
     model = await fetch_and_build(store, version.ref, version.onnx_uri, RuntimeOptions())
-    images = await asyncio.gather(
-        *(store.get(S3Uri(bucket, drawing_key(item.digit_id))) for item in labeled)
-    )
     truth = {item.digit_id: item.label for item in labeled}
-    pairs = [(item.digit_id, image) for item, image in zip(labeled, images, strict=True)]
-    result = score_batch(model, pairs)
-    hits = sum(int(np.argmax(s.probabilities)) == truth[s.item] for s in result.scored)
+    hits = 0
+    ids = list(truth)
+    for start in range(0, len(ids), INPUT_PAGE):
+        found = await history.model_inputs(ids[start : start + INPUT_PAGE])
+        result = score_inputs(model, [(i.digit_id, i.model_input) for i in found.inputs])
+        hits += sum(int(np.argmax(s.probabilities)) == truth[s.item] for s in result.scored)
     return hits / len(labeled) if labeled else 0.0

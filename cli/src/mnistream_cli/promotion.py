@@ -103,23 +103,21 @@ class Promoter:
         return gate(report)
 
     async def _label_scores(self, report: GateReport) -> None:
-        try:
-            async with HistoryClient.at(self.settings.history_url) as history:
+        async with HistoryClient.at(self.settings.history_url) as history:
+            try:
                 labeled = await history.labeled()
-        except (HistoryUnavailableError, HistoryRefusedError) as exc:
-            report.objections.append(f"accuracy on user labels cannot be checked: {exc}")
-            return
-        if not labeled or report.champion is None:
-            return
-        store = ObjectStore(make_minio(self.settings))
-        bucket = self.settings.drawings_bucket
-        report.labeled = len(labeled)
-        report.candidate_label_accuracy = await label_accuracy(
-            store, bucket, report.candidate, labeled
-        )
-        report.champion_label_accuracy = await label_accuracy(
-            store, bucket, report.champion, labeled
-        )
+                if not labeled or report.champion is None:
+                    return
+                store = ObjectStore(make_minio(self.settings))
+                report.labeled = len(labeled)
+                report.candidate_label_accuracy = await label_accuracy(
+                    store, history, report.candidate, labeled
+                )
+                report.champion_label_accuracy = await label_accuracy(
+                    store, history, report.champion, labeled
+                )
+            except (HistoryUnavailableError, HistoryRefusedError) as exc:
+                report.objections.append(f"accuracy on user labels cannot be checked: {exc}")
 
     async def promote(
         self, candidate: RegisteredVersion, *, previous: int | None, reason: str

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -24,12 +28,13 @@ from mnistream_common.topics import (
     DIGITS_SUBMITTED,
     MODEL_PROMOTED,
 )
-from prometheus_client import make_asgi_app
+from prometheus_client import CollectorRegistry, make_asgi_app, multiprocess
 
 from gateway.handlers import router, validation_problem
 from gateway.hub import EventHub
 from gateway.metrics import GatewayMetrics
 from gateway.progress import RescoreProgress
+from gateway.ratelimit import SharedRateLimiter
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -62,7 +67,7 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     app.include_router(router)
     # Every error is a `Problem` with a readable `detail`, request validation included.
     app.add_exception_handler(RequestValidationError, validation_problem)
-    app.mount("/metrics", make_asgi_app(metrics.registry))
+    app.mount("/metrics", make_asgi_app(exposed_registry(metrics)))
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
     else:
@@ -83,15 +88,27 @@ def _lifespan(
         subscribe(state)
         app.state.gateway = state
         await state.broker.start()
+        upload_log = asyncio.create_task(state.upload_log.run())
         log.info("gateway ready", port=settings.gateway_port, history=settings.history_url)
         try:
             yield
         finally:
+            upload_log.cancel()
             await state.progress.close()
             await state.broker.stop()
             await state.history.close()
 
     return lifespan
+
+
+def exposed_registry(metrics: GatewayMetrics) -> CollectorRegistry:
+    """This process's metrics, or, with several gateway processes, every process's summed."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return metrics.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Overrides) -> GatewayState:
@@ -102,7 +119,10 @@ def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Override
     history = HistoryClient.at(
         settings.history_url, timeout=10.0, transport=overrides.history_transport
     )
+    run_dir = settings.gateway_run_dir or Path(tempfile.mkdtemp(prefix="mnistream-gateway-"))
+    limit = settings.rate_limit_per_minute
     return GatewayState(
+        limiter=SharedRateLimiter(run_dir / "rate-limit", limit) if limit > 0 else None,
         settings=settings,
         broker=broker,
         submitted=broker.publisher(DIGITS_SUBMITTED.name),

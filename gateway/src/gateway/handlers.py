@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mnistream_common.events import ClientInfo, DigitLabeled, DigitSubmitted, utc_now
 from mnistream_common.logs import get_logger
+from mnistream_common.preprocessing import PREPROCESSING_VERSION
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
@@ -27,6 +28,7 @@ from gateway.uploads import UploadRejectedError, ValidUpload, validate_upload
 log = get_logger(__name__)
 router = APIRouter()
 
+JSON = "application/json"
 # Multipart boundaries and part headers on top of the image itself.
 MULTIPART_OVERHEAD = 16 * 1024
 BODY_TIMEOUT_S = 10.0
@@ -151,8 +153,8 @@ async def submit_drawing(
         prediction=prediction,
     )
     state.metrics.uploads.labels(outcome=status).inc()
-    log.info("drawing accepted", digit_id=str(digit_id), bytes=len(upload.data), status=status)
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if prediction else 202)
+    state.upload_log.accepted(digit_id, len(upload.data), predicted=prediction is not None)
+    return Response(body.model_dump_json(), status_code=200 if prediction else 202, media_type=JSON)
 
 
 async def _await_prediction(
@@ -175,6 +177,8 @@ def _submitted(digit_id: uuid.UUID, upload: ValidUpload, request: Request) -> Di
         image=upload.data,
         width=upload.width,
         height=upload.height,
+        model_input=upload.model_input,
+        preprocessing_version=PREPROCESSING_VERSION,
         client=ClientInfo(
             source=source,
             user_agent=(request.headers.get("user-agent") or "")[:512] or None,

@@ -28,4 +28,10 @@ class GatewayMetrics:
             buckets=(1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=r,
         )
-        self.sse_clients = Gauge("mnistream_sse_clients", "Connected SSE clients.", registry=r)
+        # livesum: with several gateway processes, the clients of the live ones added up.
+        self.sse_clients = Gauge(
+            "mnistream_sse_clients",
+            "Connected SSE clients.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )

@@ -14,6 +14,11 @@ class Settings(BaseServiceSettings, KafkaSettings):
     gateway_host: str = Field(default="127.0.0.1")
     gateway_port: int = Field(default=8000, ge=1, le=65535)
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    gateway_run_dir: Path | None = Field(
+        default=None,
+        description="Where the gateway's processes share state (rate-limit counters, metrics); "
+        "the `gateway` command sets it, else each process makes a temporary one.",
+    )
     history_url: str = Field(default="http://127.0.0.1:8001", description="history-service API.")
     web_dir: Path = Field(default=Path("web"), description="The web client's static files.")
     max_upload_bytes: int = Field(default=512 * 1024, ge=1024)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ import uuid6
 from fastapi import HTTPException, Request
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
-from limits import RateLimitItemPerMinute, storage, strategies
 from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
 from mnistream_common.history_client import (
     HistoryClient,
@@ -26,7 +24,9 @@ from mnistream_common.logs import get_logger
 from gateway.hub import EventHub, ServerEvent
 from gateway.metrics import GatewayMetrics
 from gateway.progress import RescoreProgress
+from gateway.ratelimit import SharedRateLimiter
 from gateway.settings import Settings
+from gateway.upload_log import UploadLog
 
 log = get_logger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
@@ -53,12 +53,8 @@ class GatewayState:
     progress: RescoreProgress
     metrics: GatewayMetrics
     champion: Champion = field(default_factory=Champion)
-    _limiter: strategies.RateLimiter | None = None
-
-    def __post_init__(self) -> None:
-        if self.settings.rate_limit_per_minute > 0:
-            self._limiter = strategies.SlidingWindowCounterRateLimiter(storage.MemoryStorage())
-            self._limit = RateLimitItemPerMinute(self.settings.rate_limit_per_minute)
+    upload_log: UploadLog = field(default_factory=UploadLog)
+    limiter: SharedRateLimiter | None = None
 
     @staticmethod
     def new_digit_id() -> uuid.UUID:
@@ -67,13 +63,13 @@ class GatewayState:
 
     def rate_limit(self, request: Request) -> None:
         """Refuse with 429 and Retry-After when a client sends more than its share of uploads."""
-        if self._limiter is None:
+        if self.limiter is None:
             return
         client = request.client.host if request.client else "unknown"
-        if self._limiter.hit(self._limit, client):
+        verdict = self.limiter.hit(client)
+        if verdict.allowed:
             return
-        reset = self._limiter.get_window_stats(self._limit, client).reset_time
-        retry_after = max(1, math.ceil(reset - time.time()))
+        retry_after = verdict.retry_after_s
         self.metrics.uploads.labels(outcome="rejected_429").inc()
         raise HTTPException(
             429,

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 from mnistream_common.preprocessing import (
     FORMATS,
+    BlankImageError,
     ImageTooLargeError,
     PreprocessError,
-    decode,
-    has_ink,
-    ink_of,
+    prepare,
 )
 
 ACCEPTED_TYPES = tuple(FORMATS.values())
@@ -27,12 +26,13 @@ class UploadRejectedError(Exception):
 
 @dataclass(frozen=True)
 class ValidUpload:
-    """An upload that decodes, fits the limits and has ink."""
+    """An upload that decodes, fits the limits and has ink, with its model input."""
 
     data: bytes
     media_type: str
     width: int
     height: int
+    model_input: bytes
 
 
 def sniff_media_type(data: bytes) -> str | None:
@@ -45,7 +45,8 @@ def sniff_media_type(data: bytes) -> str | None:
 
 
 def validate_upload(data: bytes, declared_type: str | None, *, max_side: int) -> ValidUpload:
-    """Accept PNG or JPEG bytes that decode, fit `max_side` and are not blank; else say why."""
+    """Accept PNG or JPEG bytes that decode, fit `max_side` and are not blank, and make their
+    model input (the one decode of the drawing in the whole system); else say why."""
     if not data:
         raise UploadRejectedError(400, "the upload is empty (0 bytes); send a PNG or JPEG drawing")
     real = sniff_media_type(data)
@@ -56,11 +57,12 @@ def validate_upload(data: bytes, declared_type: str | None, *, max_side: int) ->
             f"the upload is not a PNG or JPEG image{shown}; accepted types: image/png, image/jpeg",
         )
     try:
-        decoded = decode(data, max_side=max_side)
-        blank = not has_ink(ink_of(decoded.image))
+        prepared = prepare(data, max_side=max_side)
+    except BlankImageError as exc:
+        raise UploadRejectedError(400, str(exc)) from exc
     except PreprocessError as exc:
         status = 413 if isinstance(exc, ImageTooLargeError) else 400
         raise UploadRejectedError(status, str(exc)) from exc
-    if blank:
-        raise UploadRejectedError(400, "the drawing is blank: no ink was found; draw a digit first")
-    return ValidUpload(data, decoded.media_type, decoded.width, decoded.height)
+    return ValidUpload(
+        data, prepared.media_type, prepared.width, prepared.height, prepared.model_input
+    )

@@ -15,12 +15,14 @@ from mnistream_common.history_api import (
     DrawingOut,
     DrawingsPage,
     LabeledOut,
+    ModelInputsIn,
+    ModelInputsOut,
     ModelsOut,
     PromotionOut,
     RescoreJobOut,
     VersionStats,
 )
-from mnistream_common.preprocessing import PreprocessError, preprocess, to_png
+from mnistream_common.preprocessing import input_png
 from mnistream_common.rescore import job_id_of_promotion
 from mnistream_common.storage import ObjectStore, S3Uri
 from sqlalchemy import text
@@ -28,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service import queries
 from history_service.consumers import Health
+from history_service.inputs import InputSource
 
 router = APIRouter()
 # Versions are Postgres integers: a larger number is a 422, not a database error.
@@ -42,6 +45,7 @@ class ReadContext:
     store: ObjectStore
     health: Health
     drawings_bucket: str
+    inputs: InputSource
 
 
 def get_context(request: Request) -> ReadContext:
@@ -129,13 +133,15 @@ async def original_image(digit_id: uuid.UUID, context: Context) -> Response:
     responses={200: {"content": {"image/png": {}}}, **NotFound},
 )
 async def model_input(digit_id: uuid.UUID, context: Context) -> Response:
-    """The 28×28 image the model saw (the shared preprocessing of the original)."""
-    data, _ = await _original(context, digit_id)
-    try:
-        png = await asyncio.to_thread(lambda: to_png(preprocess(data)))
-    except PreprocessError as exc:
-        raise HTTPException(422, f"this drawing cannot be preprocessed: {exc}") from exc
-    return Response(png, media_type="image/png", headers=IMAGE_CACHE)
+    """The 28×28 image the models read (the stored input; made once from the original)."""
+    found = await context.inputs.model_inputs([digit_id])
+    if found.missing:
+        raise HTTPException(404, f"no drawing with id {digit_id}")
+    if found.unusable:
+        raise HTTPException(422, f"this drawing cannot be preprocessed: {found.unusable[0].reason}")
+    png = await asyncio.to_thread(input_png, found.inputs[0].model_input)
+    # Not immutable: a new preprocessing version makes another image of the same drawing.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.get("/api/models", response_model=ModelsOut, summary="Champion, ledger, versions")
@@ -229,6 +235,18 @@ async def stored_ids(
     """Every stored drawing id, paged by `after`."""
     async with context.engine.connect() as conn:
         return await queries.digit_ids(conn, after, limit)
+
+
+@router.post(
+    "/internal/model-inputs",
+    response_model=ModelInputsOut,
+    summary="The model inputs of up to 10,000 drawings (for rescoring)",
+)
+async def model_inputs(body: ModelInputsIn, context: Context) -> Response:
+    """Each drawing's 28×28 input, in one query; inputs missing or older than the current
+    preprocessing are made from the originals and stored first."""
+    found = await context.inputs.model_inputs(body.digit_ids)
+    return Response(found.model_dump_json(), media_type="application/json")
 
 
 @router.get("/internal/labeled", summary="Stored drawings with a user label")

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from history_service.admin import admin_router
 from history_service.api import ReadContext, router
 from history_service.consumers import SERVICE, Consumers, Health
+from history_service.inputs import InputSource
 from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade_async
 from history_service.settings import Settings
@@ -50,8 +51,13 @@ def _lifespan(
             await _migrate(settings.database_url)
         engine = create_async_engine(settings.database_url, pool_size=10, pool_pre_ping=True)
         consumers = _consumers(settings, engine, metrics)
+        store = consumers.writer.store
         app.state.history = ReadContext(
-            engine, consumers.writer.store, consumers.health, settings.drawings_bucket
+            engine,
+            store,
+            consumers.health,
+            settings.drawings_bucket,
+            InputSource(engine, store, consumers.writer),
         )
         app.state.replayer = consumers
         app.state.admin_token = settings.admin_token.get_secret_value()

@@ -35,7 +35,7 @@ from mnistream_common.events import (
 from mnistream_common.kafka import make_broker, rewind_group
 from mnistream_common.logs import get_logger
 from mnistream_common.metrics import report_lag
-from mnistream_common.preprocessing import PreprocessError, peek
+from mnistream_common.preprocessing import PREPROCESSING_VERSION, PreprocessError, peek, prepare
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_LABELED,
@@ -57,11 +57,12 @@ from tenacity import (
 from history_service.admin import ReplayRefusedError
 from history_service.metrics import HistoryMetrics
 from history_service.settings import Settings
-from history_service.writer import HistoryWriter
+from history_service.writer import HistoryWriter, InputDrawing
 
 log = get_logger(__name__)
 SERVICE = "history-service"
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 
 
 @dataclass
@@ -147,8 +148,20 @@ class _Store:
     retry_s: float
 
     async def store_drawings(self, deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
-        """Store submitted drawings (objects, then rows)."""
-        return await self._store(DIGITS_SUBMITTED, self.writer.drawings, deliveries)
+        """Store submitted drawings (objects, then rows) with their model inputs; a version 1
+        drawing's input is made from its image (off the event loop)."""
+        drawings, rejected = await asyncio.to_thread(with_model_inputs, deliveries)
+        if drawings:
+            await _write_with_retry(
+                self.writer.drawings,
+                [d for _, d in drawings],
+                self.health,
+                DIGITS_SUBMITTED.name,
+                self.retry_s,
+                self.metrics,
+            )
+            self._stored(DIGITS_SUBMITTED, [d.event for _, d in drawings])
+        return rejected
 
     async def store_predictions(self, deliveries: list[Delivery[DigitPredicted]]) -> list[Rejected]:
         """Store predictions and job progress."""
@@ -170,6 +183,10 @@ class _Store:
     ) -> list[Rejected]:
         events = [d.event for d in deliveries]
         await _write_with_retry(write, events, self.health, spec.name, self.retry_s, self.metrics)
+        self._stored(spec, events)
+        return []
+
+    def _stored(self, spec: TopicSpec, events: Sequence[Event]) -> None:
         _count(self.metrics, spec.name, events)
         log.info(
             "stored",
@@ -177,7 +194,33 @@ class _Store:
             count=len(events),
             digit_ids=[str(d) for e in events if (d := getattr(e, "digit_id", None))],
         )
-        return []
+
+
+def with_model_inputs(
+    deliveries: Sequence[Delivery[DigitSubmitted]],
+) -> tuple[list[tuple[Delivery[DigitSubmitted], InputDrawing]], list[Rejected]]:
+    """Each drawing with its model input: the event's own (v2), or made from the image (v1).
+
+    A version 1 drawing whose image cannot become an input is rejected: stored, it would be a
+    drawing no model can ever read (the gateway never accepted one; another producer might).
+    """
+    ready: list[tuple[Delivery[DigitSubmitted], InputDrawing]] = []
+    rejected: list[Rejected] = []
+    for delivery in deliveries:
+        event = delivery.event
+        if event.model_input is not None and event.preprocessing_version is not None:
+            ready.append(
+                (delivery, InputDrawing(event, event.model_input, event.preprocessing_version))
+            )
+            continue
+        try:
+            model_input = prepare(event.image).model_input
+        except PreprocessError as exc:
+            reason = f"the drawing {event.digit_id} cannot become a model input: {exc}"
+            rejected.append(Rejected(delivery.record, reason))
+            continue
+        ready.append((delivery, InputDrawing(event, model_input, PREPROCESSING_VERSION)))
+    return ready, rejected
 
 
 def _unreadable(event: DigitSubmitted) -> str | None:
@@ -194,8 +237,8 @@ def _unreadable(event: DigitSubmitted) -> str | None:
 
 
 async def _write_with_retry(
-    write: Callable[[Sequence[E]], Awaitable[None]],
-    events: list[E],
+    write: Callable[[Sequence[T]], Awaitable[None]],
+    events: list[T],
     health: Health,
     topic: str,
     retry_s: float,

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import DateTime, Float, Index, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -17,7 +17,7 @@ class Base(DeclarativeBase):
 
 
 class Drawing(Base):
-    """A submitted drawing; the image itself is in object storage."""
+    """A submitted drawing; the original image itself is in object storage."""
 
     __tablename__ = "drawings"
 
@@ -32,6 +32,10 @@ class Drawing(Base):
     image_sha256: Mapped[str] = mapped_column(String(64))
     client_source: Mapped[str] = mapped_column(String(64))
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    # The 28×28 uint8 input every model reads, and the preprocessing that made it (null: a row
+    # from before inputs were kept; derived from the image when first needed).
+    model_input: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    preprocessing_version: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
 
     __table_args__ = (Index("ix_drawings_submitted_at_digit_id", "submitted_at", "digit_id"),)
 

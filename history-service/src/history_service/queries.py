@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -258,6 +259,29 @@ async def rescore_jobs(
         }
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class StoredInput:
+    """A drawing's stored model input (maybe none yet) and where its original image is."""
+
+    digit_id: uuid.UUID
+    model_input: bytes | None
+    preprocessing_version: int | None
+    image_bucket: str
+    image_key: str
+
+
+async def stored_inputs(conn: AsyncConnection, digit_ids: list[uuid.UUID]) -> list[StoredInput]:
+    """The stored inputs of the given drawings (absent ids are not returned), in one query."""
+    query = select(
+        Drawing.digit_id,
+        Drawing.model_input,
+        Drawing.preprocessing_version,
+        Drawing.image_bucket,
+        Drawing.image_key,
+    ).where(Drawing.digit_id.in_(digit_ids))
+    return [StoredInput(*row) for row in await conn.execute(query)]
 
 
 async def digit_ids(conn: AsyncConnection, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:

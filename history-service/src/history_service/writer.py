@@ -8,13 +8,15 @@ order, so processing a topic twice, or replaying it into an empty database, give
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
 from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
-from sqlalchemy import func, tuple_
+from sqlalchemy import bindparam, func, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +28,89 @@ KIND_RANK = {"live": 0, "rescore": 1, "candidate": 2}
 _PREDICTION_KEY = ("digit_id", "model_version")
 
 
+@dataclass(frozen=True)
+class InputDrawing:
+    """A submitted drawing and its model input (the event's own, or made from its image)."""
+
+    event: DigitSubmitted
+    model_input: bytes
+    preprocessing_version: int
+
+
+def _drawings_upsert() -> Any:
+    # One statement for every batch (executemany): compiled once, cached by SQLAlchemy.
+    table = Drawing.__table__
+    statement = insert(Drawing)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.digit_id],
+        set_={
+            "model_input": statement.excluded.model_input,
+            "preprocessing_version": statement.excluded.preprocessing_version,
+        },
+        # The first write of a drawing wins; only a newer preprocessing replaces its input.
+        where=func.coalesce(table.c.preprocessing_version, 0)
+        < statement.excluded.preprocessing_version,
+    )
+
+
+def _predictions_upsert() -> Any:
+    table = Prediction.__table__
+    statement = insert(Prediction)
+    keys = ("digit_id", "model_version")
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        where=tuple_(
+            statement.excluded.kind_rank,
+            statement.excluded.predicted_at,
+            statement.excluded.event_id,
+        )
+        < tuple_(table.c.kind_rank, table.c.predicted_at, table.c.event_id),
+    )
+
+
+def _labels_upsert() -> Any:
+    table = Label.__table__
+    statement = insert(Label)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.digit_id],
+        set_={
+            "label": statement.excluded.label,
+            "labeled_at": statement.excluded.labeled_at,
+            "event_id": statement.excluded.event_id,
+        },
+        where=tuple_(statement.excluded.labeled_at, statement.excluded.event_id)
+        > tuple_(table.c.labeled_at, table.c.event_id),
+    )
+
+
+def _jobs_upsert() -> Any:
+    table = RescoreJob.__table__
+    statement = insert(RescoreJob)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.job_id],
+        set_={
+            "started_at": func.least(table.c.started_at, statement.excluded.started_at),
+            "updated_at": func.greatest(table.c.updated_at, statement.excluded.updated_at),
+            "total": func.greatest(table.c.total, statement.excluded.total),
+        },
+    )
+
+
+_DRAWINGS_UPSERT = _drawings_upsert()
+_PREDICTIONS_UPSERT = _predictions_upsert()
+_LABELS_UPSERT = _labels_upsert()
+_JOBS_UPSERT = _jobs_upsert()
+_JOB_ITEMS_INSERT = insert(RescoreJobItem).on_conflict_do_nothing()
+_PROMOTIONS_INSERT = insert(Promotion).on_conflict_do_nothing()
+_INPUTS_UPDATE = (
+    update(Drawing)
+    .where(Drawing.digit_id == bindparam("b_digit_id"))
+    .where(func.coalesce(Drawing.preprocessing_version, 0) < bindparam("b_version"))
+    .values(model_input=bindparam("b_input"), preprocessing_version=bindparam("b_version"))
+)
+
+
 class HistoryWriter:
     """Writes each kind of event; every method is safe to repeat with the same events."""
 
@@ -34,22 +119,37 @@ class HistoryWriter:
         self.store = store
         self._bucket = bucket
 
-    async def drawings(self, events: Sequence[DigitSubmitted]) -> None:
-        """Put every image in object storage, then record the drawings."""
-        unique = {e.digit_id: e for e in events}
+    async def drawings(self, drawings: Sequence[InputDrawing]) -> None:
+        """Put every image in object storage, then record the drawings with their inputs."""
+        unique = {d.event.digit_id: d for d in drawings}
         await asyncio.gather(
             *(
-                self.store.put(S3Uri(self._bucket, drawing_key(e.digit_id)), e.image, e.media_type)
-                for e in unique.values()
+                self.store.put(
+                    S3Uri(self._bucket, drawing_key(d.event.digit_id)),
+                    d.event.image,
+                    d.event.media_type,
+                )
+                for d in unique.values()
             )
         )
-        rows = [self._drawing_row(e) for e in unique.values()]
+        rows = [self._drawing_row(d) for d in unique.values()]
         if rows:
-            statement = insert(Drawing).values(rows).on_conflict_do_nothing()
             async with self._engine.begin() as connection:
-                await connection.execute(statement)
+                await connection.execute(_DRAWINGS_UPSERT, rows)
 
-    def _drawing_row(self, event: DigitSubmitted) -> dict[str, Any]:
+    async def model_inputs(self, inputs: Sequence[tuple[uuid.UUID, bytes, int]]) -> None:
+        """Store inputs derived later (rows from before inputs were kept, or an older
+        preprocessing), each only over an older one."""
+        rows = [
+            {"b_digit_id": d, "b_input": model_input, "b_version": version}
+            for d, model_input, version in inputs
+        ]
+        if rows:
+            async with self._engine.begin() as connection:
+                await connection.execute(_INPUTS_UPDATE, rows)
+
+    def _drawing_row(self, drawing: InputDrawing) -> dict[str, Any]:
+        event = drawing.event
         return {
             "digit_id": event.digit_id,
             "submitted_at": event.submitted_at,
@@ -62,6 +162,8 @@ class HistoryWriter:
             "image_sha256": sha256_hex(event.image),
             "client_source": event.client.source,
             "event_id": event.event_id,
+            "model_input": drawing.model_input,
+            "preprocessing_version": drawing.preprocessing_version,
         }
 
     async def predictions(self, events: Sequence[DigitPredicted]) -> None:
@@ -73,22 +175,8 @@ class HistoryWriter:
         )
         if not rows:
             return
-        table = Prediction.__table__
-        statement = insert(Prediction).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.digit_id, table.c.model_version],
-            set_={
-                c: statement.excluded[c] for c in rows[0] if c not in ("digit_id", "model_version")
-            },
-            where=tuple_(
-                statement.excluded.kind_rank,
-                statement.excluded.predicted_at,
-                statement.excluded.event_id,
-            )
-            < tuple_(table.c.kind_rank, table.c.predicted_at, table.c.event_id),
-        )
         async with self._engine.begin() as connection:
-            await connection.execute(statement)
+            await connection.execute(_PREDICTIONS_UPSERT, rows)
             await self._job_progress(connection, [e for e in events if e.job_id is not None])
 
     async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
@@ -111,23 +199,10 @@ class HistoryWriter:
             }
             for job_id, mine in sorted(by_job.items(), key=lambda item: str(item[0]))
         ]
-        table = RescoreJob.__table__
-        statement = insert(RescoreJob).values(jobs)
+        await connection.execute(_JOBS_UPSERT, jobs)
+        items = sorted({(e.job_id, e.digit_id) for e in events}, key=str)
         await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[table.c.job_id],
-                set_={
-                    "started_at": func.least(table.c.started_at, statement.excluded.started_at),
-                    "updated_at": func.greatest(table.c.updated_at, statement.excluded.updated_at),
-                    "total": func.greatest(table.c.total, statement.excluded.total),
-                },
-            )
-        )
-        items = {(e.job_id, e.digit_id) for e in events}
-        await connection.execute(
-            insert(RescoreJobItem)
-            .values([{"job_id": j, "digit_id": d} for j, d in items])
-            .on_conflict_do_nothing()
+            _JOB_ITEMS_INSERT, [{"job_id": j, "digit_id": d} for j, d in items]
         )
 
     async def labels(self, events: Sequence[DigitLabeled]) -> None:
@@ -147,20 +222,8 @@ class HistoryWriter:
         )
         if not rows:
             return
-        table = Label.__table__
-        statement = insert(Label).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.digit_id],
-            set_={
-                "label": statement.excluded.label,
-                "labeled_at": statement.excluded.labeled_at,
-                "event_id": statement.excluded.event_id,
-            },
-            where=tuple_(statement.excluded.labeled_at, statement.excluded.event_id)
-            > tuple_(table.c.labeled_at, table.c.event_id),
-        )
         async with self._engine.begin() as connection:
-            await connection.execute(statement)
+            await connection.execute(_LABELS_UPSERT, rows)
 
     async def promotions(self, events: Sequence[ModelPromoted]) -> None:
         """Record ledger entries (each promotion event once)."""
@@ -182,7 +245,7 @@ class HistoryWriter:
         ]
         if rows:
             async with self._engine.begin() as connection:
-                await connection.execute(insert(Promotion).values(rows).on_conflict_do_nothing())
+                await connection.execute(_PROMOTIONS_INSERT, rows)
 
 
 def _prediction_row(event: DigitPredicted) -> dict[str, Any]:

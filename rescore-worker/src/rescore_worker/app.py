@@ -47,7 +47,8 @@ SKIP_INVALID_PROMOTIONS = LogRejects("an invalid promotion; history-service dead
 @dataclass(frozen=True)
 class Overrides:
     """What the worker talks to, replaced in component tests. Left empty, the lifespan connects
-    to the real ones: object storage, history-service, and Kafka for the ledger's end."""
+    to the real ones: object storage (models), history-service (ids and model inputs), and
+    Kafka for the ledger's end."""
 
     store: ObjectStore | None = None
     history_transport: httpx.AsyncBaseTransport | None = None
@@ -90,9 +91,7 @@ def build_parts(
 ) -> Parts:
     """The planner and the chunk scorer with their clients and publishers."""
     history = HistoryClient.at(settings.history_url, transport=overrides.history_transport)
-    store = overrides.store or ObjectStore(
-        make_minio(settings, max_connections=settings.rescore_fetch_concurrency)
-    )
+    store = overrides.store or ObjectStore(make_minio(settings))
     options = RuntimeOptions(
         settings.onnx_threads, settings.prefer_gpu, settings.rescore_chunk_size
     )
@@ -103,12 +102,10 @@ def build_parts(
     )
     scorer = ChunkScorer(
         ModelCache(store, options),
-        store,
-        settings.drawings_bucket,
+        history,
         broker.publisher(DIGITS_PREDICTED.name),
         ledger,
         settings.worker_id,
-        settings.rescore_fetch_concurrency,
     )
     rejects = DeadLetterRejects(
         broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters

@@ -11,16 +11,15 @@ from typing import Any
 
 from mnistream_common.consume import Publisher
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask, Timings
+from mnistream_common.history_api import ModelInputsOut
 from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.logs import get_logger
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
-from mnistream_common.storage import ObjectStore
-from mnistream_serving.batch import prediction_event, score_batch
+from mnistream_serving.batch import prediction_event, score_inputs
 from mnistream_serving.loader import ModelCache
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from rescore_worker.ledger import Ledger
-from rescore_worker.sources import fetch_images
 
 log = get_logger(__name__)
 
@@ -72,15 +71,14 @@ class Planner:
 
 @dataclass
 class ChunkScorer:
-    """Fetch a chunk's images, score them with the job's model, publish `rescore` predictions."""
+    """Read a chunk's model inputs from history-service in one request, score them with the
+    job's model in one session.run, publish the `rescore` predictions."""
 
     models: ModelCache
-    store: ObjectStore
-    bucket: str
+    history: HistoryClient
     predicted: Publisher
     ledger: Ledger
     worker_id: str
-    concurrency: int
 
     async def __call__(self, task: RescoreTask) -> int:
         """Score one chunk; returns how many predictions were published (acknowledged)."""
@@ -93,27 +91,14 @@ class ChunkScorer:
             return 0
         started = time.perf_counter()
         model = await self.models.get(task.model, task.onnx_uri)
-        images, missing = await fetch_images(
-            self.store, self.bucket, task.digit_ids, self.concurrency
-        )
-        if missing:
-            log.error(
-                "stored drawings have no image object; skipped",
-                job_id=str(task.job_id),
-                digit_ids=[str(d) for d in missing[:20]],
-                count=len(missing),
-            )
+        found = await self.history.model_inputs(task.digit_ids)
+        self._report_skipped(task, found)
         fetched = time.perf_counter()
-        result = await asyncio.to_thread(score_batch, model, images)
-        for failure in result.failed:
-            log.warning(
-                "stored drawing cannot be preprocessed",
-                digit_id=str(failure.item),
-                error=failure.error,
-            )
+        items = [(i.digit_id, i.model_input) for i in found.inputs]
+        result = await asyncio.to_thread(score_inputs, model, items)
         timings = Timings(
             queue_ms=round((fetched - started) * 1000, 3),
-            preprocess_ms=round(result.preprocess_ms, 3),
+            preprocess_ms=0.0,
             inference_ms=round(result.inference_ms, 3),
             batch_size=max(1, len(result.scored)),
         )
@@ -133,6 +118,22 @@ class ChunkScorer:
             count=len(events),
         )
         return len(events)
+
+    def _report_skipped(self, task: RescoreTask, found: ModelInputsOut) -> None:
+        if found.missing:
+            log.error(
+                "drawings of the chunk are not stored; skipped",
+                job_id=str(task.job_id),
+                digit_ids=[str(d) for d in found.missing[:20]],
+                count=len(found.missing),
+            )
+        for item in found.unusable:
+            log.warning(
+                "stored drawing cannot be read by a model; skipped",
+                job_id=str(task.job_id),
+                digit_id=str(item.digit_id),
+                error=item.reason,
+            )
 
     def _event(
         self,

@@ -15,7 +15,6 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     history_url: str = Field(default="http://127.0.0.1:8001", description="history-service API.")
     rescore_chunk_size: int = Field(default=500, ge=1, le=10_000, description="Drawings per task.")
-    rescore_fetch_concurrency: int = Field(default=16, ge=1, le=256, description="Parallel GETs.")
     onnx_threads: int = Field(default=1, ge=1)
     prefer_gpu: bool = Field(default=True)
     rescore_http_host: str = Field(default="127.0.0.1")

@@ -20,7 +20,7 @@ from mnistream_common.consume import (
     typed_batch,
 )
 from mnistream_common.events import DeadLetter, DigitPredicted, DigitSubmitted
-from mnistream_common.preprocessing import preprocess, to_batch
+from mnistream_common.preprocessing import inputs_to_batch, preprocess, to_batch
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
 from tests.helpers import (
@@ -84,7 +84,7 @@ async def test_good_records_are_predicted_and_poison_dead_lettered_with_none_los
         submitted(drawing_png(FOUR, size=100)),
     ]
     foreign_version = json.loads(good[0].to_bytes())
-    foreign_version["schema_version"] = 2
+    foreign_version["schema_version"] = 99
     blank, garbage = submitted(blank_png()), submitted(b"\x89PNG\r\n\x1a\n not really")
     values: list[bytes | None] = [
         good[0].to_bytes(),
@@ -191,3 +191,33 @@ async def test_an_unacknowledged_publish_fails_the_batch_so_it_is_not_committed(
 
     with pytest.raises(ConnectionError):
         await handle(model, records([submitted().to_bytes()]))
+
+
+async def test_a_version_2_drawing_is_read_from_its_model_input_never_decoded(
+    model: LoadedModel,
+) -> None:
+    drawing = submitted(drawing_png(SEVEN))
+    # The image is not even an image any more: only the carried input can be read.
+    carried = drawing.model_copy(update={"image": b"not decoded by the worker"})
+    handle, predicted, deadletter = handler()
+
+    await handle(model, records([carried.to_bytes()]))
+
+    assert deadletter.sent == []
+    [prediction] = predictions(predicted)
+    expected = model.predict(inputs_to_batch([drawing.model_input or b""]))[0]
+    np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-6)
+
+
+async def test_a_version_1_drawing_gets_the_same_reading_as_its_version_2_twin(
+    model: LoadedModel,
+) -> None:
+    image = drawing_png(FOUR)
+    old, new = submitted(image, schema_version=1), submitted(image)
+    handle, predicted, _ = handler()
+
+    await handle(model, records([old.to_bytes(), new.to_bytes()]))
+
+    first, second = predictions(predicted)
+    assert old.model_input is None and new.model_input is not None
+    assert first.probabilities == second.probabilities

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import structlog
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask
-from mnistream_common.history_client import HistoryClient
+from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
@@ -22,6 +22,7 @@ from rescore_worker.ledger import Ledger
 from tests.helpers import (
     FOUR,
     SEVEN,
+    FakeHistory,
     FakeObjectStore,
     FakePublisher,
     drawing_png,
@@ -41,6 +42,7 @@ class Rescore:
 
     def __init__(self) -> None:
         self.store = FakeObjectStore()
+        self.history = FakeHistory()
         self.ledger = Ledger()
         self.predicted = FakePublisher()
         self.promotions: list[ModelPromoted] = []
@@ -49,12 +51,10 @@ class Rescore:
         options = RuntimeOptions(intra_op_threads=1, prefer_gpu=False, warmup_batch=4)
         self.scorer = ChunkScorer(
             ModelCache(self.store.as_store(), options),
-            self.store.as_store(),
-            BUCKET,
+            self.history.client(),
             self.predicted,
             self.ledger,
             WORKER,
-            concurrency=4,
         )
 
     def promote(self, version: int) -> ModelPromoted:
@@ -67,7 +67,7 @@ class Rescore:
         ids = [uuid.uuid4() for _ in range(count)]
         images = [drawing_png(SEVEN), drawing_png(FOUR), encode_ink(stroke_ink(), "jpeg")]
         for index, digit_id in enumerate(ids):
-            self.store.add_drawing(BUCKET, digit_id, images[index % len(images)])
+            self.history.store(digit_id, images[index % len(images)])
         return ids
 
     def predictions(self) -> list[DigitPredicted]:
@@ -102,6 +102,7 @@ async def test_every_drawing_of_a_job_gets_one_rescore_prediction(rescore: Resco
 
     made = rescore.predictions()
     assert counts == [4, 4, 2]
+    assert rescore.history.input_requests == 3, "one request for the inputs of a chunk"
     assert sorted(p.digit_id for p in made) == sorted(ids)
     assert [p.key for p in rescore.predicted.sent] == [str(p.digit_id).encode() for p in made]
     for prediction in made:
@@ -153,7 +154,7 @@ async def test_a_candidate_evaluation_is_never_superseded(rescore: Rescore) -> N
     assert await rescore.scorer(task) == 2
 
 
-async def test_drawings_without_an_image_are_skipped_and_reported(
+async def test_drawings_that_are_not_stored_are_skipped_and_reported(
     rescore: Rescore, logs: list[MutableMapping[str, Any]]
 ) -> None:
     event = rescore.promote(1)
@@ -166,7 +167,7 @@ async def test_drawings_without_an_image_are_skipped_and_reported(
     assert count == 4
     assert sorted(p.digit_id for p in rescore.predictions()) == sorted(stored)
     [report] = [entry for entry in logs if entry["log_level"] == "error"]
-    assert report["event"] == "stored drawings have no image object; skipped"
+    assert report["event"] == "drawings of the chunk are not stored; skipped"
     assert report["count"] == 2
     assert sorted(report["digit_ids"]) == sorted(str(d) for d in lost)
 
@@ -177,23 +178,23 @@ async def test_a_stored_image_that_cannot_be_read_is_skipped_and_reported(
     event = rescore.promote(1)
     ids = rescore.drawings(2)
     broken = uuid.uuid4()
-    rescore.store.add_drawing(BUCKET, broken, b"\x89PNG\r\n\x1a\n cut short")
+    rescore.history.store(broken, b"\x89PNG\r\n\x1a\n cut short")
 
     [task] = chunks(event, [*ids, broken], 10)
     count = await rescore.scorer(task)
 
     assert count == 2
     [warning] = [entry for entry in logs if entry.get("digit_id") == str(broken)]
-    assert warning["event"] == "stored drawing cannot be preprocessed"
+    assert warning["event"] == "stored drawing cannot be read by a model; skipped"
 
 
-async def test_a_storage_outage_fails_the_chunk_so_it_is_redone(rescore: Rescore) -> None:
+async def test_history_being_down_fails_the_chunk_so_it_is_redone(rescore: Rescore) -> None:
     event = rescore.promote(1)
     ids = rescore.drawings(3)
     [task] = chunks(event, ids, 3)
-    rescore.store.down = True
+    rescore.history.down = True
 
-    with pytest.raises(Exception, match="object storage"):
+    with pytest.raises(HistoryUnavailableError, match="unreachable"):
         await rescore.scorer(task)
 
     assert rescore.predicted.sent == []

@@ -27,7 +27,14 @@ from rescore_worker.app import Overrides, build_parts, subscribe
 from rescore_worker.metrics import RescoreMetrics
 from rescore_worker.settings import Settings
 
-from tests.helpers import SEVEN, FakeObjectStore, drawing_png, promotion, tiny_onnx_model
+from tests.helpers import (
+    SEVEN,
+    FakeHistory,
+    FakeObjectStore,
+    drawing_png,
+    promotion,
+    tiny_onnx_model,
+)
 
 ONNX = tiny_onnx_model(301)
 BUCKET = "drawings"
@@ -38,22 +45,9 @@ class Worker:
     """The worker's broker, the drawings it can see, and what it published."""
 
     broker: Any
-    store: FakeObjectStore
-    stored: list[uuid.UUID]
+    history: FakeHistory
     predicted: list[DigitPredicted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-
-
-def history_of(stored: list[uuid.UUID]) -> httpx.MockTransport:
-    """history-service's id listing over what `stored` holds when it is asked."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/internal/digit-ids"
-        after = request.url.params.get("after")
-        rest = [d for d in sorted(stored) if after is None or str(d) > after]
-        return httpx.Response(200, json=[str(d) for d in rest[: int(request.url.params["limit"])]])
-
-    return httpx.MockTransport(handle)
 
 
 @pytest.fixture
@@ -69,7 +63,7 @@ async def worker() -> AsyncIterator[Worker]:
         log_json=False,
         log_level="WARNING",
     )
-    store, stored = FakeObjectStore(), list[uuid.UUID]()
+    store, history = FakeObjectStore(), FakeHistory()
     store.add("s3://mlflow/models/v1.onnx", ONNX)
 
     async def ledger_end() -> int:
@@ -77,10 +71,10 @@ async def worker() -> AsyncIterator[Worker]:
 
     broker = make_broker(settings, client_id=settings.worker_id)
     metrics = RescoreMetrics()
-    overrides = Overrides(store.as_store(), history_of(stored), ledger_end)
+    overrides = Overrides(store.as_store(), httpx.MockTransport(history.handle), ledger_end)
     parts = build_parts(settings, broker, metrics, overrides)
     subscribe(broker, parts, metrics)
-    running = Worker(broker, store, stored)
+    running = Worker(broker, history)
 
     @broker.subscriber(DIGITS_PREDICTED.name, group_id="test-predicted")
     async def on_predicted(msg: KafkaMessage) -> None:
@@ -98,8 +92,7 @@ async def worker() -> AsyncIterator[Worker]:
 def store_drawings(worker: Worker, count: int) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     for digit_id in ids:
-        worker.store.add_drawing(BUCKET, digit_id, drawing_png(SEVEN))
-    worker.stored.extend(ids)
+        worker.history.store(digit_id, drawing_png(SEVEN))
     return ids
 
 

@@ -1,8 +1,8 @@
 """What the history writes for a batch: one row per key, chosen by a rule that does not depend on
 arrival order, so redelivery and replay give the same rows.
 
-The writer runs against a recording engine: the statements it would send are compiled for
-PostgreSQL and read back as rows (no database; the real upserts are integration tests).
+The writer runs against a recording engine that keeps each cached statement with the parameter
+rows it is executed over (no database; the real upserts are integration tests).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from history_service.writer import HistoryWriter
+from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
@@ -24,7 +24,6 @@ from mnistream_common.events import (
     PredictionKind,
 )
 from mnistream_common.storage import S3Uri
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import prediction, promotion, submitted, tiny_onnx_model
@@ -37,21 +36,23 @@ DIGIT = uuid.UUID("01953c1e-8a4b-7c2d-9e0f-1a2b3c4d5e6f")
 class RecordingEngine:
     """Stands in for an AsyncEngine: keeps every statement executed in a transaction."""
 
-    statements: list[Any] = field(default_factory=list)
+    statements: list[tuple[Any, list[dict[str, Any]]]] = field(default_factory=list)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[RecordingEngine]:
         yield self
 
-    async def execute(self, statement: Any) -> None:
-        self.statements.append(statement)
+    async def execute(self, statement: Any, rows: list[dict[str, Any]] | None = None) -> None:
+        # The writer executes one cached statement over many parameter rows (executemany).
+        assert rows is not None, "every write is an executemany over parameter rows"
+        self.statements.append((statement, rows))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
-        """The rows inserted into `table`, across statements."""
+        """The rows written to `table`, across statements."""
         found: list[dict[str, Any]] = []
-        for statement in self.statements:
+        for statement, rows in self.statements:
             if statement.table.name == table:
-                found.extend(rows_of(statement))
+                found.extend(rows)
         return found
 
 
@@ -63,17 +64,6 @@ class RecordingStore:
 
     async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
         self.objects[str(uri)] = (data, content_type)
-
-
-def rows_of(statement: Any) -> list[dict[str, Any]]:
-    """The VALUES rows of a multi-row INSERT, as column → value."""
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    params = statement.compile(dialect=dialect).params
-    rows: dict[int, dict[str, Any]] = {}
-    for name, value in params.items():
-        column, _, index = name.rpartition("_m")
-        rows.setdefault(int(index), {})[column] = value
-    return [rows[i] for i in sorted(rows)]
 
 
 def writer() -> tuple[HistoryWriter, RecordingEngine, RecordingStore]:
@@ -258,7 +248,7 @@ async def test_a_drawing_is_stored_under_its_id_with_its_sha256(copies: int) -> 
     event = submitted()
     history, engine, store = writer()
 
-    await history.drawings([event] * copies)
+    await history.drawings([InputDrawing(event, event.model_input or b"", 1)] * copies)
 
     assert store.objects == {f"s3://drawings/{event.digit_id}": (event.image, "image/png")}
     [row] = engine.rows("drawings")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mnistream_common.events import Timings
 from mnistream_common.preprocessing import preprocess, to_batch
-from mnistream_serving.batch import BatchResult, prediction_event, score_batch
+from mnistream_serving.batch import BatchResult, prediction_event, prepare_inputs, score_inputs
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
 from tests.helpers import (
@@ -47,8 +47,7 @@ def counting(model: LoadedModel) -> tuple[LoadedModel, CountingSession]:
     return LoadedModel(model.ref, session, model.provider), session
 
 
-def test_good_images_are_scored_in_one_run_and_bad_ones_kept_apart(served: LoadedModel) -> None:
-    model, session = counting(served)
+def test_good_images_become_inputs_and_bad_ones_are_kept_apart_with_the_reason() -> None:
     items = [
         ("seven", drawing_png(SEVEN)),
         ("blank", blank_png()),
@@ -58,23 +57,35 @@ def test_good_images_are_scored_in_one_run_and_bad_ones_kept_apart(served: Loade
         ("seven-again", drawing_png(SEVEN, size=140)),
     ]
 
-    result = score_batch(model, items)
+    prepared, failed = prepare_inputs(items)
 
-    assert [s.item for s in result.scored] == ["seven", "four", "seven-again"]
-    assert {f.item: f.error for f in result.failed}.keys() == {"blank", "garbage", "animated"}
-    errors = {f.item: f.error for f in result.failed}
+    assert [item for item, _ in prepared] == ["seven", "four", "seven-again"]
+    assert all(len(model_input) == 784 for _, model_input in prepared)
+    errors = {f.item: f.error for f in failed}
+    assert errors.keys() == {"blank", "garbage", "animated"}
     assert errors["blank"].startswith("preprocessing failed: the drawing is blank")
     assert "not a PNG or JPEG" in errors["garbage"]
     assert "animated" in errors["animated"]
+
+
+def test_inputs_are_scored_in_one_session_run(served: LoadedModel) -> None:
+    model, session = counting(served)
+    prepared, _ = prepare_inputs(
+        [(i, drawing_png(SEVEN, size=s)) for i, s in enumerate((80, 280, 600))]
+    )
+
+    result = score_inputs(model, prepared)
+
+    assert [s.item for s in result.scored] == [0, 1, 2]
     assert session.batch_sizes == [3]
-    assert result.preprocess_ms >= 0
-    assert result.inference_ms >= 0
+    assert result.inference_ms > 0, "the batch's session.run is timed"
 
 
-def test_each_image_gets_its_own_probabilities(served: LoadedModel) -> None:
+def test_each_input_gets_its_own_probabilities(served: LoadedModel) -> None:
     images = [drawing_png(SEVEN), drawing_png(FOUR)]
+    prepared, _ = prepare_inputs(list(enumerate(images)))
 
-    result = score_batch(served, list(enumerate(images)))
+    result = score_inputs(served, prepared)
 
     expected = served.predict(to_batch([preprocess(image) for image in images]))
     for scored in result.scored:
@@ -83,20 +94,13 @@ def test_each_image_gets_its_own_probabilities(served: LoadedModel) -> None:
         assert float(scored.probabilities.sum()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_batch_with_nothing_usable_runs_no_inference(served: LoadedModel) -> None:
+def test_nothing_to_score_runs_no_inference(served: LoadedModel) -> None:
     model, session = counting(served)
 
-    result = score_batch(model, [(1, blank_png()), (2, b"")])
-
-    assert result.scored == []
-    assert [f.item for f in result.failed] == [1, 2]
-    assert session.batch_sizes == []
-
-
-def test_an_empty_batch_is_fine(served: LoadedModel) -> None:
-    result: BatchResult[int] = score_batch(served, [])
+    result: BatchResult[int] = score_inputs(model, [])
 
     assert (result.scored, result.failed) == ([], [])
+    assert session.batch_sizes == []
 
 
 def test_prediction_event_names_the_best_digit_and_its_confidence(served: LoadedModel) -> None:

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DigitId = uuid.UUID
 Digit = Annotated[int, Field(ge=0, le=9, description="A digit 0-9.")]
@@ -81,10 +81,15 @@ class ClientInfo(BaseModel):
 
 
 class DigitSubmitted(Event):
-    """A drawing was accepted by the gateway (HTTP 202) and waits for a prediction."""
+    """A drawing was accepted by the gateway (HTTP 202) and waits for a prediction.
+
+    Version 2 carries the drawing's 28 by 28 model input, made once by the gateway: consumers run
+    the model on it and never decode the image. Version 1 records (still in the topic) have no
+    input; consumers derive it from the image with the shared preprocessing.
+    """
 
     event_type: ClassVar[str] = "digit.submitted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     digit_id: DigitId
     submitted_at: AwareDatetime
     media_type: MediaType
@@ -92,6 +97,27 @@ class DigitSubmitted(Event):
     width: int = Field(gt=0, description="Image width in pixels, as decoded by the gateway.")
     height: int = Field(gt=0, description="Image height in pixels, as decoded by the gateway.")
     client: ClientInfo = Field(default_factory=ClientInfo)
+    model_input: bytes | None = Field(
+        default=None,
+        min_length=784,
+        max_length=784,
+        description="The 28 by 28 model input, uint8 row-major, ink bright on black (base64 in "
+        "JSON); required from schema version 2, absent in version 1.",
+    )
+    preprocessing_version: int | None = Field(
+        default=None, ge=1, le=1000, description="The preprocessing that made `model_input`."
+    )
+
+    @model_validator(mode="after")
+    def _input_matches_version(self) -> Self:
+        has_input = self.model_input is not None and self.preprocessing_version is not None
+        if self.schema_version == 2 and not has_input:
+            raise ValueError("version 2 needs model_input and preprocessing_version")
+        if self.schema_version == 1 and (
+            self.model_input is not None or self.preprocessing_version is not None
+        ):
+            raise ValueError("version 1 has no model_input or preprocessing_version")
+        return self
 
 
 class ModelRef(BaseModel):

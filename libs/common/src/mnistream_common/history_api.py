@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class PredictionOut(BaseModel):
@@ -139,3 +139,36 @@ class ReplayOut(BaseModel):
 
     records: dict[str, int] = Field(description="Records to re-read, per topic.")
     total: int
+
+
+class ModelInputsIn(BaseModel):
+    """The drawings whose model inputs a rescore chunk needs."""
+
+    digit_ids: list[uuid.UUID] = Field(max_length=10_000)
+
+
+class ModelInputOut(BaseModel):
+    """One drawing's 28×28 model input (784 bytes, base64 in JSON)."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    digit_id: uuid.UUID
+    model_input: bytes = Field(min_length=784, max_length=784)
+    preprocessing_version: int
+
+
+class UnusableOut(BaseModel):
+    """A stored drawing that cannot be read by any model, and why."""
+
+    digit_id: uuid.UUID
+    reason: str
+
+
+class ModelInputsOut(BaseModel):
+    """The inputs found, the ids with no stored drawing, the drawings no model can read."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    inputs: list[ModelInputOut]
+    missing: list[uuid.UUID]
+    unusable: list[UnusableOut]

@@ -16,6 +16,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mnistream_common.history_api import (
     LabeledOut,
+    ModelInputsIn,
+    ModelInputsOut,
     ModelsOut,
     ReplayIn,
     ReplayOut,
@@ -122,6 +124,13 @@ class HistoryClient:
     async def stored_ids(self) -> list[uuid.UUID]:
         """Every stored drawing id, ascending."""
         return [digit_id async for ids in self.stored_id_pages() for digit_id in ids]
+
+    async def model_inputs(self, digit_ids: list[uuid.UUID]) -> ModelInputsOut:
+        """The 28×28 model inputs of the given drawings, in one request."""
+        body = ModelInputsIn(digit_ids=digit_ids).model_dump(mode="json")
+        return _parse(
+            ModelInputsOut, await self._request("POST", "/internal/model-inputs", json=body)
+        )
 
     async def labeled(self) -> list[LabeledOut]:
         """Every drawing a person labeled, with its label."""

@@ -3,7 +3,9 @@
     bytes ─▶ decode (PNG/JPEG, any mode) ─▶ ink bright on black ─▶ crop to the ink
           ─▶ fit into 20×20 keeping the aspect ratio ─▶ centre of mass at the centre of 28×28
 
-The result is float32 in [0, 1], ink = 1, which is exactly how MNIST digits look. Every model
+The result is float32 in [0, 1], ink = 1, which is exactly how MNIST digits look; it travels
+(in `digits.submitted`, in the history) as 784 bytes, one uint8 per pixel like MNIST's own
+files, made once per drawing by `prepare` and tagged with `PREPROCESSING_VERSION`. Every model
 mnistream trains starts with its own normalisation layer (mean/std below), so the ONNX file
 is self-contained and serving cannot drift from training: "normalise as the model was trained"
 happens inside the model. The trainer runs its augmented samples through `center_digit`, the
@@ -30,6 +32,10 @@ MAX_SIDE: Final = 2048
 # Ink below this level is background noise (JPEG ringing, anti-aliasing halos).
 INK_THRESHOLD: Final = 0.2
 FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg"}
+# Bump when anything below changes what a drawing becomes: stored inputs of an older version
+# are re-derived from the original image (which stays the source of truth).
+PREPROCESSING_VERSION: Final = 1
+INPUT_BYTES: Final = SIDE * SIDE
 
 FloatImage = npt.NDArray[np.float32]
 InkImage = npt.NDArray[np.uint8]
@@ -107,7 +113,13 @@ def _open(data: bytes, max_side: int) -> Image.Image:
 def ink_of(image: Image.Image) -> InkImage:
     """Ink intensity, bright on black, whatever the mode and background (uint8 0-255)."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return _ink_from_alpha(image.convert("RGBA"))
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        # Only pixels with some alpha can hold ink: work on their bounding box (a canvas
+        # drawing covers a fraction of the pad), which gives the same digit, faster.
+        box = rgba.getchannel("A").getbbox()
+        if box is None:
+            return np.zeros((1, 1), dtype=np.uint8)
+        return _ink_from_alpha(rgba.crop(box))
     gray = _gray(image)
     # A light border means dark ink on a light background (paper, a white canvas); MNIST
     # itself and dark-theme canvases are the other way round.
@@ -189,14 +201,65 @@ def _place_by_mass(fitted: FloatImage) -> FloatImage:
     return out
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An upload checked and turned into its model input, once."""
+
+    media_type: str
+    width: int
+    height: int
+    model_input: bytes  # INPUT_BYTES, uint8, row-major 28×28, ink bright on black
+
+
+def prepare(data: bytes, *, max_side: int = MAX_SIDE) -> Prepared:
+    """Any accepted upload → its real type and size and its 28×28 model input (784 bytes)."""
+    decoded = decode(data, max_side=max_side)
+    pixels = center_digit(ink_of(decoded.image))
+    return Prepared(decoded.media_type, decoded.width, decoded.height, encode_input(pixels))
+
+
+def encode_input(pixels: FloatImage) -> bytes:
+    """A 28×28 float input in [0, 1] as the 784 bytes that travel and are stored."""
+    return bytes((np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).tobytes())
+
+
+def decode_input(model_input: bytes) -> FloatImage:
+    """The 784 stored bytes back as the 28×28 float32 input in [0, 1]."""
+    if len(model_input) != INPUT_BYTES:
+        raise PreprocessError(
+            f"a model input is {INPUT_BYTES} bytes (28×28 uint8), not {len(model_input)}"
+        )
+    pixels = np.frombuffer(model_input, dtype=np.uint8).reshape(SIDE, SIDE).astype(np.float32)
+    pixels /= np.float32(255.0)
+    return pixels
+
+
 def preprocess(data: bytes, *, max_side: int = MAX_SIDE) -> FloatImage:
-    """Any accepted upload → 28×28 float32 in [0, 1], ink bright on black, MNIST-style."""
-    return center_digit(ink_of(decode(data, max_side=max_side).image))
+    """Any accepted upload → 28×28 float32 in [0, 1], exactly what the models are given."""
+    return decode_input(prepare(data, max_side=max_side).model_input)
 
 
 def to_batch(images: list[FloatImage]) -> FloatImage:
     """Stack 28×28 inputs into the model's `pixels` tensor of shape (N, 1, 28, 28)."""
     return np.stack(images)[:, None, :, :].astype(np.float32, copy=False)
+
+
+def inputs_to_batch(model_inputs: list[bytes]) -> FloatImage:
+    """The model's `pixels` tensor (N, 1, 28, 28) straight from stored 784-byte inputs."""
+    for model_input in model_inputs:
+        if len(model_input) != INPUT_BYTES:
+            raise PreprocessError(
+                f"a model input is {INPUT_BYTES} bytes (28×28 uint8), not {len(model_input)}"
+            )
+    raw = np.frombuffer(b"".join(model_inputs), dtype=np.uint8)
+    batch = raw.reshape(len(model_inputs), 1, SIDE, SIDE).astype(np.float32)
+    batch /= np.float32(255.0)
+    return batch
+
+
+def input_png(model_input: bytes) -> bytes:
+    """A stored model input as an 8-bit grayscale PNG, to show what the model saw."""
+    return to_png(decode_input(model_input))
 
 
 def to_png(pixels: FloatImage) -> bytes:

@@ -1,14 +1,16 @@
-"""One micro-batch: preprocess every image, run the model once, keep per-image failures apart."""
+"""One micro-batch: the model once over 784-byte model inputs (made from images where an event
+has none), keeping per-item failures apart."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 from mnistream_common.events import DigitPredicted, ModelRef, PredictionKind, Timings
-from mnistream_common.preprocessing import PreprocessError, preprocess, to_batch
+from mnistream_common.preprocessing import PreprocessError, inputs_to_batch, prepare
 
 from mnistream_serving.model import LoadedModel, Probabilities
 
@@ -41,23 +43,28 @@ class BatchResult(Generic[T]):
     inference_ms: float
 
 
-def score_batch(model: LoadedModel, items: list[tuple[T, bytes]]) -> BatchResult[T]:
-    """Preprocess each (item, image bytes) and score all good ones with one session.run."""
-    started = time.perf_counter()
-    inputs, kept, failed = [], [], []
+def prepare_inputs(
+    items: Sequence[tuple[T, bytes]],
+) -> tuple[list[tuple[T, bytes]], list[Failed[T]]]:
+    """The model input of each (item, image bytes), and the items whose image cannot be one."""
+    prepared: list[tuple[T, bytes]] = []
+    failed: list[Failed[T]] = []
     for item, image in items:
         try:
-            inputs.append(preprocess(image))
-            kept.append(item)
+            prepared.append((item, prepare(image).model_input))
         except PreprocessError as exc:
             failed.append(Failed(item, f"preprocessing failed: {exc}"))
-    prepared = time.perf_counter()
-    probabilities = model.predict(to_batch(inputs)) if inputs else np.empty((0, 10), np.float32)
+    return prepared, failed
+
+
+def score_inputs(model: LoadedModel, items: Sequence[tuple[T, bytes]]) -> BatchResult[T]:
+    """Score each (item, 784-byte model input) with one session.run; nothing is decoded."""
+    started = time.perf_counter()
+    batch = inputs_to_batch([model_input for _, model_input in items]) if items else None
+    probabilities = model.predict(batch) if batch is not None else np.empty((0, 10), np.float32)
     done = time.perf_counter()
-    scored = [Scored(item, probs) for item, probs in zip(kept, probabilities, strict=True)]
-    return BatchResult(
-        scored, failed, (prepared - started) * 1000 / max(1, len(items)), (done - prepared) * 1000
-    )
+    scored = [Scored(item, p) for (item, _), p in zip(items, probabilities, strict=True)]
+    return BatchResult(scored, [], 0.0, (done - started) * 1000)
 
 
 def prediction_event(
