@@ -368,6 +368,12 @@ class FakeObjectStore:
         self._check()
         self.objects[str(uri)] = data
 
+    async def put_many(self, bucket: str, objects: list[tuple[str, bytes]]) -> None:
+        """Store several objects at once."""
+        self._check()
+        for key, data in objects:
+            self.objects[str(S3Uri(bucket, key))] = data
+
     async def get(self, uri: S3Uri) -> bytes:
         """Read a whole object, or raise S3Error NoSuchKey."""
         self._check()

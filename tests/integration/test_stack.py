@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from mnistream_common.events import DigitLabeled, utc_now
+from mnistream_common.kafka import KafkaProbe
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio
 from mnistream_common.topics import ALL_TOPICS
@@ -157,6 +158,19 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]
     return {entry[0]: entry[1] for entry in response[0].resources[0][4]}
 
 
+async def test_the_readiness_probe_tells_a_live_kafka_from_a_dead_port(
+    kafka_bootstrap_servers: str,
+) -> None:
+    live, dead = KafkaProbe(kafka_bootstrap_servers), KafkaProbe("127.0.0.1:1")
+    try:
+        assert await live.reachable()
+        assert await live.reachable(), "the second probe reuses the client"
+        assert not await dead.reachable(timeout_s=1.0)
+    finally:
+        await live.close()
+        await dead.close()
+
+
 def test_setup_is_idempotent(kafka_bootstrap_servers: str, s3_settings: S3Settings) -> None:
     mnistream = Path(sys.executable).with_name("mnistream")
     subprocess.run([mnistream, "setup"], check=True, capture_output=True, timeout=60)
@@ -214,6 +228,24 @@ async def test_minio_returns_the_bytes_it_was_given(s3_settings: S3Settings) -> 
     finally:
         await asyncio.to_thread(client.remove_object, uri.bucket, uri.key)
     assert not await store.exists(uri)
+
+
+async def test_many_objects_in_one_request_each_read_back_alone(s3_settings: S3Settings) -> None:
+    client = make_minio(s3_settings)
+    store = ObjectStore(client)
+    folder = f"it-stack-many/{uuid.uuid4()}"
+    objects = [(f"{folder}/{i}", os.urandom(1000 + i)) for i in range(50)]
+
+    await store.put_many(s3_settings.drawings_bucket, objects)
+
+    try:
+        for key, data in objects:
+            assert await store.get(S3Uri(s3_settings.drawings_bucket, key)) == data
+        listed = list(client.list_objects(s3_settings.drawings_bucket, f"{folder}/", True))
+        assert len(listed) == 50, "the archive itself is not kept as an object"
+    finally:
+        for key, _ in objects:
+            await asyncio.to_thread(client.remove_object, s3_settings.drawings_bucket, key)
 
 
 # ---------------------------------------------------------------- MLflow

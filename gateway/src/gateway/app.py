@@ -20,7 +20,7 @@ from faststream.kafka import KafkaBroker
 from mnistream_common.consume import Delivery, LogRejects, Rejected, typed_batch
 from mnistream_common.events import DigitPredicted, ModelPromoted
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.kafka import KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.topics import (
     DIGITS_LABELED,
@@ -45,11 +45,12 @@ SERVICE = "gateway"
 @dataclass(frozen=True)
 class Overrides:
     """What the gateway talks to. Left empty, the lifespan connects to the real ones; component
-    tests pass an in-memory broker (FastStream's TestKafkaBroker), a ledger end that needs no
-    Kafka, and a transport that fakes history-service."""
+    tests pass an in-memory broker (FastStream's TestKafkaBroker), a ledger end and a readiness
+    check that need no Kafka, and a transport that fakes history-service."""
 
     broker: KafkaBroker | None = None
     ledger_end: Callable[[], Awaitable[int]] | None = None
+    kafka_ready: Callable[[], Awaitable[bool]] | None = None
     history_transport: httpx.AsyncBaseTransport | None = None
 
 
@@ -121,7 +122,9 @@ def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Override
     )
     run_dir = settings.gateway_run_dir or Path(tempfile.mkdtemp(prefix="mnistream-gateway-"))
     limit = settings.rate_limit_per_minute
+    kafka_ready = overrides.kafka_ready or KafkaProbe(settings.kafka_bootstrap_servers).reachable
     return GatewayState(
+        kafka_ready=kafka_ready,
         limiter=SharedRateLimiter(run_dir / "rate-limit", limit) if limit > 0 else None,
         settings=settings,
         broker=broker,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class GatewayState:
     history: HistoryClient
     progress: RescoreProgress
     metrics: GatewayMetrics
+    kafka_ready: Callable[[], Awaitable[bool]]
     champion: Champion = field(default_factory=Champion)
     upload_log: UploadLog = field(default_factory=UploadLog)
     limiter: SharedRateLimiter | None = None
@@ -131,7 +133,7 @@ class GatewayState:
 
     async def readiness(self) -> dict[str, Any]:
         """Kafka reachable and a champion promoted."""
-        kafka = await self.broker.ping(timeout=2.0)
+        kafka = await self.kafka_ready()
         event = self.champion.event
         model = (
             None

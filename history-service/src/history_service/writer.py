@@ -7,7 +7,6 @@ order, so processing a topic twice, or replaying it into an empty database, give
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
-from mnistream_common.storage import ObjectStore, S3Uri, drawing_key, sha256_hex
+from mnistream_common.storage import ObjectStore, drawing_key, sha256_hex
 from sqlalchemy import bindparam, func, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -122,15 +121,8 @@ class HistoryWriter:
     async def drawings(self, drawings: Sequence[InputDrawing]) -> None:
         """Put every image in object storage, then record the drawings with their inputs."""
         unique = {d.event.digit_id: d for d in drawings}
-        await asyncio.gather(
-            *(
-                self.store.put(
-                    S3Uri(self._bucket, drawing_key(d.event.digit_id)),
-                    d.event.image,
-                    d.event.media_type,
-                )
-                for d in unique.values()
-            )
+        await self.store.put_many(
+            self._bucket, [(drawing_key(d.event.digit_id), d.event.image) for d in unique.values()]
         )
         rows = [self._drawing_row(d) for d in unique.values()]
         if rows:

@@ -18,7 +18,7 @@ from faststream.kafka import KafkaBroker
 from mnistream_common.consume import DeadLetterRejects, Delivery, LogRejects, Rejected, typed_batch
 from mnistream_common.events import ModelPromoted, RescoreTask
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.kafka import KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
@@ -79,8 +79,8 @@ def create_app(
         logger=logging.getLogger("mnistream.app"),
         lifespan=_lifespan(settings, broker, metrics, overrides or Overrides()),
         asgi_routes=[
-            ("/healthz", _probe(broker, ready_check=False)),
-            ("/readyz", _probe(broker, ready_check=True)),
+            ("/healthz", _probe(None)),
+            ("/readyz", _probe(KafkaProbe(settings.kafka_bootstrap_servers))),
             ("/metrics", make_asgi_app(metrics.registry)),
         ],
     )
@@ -206,11 +206,15 @@ def _lifespan(
     return lifespan
 
 
-def _probe(broker: KafkaBroker, *, ready_check: bool) -> Any:
+def _probe(kafka: KafkaProbe | None) -> Any:
+    """/healthz (no `kafka`): the process is up; /readyz: Kafka answers too."""
+
     @get
     async def probe(scope: Any) -> AsgiResponse:
-        ok = await broker.ping(timeout=2.0) if ready_check else True
-        body = json.dumps({"ready" if ready_check else "status": ok if ready_check else "ok"})
-        return AsgiResponse(body.encode(), 200 if ok else 503, {"content-type": "application/json"})
+        if kafka is None:
+            return AsgiResponse(b'{"status":"ok"}', 200, {"content-type": "application/json"})
+        ok = await kafka.reachable()
+        body = json.dumps({"ready": ok}).encode()
+        return AsgiResponse(body, 200 if ok else 503, {"content-type": "application/json"})
 
     return probe

@@ -147,6 +147,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
         labeled.extend(Record(r.key, r.value or b"") for r in records_of(msg))
 
     edges = Overrides(
+        kafka_ready=lambda: broker.ping(timeout=1.0),  # looked up late: TestKafkaBroker patches it
         broker=broker,
         ledger_end=_empty_ledger,
         history_transport=httpx.MockTransport(history.handle),

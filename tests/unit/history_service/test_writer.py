@@ -60,10 +60,10 @@ class RecordingEngine:
 class RecordingStore:
     """Stands in for the ObjectStore: keeps what was put."""
 
-    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    objects: dict[str, bytes] = field(default_factory=dict)
 
-    async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
-        self.objects[str(uri)] = (data, content_type)
+    async def put_many(self, bucket: str, objects: list[tuple[str, bytes]]) -> None:
+        self.objects.update({str(S3Uri(bucket, key)): data for key, data in objects})
 
 
 def writer() -> tuple[HistoryWriter, RecordingEngine, RecordingStore]:
@@ -250,7 +250,7 @@ async def test_a_drawing_is_stored_under_its_id_with_its_sha256(copies: int) -> 
 
     await history.drawings([InputDrawing(event, event.model_input or b"", 1)] * copies)
 
-    assert store.objects == {f"s3://drawings/{event.digit_id}": (event.image, "image/png")}
+    assert store.objects == {f"s3://drawings/{event.digit_id}": event.image}
     [row] = engine.rows("drawings")
     assert row["digit_id"] == event.digit_id
     assert row["size_bytes"] == len(event.image)

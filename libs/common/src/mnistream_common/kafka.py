@@ -136,6 +136,46 @@ async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
         await consumer.stop()
 
 
+class KafkaProbe:
+    """Whether Kafka answers now, for readiness probes.
+
+    FastStream's `broker.ping` reuses one admin client; after a broker restart aiokafka (0.14)
+    left that client's metadata stale for about a minute ("Broker id None not in current
+    metadata"), so /readyz said Kafka was unreachable while it served every request. A probe
+    that fails starts its next attempt on a new client.
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._admin: AIOKafkaAdminClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def reachable(self, timeout_s: float = 2.0) -> bool:
+        """Ask the cluster to describe itself within `timeout_s` (twice, on a new client)."""
+        async with self._lock:
+            for _ in range(2):
+                try:
+                    async with asyncio.timeout(timeout_s / 2):
+                        if self._admin is None:
+                            self._admin = AIOKafkaAdminClient(
+                                bootstrap_servers=self._bootstrap_servers,
+                                client_id="mnistream-probe",
+                            )
+                            await self._admin.start()
+                        await self._admin.describe_cluster()
+                    return True
+                except Exception:  # any failure: not reachable through this client
+                    await self.close()
+            return False
+
+    async def close(self) -> None:
+        """Close the admin client, if one is open."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
 @dataclass(frozen=True)
 class TopicChange:
     """What provisioning did to one topic."""

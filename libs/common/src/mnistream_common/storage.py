@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from minio import Minio
+from minio.commonconfig import SnowballObject
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3 import PoolManager, Retry, Timeout
@@ -74,6 +75,7 @@ class ObjectStore:
 
     def __init__(self, client: Minio) -> None:
         self._client = client
+        self._snowball = True
 
     async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
         """Store bytes under a key (overwriting is idempotent for the same bytes)."""
@@ -84,6 +86,33 @@ class ObjectStore:
             io.BytesIO(data),
             len(data),
             content_type=content_type,
+        )
+
+    async def put_many(self, bucket: str, objects: list[tuple[str, bytes]]) -> None:
+        """Store many small objects in one request (MinIO's snowball upload: a tar the server
+        extracts into the objects before it answers), or one request each where that is not
+        supported (any other S3)."""
+        if not objects:
+            return
+        if self._snowball:
+            try:
+                await asyncio.to_thread(self._snowball_put, bucket, objects)
+                return
+            except S3Error as exc:
+                if exc.code not in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
+                    raise
+                self._snowball = False  # not MinIO: one PUT per object from now on
+        await asyncio.gather(
+            *(
+                self.put(S3Uri(bucket, key), data, "application/octet-stream")
+                for key, data in objects
+            )
+        )
+
+    def _snowball_put(self, bucket: str, objects: list[tuple[str, bytes]]) -> None:
+        self._client.upload_snowball_objects(
+            bucket,
+            [SnowballObject(key, data=io.BytesIO(data), length=len(data)) for key, data in objects],
         )
 
     async def get(self, uri: S3Uri) -> bytes:
