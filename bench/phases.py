@@ -363,6 +363,13 @@ def _swap_figures(run: OpenLoopRun, event: ModelPromoted, seconds: float) -> dic
                 continue
             target["gap"].append(gap)
             target["queue"].append(current[1])
+    unswapped = sorted(set(by_worker) - set(swaps))
+    if unswapped or not swaps:
+        # Without the swap in the run, "the longest wait around the swap" would read 0 ms.
+        raise BenchError(
+            f"the swap to v{event.model.version} was not seen on {unswapped or 'any worker'} "
+            f"within the run ({seconds:g} s); lengthen swap_seconds"
+        )
     promoted_at = event.promoted_at.timestamp()
     failed = [o for o in run.outcomes if o["status"] not in (200, 202)]
     return {

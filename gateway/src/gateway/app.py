@@ -20,7 +20,7 @@ from faststream.kafka import KafkaBroker
 from mnistream_common.consume import Delivery, LogRejects, Rejected, typed_batch
 from mnistream_common.events import DigitPredicted, ModelPromoted
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import KafkaProbe, end_offsets, make_broker
+from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.topics import (
     DIGITS_LABELED,
@@ -159,14 +159,18 @@ def subscribe(state: GatewayState) -> None:
     """Register the gateway's readers of predictions and of the ledger on its broker."""
 
     # No group: every gateway instance sees every prediction, so any can answer any waiter.
-    @state.broker.subscriber(DIGITS_PREDICTED.name, auto_offset_reset="latest")
+    @state.broker.subscriber(
+        DIGITS_PREDICTED.name, auto_offset_reset="latest", fetch_max_wait_ms=LONG_POLL_MS
+    )
     @typed_batch(DigitPredicted, SKIP_INVALID)
     async def on_predicted(deliveries: list[Delivery[DigitPredicted]]) -> list[Rejected]:
         for delivery in deliveries:
             state.on_prediction(delivery.event)
         return []
 
-    @state.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    @state.broker.subscriber(
+        MODEL_PROMOTED.name, auto_offset_reset="earliest", fetch_max_wait_ms=LONG_POLL_MS
+    )
     @typed_batch(ModelPromoted, SKIP_INVALID)
     async def on_promoted(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
         for delivery in deliveries:

@@ -17,13 +17,7 @@ from typing import Any, TypeVar
 from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from mnistream_common.consume import (
-    DeadLetterRejects,
-    Delivery,
-    MessageHandler,
-    Rejected,
-    typed_batch,
-)
+from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, Route, typed_topics
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
@@ -32,7 +26,7 @@ from mnistream_common.events import (
     InvalidEventError,
     ModelPromoted,
 )
-from mnistream_common.kafka import make_broker, rewind_group
+from mnistream_common.kafka import LONG_POLL_MS, make_broker, rewind_group
 from mnistream_common.logs import get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.preprocessing import PREPROCESSING_VERSION, PreprocessError, peek, prepare
@@ -61,6 +55,9 @@ from history_service.writer import HistoryWriter, InputDrawing
 
 log = get_logger(__name__)
 SERVICE = "history-service"
+# How long an idle consumer waits for records before it polls again. The history's rows are
+# not on anyone's critical path, so it polls a few times a second, not a hundred.
+BATCH_POLL_MS = 250
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
 
@@ -86,56 +83,33 @@ def subscribe_all(
     retry_s: float,
     metrics: HistoryMetrics | None = None,
 ) -> list[Any]:
-    """Register the four history subscribers on `broker`; returns them (for lag metrics)."""
+    """Register the history subscriber (one consumer of the four topics) on `broker`; returns
+    it in a list (for lag metrics)."""
     metrics = metrics or HistoryMetrics()
     rejects = DeadLetterRejects(
         broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters
     )
     store = _Store(writer, health, metrics, retry_s)
-    subscribers = [
-        _subscribe(
-            broker,
-            DIGITS_SUBMITTED,
-            batch_size,
-            typed_batch(DigitSubmitted, rejects, check=_unreadable)(store.store_drawings),
-        ),
-        _subscribe(
-            broker,
-            DIGITS_PREDICTED,
-            batch_size,
-            typed_batch(DigitPredicted, rejects)(store.store_predictions),
-        ),
-        _subscribe(
-            broker,
-            DIGITS_LABELED,
-            batch_size,
-            typed_batch(DigitLabeled, rejects)(store.store_labels),
-        ),
-        _subscribe(
-            broker,
-            MODEL_PROMOTED,
-            batch_size,
-            typed_batch(ModelPromoted, rejects)(store.store_promotions),
-        ),
-    ]
-    return subscribers
-
-
-def _subscribe(
-    broker: KafkaBroker, spec: TopicSpec, batch_size: int, handler: MessageHandler
-) -> Any:
+    # Drawings first: a batch holding a drawing and its prediction stores both rows in turn.
+    routes: dict[str, Route[Any]] = {
+        DIGITS_SUBMITTED.name: Route(DigitSubmitted, store.store_drawings, _unreadable),
+        DIGITS_PREDICTED.name: Route(DigitPredicted, store.store_predictions),
+        DIGITS_LABELED.name: Route(DigitLabeled, store.store_labels),
+        MODEL_PROMOTED.name: Route(ModelPromoted, store.store_promotions),
+    }
     subscriber = broker.subscriber(
-        spec.name,
+        *routes,
         group_id=Groups.HISTORY,
         batch=True,
         max_records=batch_size,
-        batch_timeout_ms=50,
+        batch_timeout_ms=BATCH_POLL_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_wait_ms=LONG_POLL_MS,
     )
-    subscriber(handler)
-    return subscriber
+    subscriber(typed_topics(routes, rejects))
+    return [subscriber]
 
 
 @dataclass(frozen=True)

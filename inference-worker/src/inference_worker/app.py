@@ -21,7 +21,7 @@ from mnistream_common.consume import (
     typed_batch,
 )
 from mnistream_common.events import DigitSubmitted, ModelPromoted
-from mnistream_common.kafka import end_offsets, make_broker
+from mnistream_common.kafka import LONG_POLL_MS, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
@@ -127,7 +127,9 @@ def _store_loader(settings: Settings) -> Loader:
 
 def _subscribe_to_promotions(worker: Worker) -> None:
     # No group: every worker instance reads the whole ledger and sees every promotion.
-    subscriber = worker.broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    subscriber = worker.broker.subscriber(
+        MODEL_PROMOTED.name, auto_offset_reset="earliest", fetch_max_wait_ms=LONG_POLL_MS
+    )
     # history-service dead-letters ledger records once; N workers would duplicate it.
     skip = LogRejects("an invalid promotion; history-service dead-letters it")
 
@@ -169,6 +171,7 @@ def _submitted_subscriber(worker: Worker) -> Any:
         max_partition_fetch_bytes=1024 * 1024,
         fetch_max_bytes=8 * 1024 * 1024,
         persistent=False,
+        fetch_max_wait_ms=LONG_POLL_MS,
     )
 
     @subscriber

@@ -18,7 +18,7 @@ from faststream.kafka import KafkaBroker
 from mnistream_common.consume import DeadLetterRejects, Delivery, LogRejects, Rejected, typed_batch
 from mnistream_common.events import ModelPromoted, RescoreTask
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import KafkaProbe, end_offsets, make_broker
+from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
@@ -126,7 +126,9 @@ def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any
 
 def _track_ledger(broker: KafkaBroker, parts: Parts) -> None:
     # Every instance reads the whole ledger (no group) to know which promotion is the newest.
-    @broker.subscriber(MODEL_PROMOTED.name, auto_offset_reset="earliest")
+    @broker.subscriber(
+        MODEL_PROMOTED.name, auto_offset_reset="earliest", fetch_max_wait_ms=LONG_POLL_MS
+    )
     @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
     async def track(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
         for delivery in deliveries:
@@ -141,6 +143,7 @@ def _plan_promotions(broker: KafkaBroker, parts: Parts) -> None:
         group_id=Groups.RESCORE_PLANNER,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        fetch_max_wait_ms=LONG_POLL_MS,
     )
     @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
     async def plan(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
@@ -156,6 +159,7 @@ def _rescore_chunks(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) 
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=600_000,
+        fetch_max_wait_ms=LONG_POLL_MS,
     )
 
     @tasks

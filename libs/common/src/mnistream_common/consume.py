@@ -17,7 +17,7 @@ predictions) log and skip, because N copies of one dead letter help nobody.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -153,3 +153,39 @@ def typed_batch(
         return consume
 
     return decorate
+
+
+@dataclass(frozen=True)
+class Route(Generic[E]):
+    """What one topic's records become, and who handles them."""
+
+    event_type: type[E]
+    handler: BatchHandler[E]
+    check: Check[E] | None = None
+
+
+def typed_topics(routes: Mapping[str, Route[Any]], rejects: RejectPolicy) -> MessageHandler:
+    """One FastStream callback for a subscriber of several topics: each topic's records are
+    parsed into its route's event type and handed to its handler, in the order of `routes`.
+
+    One consumer instead of one per topic: a service reading four topics polls, fetches and
+    heartbeats once, not four times (a quarter of its idle CPU and of its Kafka requests).
+    """
+
+    async def consume(msg: KafkaMessage) -> None:
+        by_topic: dict[str, list[Record]] = {}
+        for record in records_of(msg):
+            by_topic.setdefault(record.topic, []).append(record)
+        rejected: list[Rejected] = []
+        for topic, route in routes.items():
+            deliveries, bad = parse_records(by_topic.pop(topic, []), route.event_type, route.check)
+            rejected += bad
+            if deliveries:
+                rejected += await route.handler(deliveries)
+        for topic, records in by_topic.items():  # subscribed to a topic without a route
+            rejected += [Rejected(r, f"no handler for records of topic {topic}") for r in records]
+        if rejected:
+            await rejects(rejected)
+
+    consume.__name__ = "consume_" + "_".join(t.replace(".", "_") for t in routes)
+    return consume

@@ -41,6 +41,10 @@ DURABLE_PRODUCER: dict[str, Any] = {
     "max_request_size": MAX_REQUEST_BYTES,
 }
 PUBLISH_TIMEOUT_S = 15.0
+# Every consumer's fetch waits this long at the broker for records. The broker answers at once
+# when records arrive, so a long wait costs no latency; a short one costs idle fetches (the
+# default 500 ms made the idle stack's consumers Kafka's main work).
+LONG_POLL_MS = 2000
 
 
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
