@@ -202,6 +202,10 @@ bench-inference: install data bench-tools ## Raw ONNX limit, worker topic→topi
 bench-cpu: install data bench-tools ## CPU per drawing of every process at fixed rates, idle CPU, capacity at p99 ≤ 60 ms, live profiles
 	$(UV) run --frozen python -m bench cpu $(BENCH_ARGS)
 
+.PHONY: gpu-check
+gpu-check: install data ## On an NVIDIA GPU: ONNX Runtime CUDA vs CPU, the worker's provider, top-1 agreement, a CNN epoch: JSON + docs/gpu.md
+	$(UV) run --frozen python -m bench gpu $(GPU_ARGS)
+
 .PHONY: bench-rescore
 bench-rescore: install data ## Rescore throughput over 10,000 stored drawings with 1 and 2 rescore workers
 	$(UV) run --frozen python -m bench rescore $(BENCH_ARGS)

@@ -26,12 +26,21 @@ def main() -> int:
         command.add_argument(
             "--report", action="store_true", help="write docs/benchmarks.md from the results"
         )
+    gpu = sub.add_parser("gpu", help="the CUDA path against this machine's CPU (make gpu-check)")
+    gpu.add_argument("--small", action="store_true", help="tiny sizes, for debugging")
+    gpu.add_argument(
+        "--cpu-fallback", action="store_true", help="without a GPU, let the CPU stand in for it"
+    )
+    gpu.add_argument("--mnist", type=Path, help="MNIST root (default: the trainer's MNIST_ROOT)")
+    gpu.add_argument("--out", type=Path, help="where the JSON goes (default: bench-results/)")
     report = sub.add_parser("report", help="write docs/benchmarks.md and plots from a results file")
     report.add_argument("results", type=Path, nargs="?", help="default: the newest 'all' run")
     args = parser.parse_args()
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every started process is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.command == "gpu":
+            return _gpu(args)
         if args.command == "report":
             from bench.report import write_report
 
@@ -54,6 +63,20 @@ def main() -> int:
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from bench.gpu import GpuUnavailableError, main
+
+    try:
+        path = main(
+            small=args.small, cpu_fallback=args.cpu_fallback, mnist=args.mnist, out=args.out
+        )
+    except GpuUnavailableError as exc:
+        print(f"gpu check: {exc}", file=sys.stderr)
+        return 2
+    print(f"results: {path}")
+    return 0
 
 
 if __name__ == "__main__":
