@@ -6,7 +6,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DATA="${MNISTREAM_DATA:-$ROOT/.data}"
-export INFERENCE_WORKERS="${INFERENCE_WORKERS:-2}" RESCORE_WORKERS="${RESCORE_WORKERS:-1}"
 mkdir -p "$DATA/run"
 echo $$ >"$DATA/run/run.pid"
 cleanup() { infra/stack.sh down || true; rm -f "$DATA/run/run.pid"; }
@@ -19,8 +18,7 @@ infra/stack.sh up
 
 cat >&2 <<MSG
 
-  mnistream is starting: http://127.0.0.1:${GATEWAY_PORT:-8000}
-  inference workers: $INFERENCE_WORKERS (metrics on ports 8300..), rescore workers: $RESCORE_WORKERS (8400..)
+  mnistream is starting; its address is printed once every service is up.
   logs: this terminal (services; also $DATA/logs/services), $DATA/logs (stack).
   Stop with Ctrl-C or \`make stop\`.
 

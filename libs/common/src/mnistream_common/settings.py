@@ -9,11 +9,16 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Every mixin carries the same config: pydantic merges the configs of a class's bases, and the
+# last base's would otherwise win, so a `Settings(BaseServiceSettings, KafkaSettings)` read no
+# `.env` at all (KafkaSettings' default `env_file=None` replaced it).
+CONFIG = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
 
 class BaseServiceSettings(BaseSettings):
     """Common to every service: where settings come from and how logs look."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = CONFIG
 
     log_level: str = Field(default="INFO", description="Python log level name.")
     log_json: bool = Field(default=True, description="JSON log lines (false: console format).")
@@ -22,11 +27,15 @@ class BaseServiceSettings(BaseSettings):
 class KafkaSettings(BaseSettings):
     """Apache Kafka connection."""
 
+    model_config = CONFIG
+
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092")
 
 
 class PostgresSettings(BaseSettings):
     """The application database (owned by history-service)."""
+
+    model_config = CONFIG
 
     database_url: str = Field(
         default="postgresql+asyncpg://mnistream:mnistream@127.0.0.1:5432/mnistream",
@@ -36,6 +45,8 @@ class PostgresSettings(BaseSettings):
 
 class S3Settings(BaseSettings):
     """MinIO (or any S3) holding drawings and MLflow artifacts (ONNX models)."""
+
+    model_config = CONFIG
 
     s3_endpoint_url: str = Field(default="http://127.0.0.1:9000")
     s3_access_key_id: str = Field(default="mnistream")
@@ -48,12 +59,16 @@ class S3Settings(BaseSettings):
 class MLflowSettings(BaseSettings):
     """MLflow tracking server and model registry."""
 
+    model_config = CONFIG
+
     mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
     registered_model_name: str = Field(default="mnist-digits")
 
 
 class HttpServiceSettings(BaseSettings):
     """Where an HTTP service listens."""
+
+    model_config = CONFIG
 
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000, ge=1, le=65535)

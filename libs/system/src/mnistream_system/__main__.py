@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from dotenv import dotenv_values
+
 from mnistream_system.processes import Service, ServiceError
-from mnistream_system.system import Ports, System, data_folder
+from mnistream_system.system import ROOT, Ports, System, data_folder
 
 COLOURS = ("36", "33", "35", "32", "34", "31")
 
@@ -26,12 +28,20 @@ COLOURS = ("36", "33", "35", "32", "34", "31")
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
-    ports = Ports(
-        gateway=int(os.environ.get("GATEWAY_PORT", "8000")),
-        history=int(os.environ.get("HISTORY_PORT", "8001")),
-    )
+    ports = Ports(gateway=setting("GATEWAY_PORT", 8000), history=setting("HISTORY_PORT", 8001))
     system = System(args.inference_workers, args.rescore_workers, ports)
+    _say(
+        f"{args.inference_workers} inference worker(s) (metrics on ports {ports.inference}..), "
+        f"{args.rescore_workers} rescore worker(s) ({ports.rescore}..)"
+    )
     sys.exit(run(system, data_folder() / "run" / "system.pid"))
+
+
+def setting(name: str, default: int) -> int:
+    """A number from the environment, else from `.env` (as the services read them), else
+    `default`: the ports the runner probes must be the ones the services bind."""
+    value = os.environ.get(name) or dotenv_values(ROOT / ".env").get(name)
+    return int(value) if value else default
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,11 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run every service until Ctrl-C")
     run_parser.add_argument(
-        "--inference-workers", type=int, default=int(os.environ.get("INFERENCE_WORKERS", "2"))
+        "--inference-workers", type=int, default=setting("INFERENCE_WORKERS", 2)
     )
-    run_parser.add_argument(
-        "--rescore-workers", type=int, default=int(os.environ.get("RESCORE_WORKERS", "1"))
-    )
+    run_parser.add_argument("--rescore-workers", type=int, default=setting("RESCORE_WORKERS", 1))
     return parser
 
 
