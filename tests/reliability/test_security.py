@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from mnistream_common.storage import drawing_key
 
 from tests.e2e.support import upload_all
 from tests.helpers import drawing_png
-from tests.reliability.hostile import raw_post
+from tests.reliability.hostile import chunked_post, raw_post
 from tests.stack import require_minio, require_mlflow, stack_settings
 from tests.system import ADMIN_TOKEN, System
 
@@ -126,6 +128,30 @@ async def test_a_chunked_upload_is_cut_off_at_the_limit(system: System) -> None:
         )
     assert answer.status_code == 413
     assert "more than 512 KB" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/api/digits/{digit_id}/label", "/api/digits/not-a-uuid/label"])
+async def test_a_huge_chunked_label_body_gets_413_at_once_and_memory_stays_flat(
+    system: System, path: str
+) -> None:
+    port = int(system.gateway_url.rsplit(":", 1)[1])
+    pid = system.services["gateway"].pid
+    assert pid is not None
+    before = psutil.Process(pid).memory_info().rss
+    target = path.format(digit_id=uuid.uuid4())
+    answers = await asyncio.gather(
+        *(
+            chunked_post(port, target, {"Content-Type": "application/json"}, 300 * 1024**2)
+            for _ in range(4)
+        )
+    )
+    grown = psutil.Process(pid).memory_info().rss - before
+    for answer, sent in answers:
+        assert answer.status == 413, answer
+        assert b"4,096 bytes at most" in answer.body
+        # What the sockets' buffers took before the answer arrived, not the 300 MB offered.
+        assert sent < 32 * 1024**2, sent
+    assert grown < 64 * 1024**2, f"the gateway grew by {grown / 1024**2:.0f} MB"
 
 
 @pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])

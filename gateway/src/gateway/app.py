@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
+from mnistream_common.body_limit import JSON_BODY_LIMIT, BodyLimit
 from mnistream_common.consume import Delivery, LogRejects, Rejected, typed_batch
 from mnistream_common.events import DigitPredicted, ModelPromoted
 from mnistream_common.history_client import HistoryClient
@@ -66,6 +67,9 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
         lifespan=_lifespan(settings, metrics, overrides or Overrides()),
     )
     app.include_router(router)
+    # Uploads keep their own limit (the route reads the stream itself, refusing as soon as
+    # MAX_UPLOAD_BYTES pass); every other route's body is a few bytes of JSON.
+    app.add_middleware(BodyLimit, default=JSON_BODY_LIMIT, limits={"/api/predictions": None})
     # Every error is a `Problem` with a readable `detail`, request validation included.
     app.add_exception_handler(RequestValidationError, validation_problem)
     app.mount("/metrics", make_asgi_app(exposed_registry(metrics)))
@@ -121,11 +125,16 @@ def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Override
         settings.history_url, timeout=10.0, transport=overrides.history_transport
     )
     run_dir = settings.gateway_run_dir or Path(tempfile.mkdtemp(prefix="mnistream-gateway-"))
-    limit = settings.rate_limit_per_minute
+    limit, label_limit = settings.rate_limit_per_minute, settings.label_rate_limit_per_minute
     kafka_ready = overrides.kafka_ready or KafkaProbe(settings.kafka_bootstrap_servers).reachable
     return GatewayState(
         kafka_ready=kafka_ready,
         limiter=SharedRateLimiter(run_dir / "rate-limit", limit) if limit > 0 else None,
+        label_limiter=(
+            SharedRateLimiter(run_dir / "label-rate-limit", label_limit)
+            if label_limit > 0
+            else None
+        ),
         settings=settings,
         broker=broker,
         submitted=broker.publisher(DIGITS_SUBMITTED.name),

@@ -140,7 +140,7 @@ async def submit_drawing(
     digit_id = state.new_digit_id()
     waiter = state.hub.expect(digit_id) if wait else None
     try:
-        await state.publish_submitted(_submitted(digit_id, upload, request))
+        await state.publish_submitted(_submitted(digit_id, upload, request, state))
         state.hub.accepted(digit_id)
         prediction = await _await_prediction(waiter, wait)
     finally:
@@ -168,8 +168,20 @@ async def _await_prediction(
         return None
 
 
-def _submitted(digit_id: uuid.UUID, upload: ValidUpload, request: Request) -> DigitSubmitted:
-    source = request.headers.get("x-mnistream-source", "api")[:64]
+def client_info(request: Request, state: GatewayState) -> ClientInfo:
+    """Who sent a request, as far as the events keep it (no address with RECORD_CLIENT_ADDRESS
+    off)."""
+    keep_address = state.settings.record_client_address and request.client is not None
+    return ClientInfo(
+        source=request.headers.get("x-mnistream-source", "api")[:64],
+        user_agent=(request.headers.get("user-agent") or "")[:512] or None,
+        remote_addr=request.client.host if keep_address and request.client else None,
+    )
+
+
+def _submitted(
+    digit_id: uuid.UUID, upload: ValidUpload, request: Request, state: GatewayState
+) -> DigitSubmitted:
     return DigitSubmitted(
         digit_id=digit_id,
         submitted_at=utc_now(),
@@ -179,11 +191,7 @@ def _submitted(digit_id: uuid.UUID, upload: ValidUpload, request: Request) -> Di
         height=upload.height,
         model_input=upload.model_input,
         preprocessing_version=PREPROCESSING_VERSION,
-        client=ClientInfo(
-            source=source,
-            user_agent=(request.headers.get("user-agent") or "")[:512] or None,
-            remote_addr=request.client.host if request.client else None,
-        ),
+        client=client_info(request, state),
     )
 
 
@@ -269,20 +277,66 @@ async def _read_body_multipart(request: Request, limit: int) -> bytes:
         raise
 
 
+def label_guard(request: Request, state: State) -> None:
+    """Labels feed the promotion gate, so they are only taken as JSON (a cross-site form or a
+    `text/plain` fetch cannot send that without CORS, which the gateway does not grant), from
+    the gateway's own pages or ALLOWED_ORIGINS, at LABEL_RATE_LIMIT_PER_MINUTE per client.
+    A dependency, so it runs before the body is validated."""
+    try:
+        _check_label_request(request, state)
+    except HTTPException as exc:
+        state.metrics.labels.labels(outcome=f"rejected_{exc.status_code}").inc()
+        raise
+    state.label_rate_limit(request)
+
+
 @router.post(
     "/api/digits/{digit_id}/label",
     status_code=202,
     response_model=LabelAccepted,
-    responses=ERRORS,
+    responses={**ERRORS, 403: {"model": Problem}},
     summary="Say which digit a drawing really is",
+    dependencies=[Depends(label_guard)],
 )
-async def label_drawing(digit_id: uuid.UUID, body: LabelRequest, state: State) -> LabelAccepted:
+async def label_drawing(
+    digit_id: uuid.UUID, body: LabelRequest, request: Request, state: State
+) -> LabelAccepted:
     """Publish the true label of a stored drawing (the latest label wins)."""
     if not state.hub.recently_accepted(digit_id) and not await state.drawing_exists(digit_id):
         raise HTTPException(404, f"no drawing with id {digit_id}")
-    event = DigitLabeled(digit_id=digit_id, label=body.label, labeled_at=utc_now())
+    event = DigitLabeled(
+        digit_id=digit_id,
+        label=body.label,
+        labeled_at=utc_now(),
+        client=client_info(request, state),
+    )
     await state.publish_labeled(event)
+    state.metrics.labels.labels(outcome="accepted").inc()
     return LabelAccepted(digit_id=digit_id, label=body.label)
+
+
+def _check_label_request(request: Request, state: GatewayState) -> None:
+    origin = request.headers.get("origin")
+    if origin is not None and not _same_site(origin, request, state):
+        raise HTTPException(
+            403,
+            f"labels from pages of {origin} are not accepted; label from the gateway's own page "
+            "(or add the origin to ALLOWED_ORIGINS)",
+        )
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON:
+        raise HTTPException(
+            415, f"a label is sent as {JSON} (got {content_type or 'no Content-Type'})"
+        )
+
+
+def _same_site(origin: str, request: Request, state: GatewayState) -> bool:
+    """The page's origin is the gateway itself (the Host it was reached at) or an allowed one."""
+    origin = origin.rstrip("/")
+    if origin in state.settings.label_origins:
+        return True
+    host = request.headers.get("host", "")
+    return bool(host) and origin in (f"http://{host}", f"https://{host}")
 
 
 @router.get("/api/events", summary="Server-Sent Events: predictions, rescore progress, promotions")

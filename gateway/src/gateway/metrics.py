@@ -16,6 +16,12 @@ class GatewayMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.uploads = Counter("mnistream_uploads", "Uploads by outcome.", ["outcome"], registry=r)
+        self.labels = Counter(
+            "mnistream_gateway_labels",
+            "Labels by outcome: accepted, or rejected_<status> (403 cross-site, 415, 429...).",
+            ["outcome"],
+            registry=r,
+        )
         self.predictions_seen = Counter(
             "mnistream_gateway_predictions",
             "Predictions read from digits.predicted.",

@@ -28,3 +28,23 @@ class Settings(BaseServiceSettings, KafkaSettings):
     rate_limit_per_minute: int = Field(
         default=600, ge=0, description="Uploads per client address per minute (0: no limit)."
     )
+    label_rate_limit_per_minute: int = Field(
+        default=120, ge=0, description="Labels per client address per minute (0: no limit)."
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="Comma-separated origins (scheme://host:port) besides the gateway's own "
+        "whose pages may send labels; a request from any other Origin is refused (403).",
+    )
+    record_client_address: bool = Field(
+        default=True,
+        description="Keep the client's IP address in digits.submitted and digits.labeled "
+        "(false: the events carry none; the rate limit still counts by address, in memory).",
+    )
+
+    @property
+    def label_origins(self) -> frozenset[str]:
+        """ALLOWED_ORIGINS as a set, without trailing slashes."""
+        return frozenset(
+            o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
+        )

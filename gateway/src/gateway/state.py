@@ -41,6 +41,19 @@ class Champion:
     ledger_end_at_start: int = 0
 
 
+def _over_limit(limiter: SharedRateLimiter, request: Request, what: str) -> HTTPException | None:
+    client = request.client.host if request.client else "unknown"
+    verdict = limiter.hit(client)
+    if verdict.allowed:
+        return None
+    return HTTPException(
+        429,
+        f"too many {what} from {client}: the limit is {limiter.limit} per minute; "
+        f"retry in {verdict.retry_after_s} s",
+        headers={"Retry-After": str(verdict.retry_after_s)},
+    )
+
+
 @dataclass
 class GatewayState:
     """Broker, publishers, the event hub and the history client of one gateway process."""
@@ -57,6 +70,7 @@ class GatewayState:
     champion: Champion = field(default_factory=Champion)
     upload_log: UploadLog = field(default_factory=UploadLog)
     limiter: SharedRateLimiter | None = None
+    label_limiter: SharedRateLimiter | None = None
 
     @staticmethod
     def new_digit_id() -> uuid.UUID:
@@ -65,20 +79,17 @@ class GatewayState:
 
     def rate_limit(self, request: Request) -> None:
         """Refuse with 429 and Retry-After when a client sends more than its share of uploads."""
-        if self.limiter is None:
-            return
-        client = request.client.host if request.client else "unknown"
-        verdict = self.limiter.hit(client)
-        if verdict.allowed:
-            return
-        retry_after = verdict.retry_after_s
-        self.metrics.uploads.labels(outcome="rejected_429").inc()
-        raise HTTPException(
-            429,
-            f"too many uploads from {client}: the limit is "
-            f"{self.settings.rate_limit_per_minute} per minute; retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-        )
+        if self.limiter is not None and (refusal := _over_limit(self.limiter, request, "uploads")):
+            self.metrics.uploads.labels(outcome="rejected_429").inc()
+            raise refusal
+
+    def label_rate_limit(self, request: Request) -> None:
+        """The same for labels, with a limit of their own."""
+        if self.label_limiter is not None and (
+            refusal := _over_limit(self.label_limiter, request, "labels")
+        ):
+            self.metrics.labels.labels(outcome="rejected_429").inc()
+            raise refusal
 
     async def publish_submitted(self, event: DigitSubmitted) -> None:
         """Hand the drawing to Kafka and wait for acks=all; 503 when Kafka does not answer."""

@@ -7,6 +7,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from mnistream_common.body_limit import JSON_BODY_LIMIT, BodyLimit
+from mnistream_common.history_api import MODEL_INPUTS_BODY_LIMIT
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.storage import ObjectStore, make_minio
 from prometheus_client import make_asgi_app
@@ -39,6 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(admin_router)
     app.mount("/metrics", make_asgi_app(metrics.registry))
+    # /admin/replay's token is checked after its body is parsed: the body is capped first.
+    app.add_middleware(
+        BodyLimit,
+        default=JSON_BODY_LIMIT,
+        limits={"/internal/model-inputs": MODEL_INPUTS_BODY_LIMIT},
+    )
     return app
 
 

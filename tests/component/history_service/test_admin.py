@@ -115,3 +115,25 @@ async def test_a_group_still_in_use_is_409_with_the_reason() -> None:
 
     assert response.status_code == 409
     assert "another history-service instance" in response.json()["detail"]
+
+
+async def test_a_huge_replay_body_is_refused_before_the_token_is_even_looked_at() -> None:
+    from history_service.app import create_app
+    from history_service.settings import Settings
+
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while sent < 300 * 1024 * 1024:
+            sent += 64 * 1024
+            yield b" " * (64 * 1024)
+
+    app = create_app(Settings(_env_file=None, log_json=False, log_level="WARNING"))
+    transport = httpx.ASGITransport(app=app)  # no lifespan: the cap answers before any route
+    async with httpx.AsyncClient(transport=transport, base_url="http://history") as client:
+        response = await client.post(
+            "/admin/replay", content=body(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert sent <= 2 * 64 * 1024

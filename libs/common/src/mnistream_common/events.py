@@ -163,13 +163,26 @@ class DigitPredicted(Event):
 
 
 class DigitLabeled(Event):
-    """A person said which digit a drawing really is. The latest label wins."""
+    """A person said which digit a drawing really is. The latest label wins.
+
+    Version 2 says who gave the label (the client, as for uploads; the gateway always sets it);
+    version 1 labels have none.
+    """
 
     event_type: ClassVar[str] = "digit.labeled"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     digit_id: DigitId
     label: Digit
     labeled_at: AwareDatetime
+    client: ClientInfo | None = Field(
+        default=None, description="Who gave the label (from version 2; absent in version 1)."
+    )
+
+    @model_validator(mode="after")
+    def _client_matches_version(self) -> Self:
+        if self.schema_version == 1 and self.client is not None:
+            raise ValueError("version 1 labels carry no client")
+        return self
 
 
 class ModelPromoted(Event):

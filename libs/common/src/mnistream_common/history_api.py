@@ -141,10 +141,15 @@ class ReplayOut(BaseModel):
     total: int
 
 
+MAX_MODEL_INPUT_IDS = 10_000
+# A JSON list of that many ids: 36 characters, quotes and a comma each, and the envelope.
+MODEL_INPUTS_BODY_LIMIT = MAX_MODEL_INPUT_IDS * 40 + 1024
+
+
 class ModelInputsIn(BaseModel):
     """The drawings whose model inputs a rescore chunk needs."""
 
-    digit_ids: list[uuid.UUID] = Field(max_length=10_000)
+    digit_ids: list[uuid.UUID] = Field(max_length=MAX_MODEL_INPUT_IDS)
 
 
 class ModelInputOut(BaseModel):
