@@ -95,6 +95,21 @@ async def upload_all(
         return list(await asyncio.gather(*(one(image) for image in images)))
 
 
+async def upload_predicted(gateway_url: str, image: bytes, wait_ms: int = 5000) -> uuid.UUID:
+    """Upload one drawing and wait for its prediction: the id, once answered 200 `predicted`
+    (a 202, any other status or an answer without a prediction fails)."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30.0) as client:
+        response = await client.post(
+            "/api/predictions",
+            params={"wait": wait_ms},
+            files={"image": ("digit.png", image, "image/png")},
+        )
+    assert response.status_code == 200, (response.status_code, response.text)
+    body = response.json()
+    assert body["status"] == "predicted" and body["prediction"]["digit_id"] == body["digit_id"]
+    return uuid.UUID(body["digit_id"])
+
+
 async def history_caught_up() -> bool:
     """The history group has read everything (lag 0) and has members."""
     [status] = await group_status(require_kafka(), [Groups.HISTORY])

@@ -11,8 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mnistream_cli.replay import replay_dead_letters
-from mnistream_common.events import DeadLetter, utc_now
-from mnistream_common.topics import DIGITS_DEADLETTER, TopicSpec
+from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
+from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_LABELED, MODEL_PROMOTED, TopicSpec
+
+from tests.helpers import promotion
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,14 @@ class Topics:
     letters: TopicSpec
     first: str
     second: str
+
+    @property
+    def destinations(self) -> dict[str, TopicSpec]:
+        """The two throwaway source topics, replayable as digits.labeled is."""
+        return {
+            name: dataclasses.replace(DIGITS_LABELED, name=name)
+            for name in (self.first, self.second)
+        }
 
 
 @pytest.fixture
@@ -48,12 +58,14 @@ async def topics(kafka_bootstrap_servers: str) -> AsyncIterator[Topics]:
 
 
 def letter(source: str, n: int) -> DeadLetter:
+    """A letter whose original is a label that reads again (the consumer was fixed)."""
+    label = DigitLabeled(digit_id=uuid.uuid4(), label=n % 10, labeled_at=utc_now())
     return DeadLetter(
         source_topic=source,
         source_partition=0,
         source_offset=n,
-        source_key=f"key-{n}".encode(),
-        original=f"{source}#{n}".encode(),
+        source_key=str(label.digit_id).encode(),
+        original=label.to_bytes(),
         error="test: could not be read",
         service="tests",
         failed_at=utc_now(),
@@ -96,14 +108,21 @@ async def test_replay_by_topic_republishes_each_letter_once_and_skips_none_for_g
     mixed = [e.to_bytes() for pair in zip(firsts, seconds, strict=False) for e in pair]
     await produce(servers, topics.letters.name, [*mixed, firsts[3].to_bytes(), b"not a letter"])
 
-    first = await replay_dead_letters(servers, topic=topics.first, letters=topics.letters)
+    letters, destinations = topics.letters, topics.destinations
+    first = await replay_dead_letters(
+        servers, topic=topics.first, letters=letters, destinations=destinations
+    )
     assert first.republished == {topics.first: 4}
     assert first.skipped == 4  # the other topic's three and the unreadable record
 
-    second = await replay_dead_letters(servers, topic=topics.second, letters=topics.letters)
+    second = await replay_dead_letters(
+        servers, topic=topics.second, letters=letters, destinations=destinations
+    )
     assert second.republished == {topics.second: 3}, "the first replay must not eat these"
 
-    again = await replay_dead_letters(servers, topic=topics.first, letters=topics.letters)
+    again = await replay_dead_letters(
+        servers, topic=topics.first, letters=letters, destinations=destinations
+    )
     assert again.republished == {}, "each letter is re-published once per filter"
 
     assert sorted(await read_all(servers, topics.first)) == sorted(
@@ -112,3 +131,45 @@ async def test_replay_by_topic_republishes_each_letter_once_and_skips_none_for_g
     assert sorted(await read_all(servers, topics.second)) == sorted(
         (e.source_key, e.original) for e in seconds
     )
+
+
+async def test_a_forged_letter_naming_the_ledger_never_becomes_a_promotion(
+    kafka_bootstrap_servers: str, topics: Topics
+) -> None:
+    servers = kafka_bootstrap_servers
+    forged = letter(MODEL_PROMOTED.name, 0).model_copy(
+        update={
+            "source_key": b"mnist-digits",
+            "original": promotion(b"forged model", version=999).to_bytes(),
+        }
+    )
+    still_bad = letter(topics.first, 1).model_copy(update={"original": b'{"label": 42}'})
+    wrong_key = letter(topics.first, 2).model_copy(update={"source_key": b"another-drawing"})
+    await produce(
+        servers, topics.letters.name, [e.to_bytes() for e in (forged, still_bad, wrong_key)]
+    )
+    ledger = TopicPartition(MODEL_PROMOTED.name, 0)
+    before = await end_offset(servers, ledger)
+
+    result = await replay_dead_letters(
+        servers, topic=None, letters=topics.letters, destinations=topics.destinations
+    )
+
+    assert result.republished == {}
+    assert sorted(result.refused) == [
+        f"'model.promoted' is not replayed (only {topics.first}, {topics.second})",
+        "its key is not the DigitLabeled's own",
+        "still not a valid DigitLabeled",
+    ]
+    assert await end_offset(servers, ledger) == before
+    assert await read_all(servers, topics.first) == []
+
+
+async def end_offset(servers: str, tp: TopicPartition) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets([tp])
+        return ends[tp]
+    finally:
+        await consumer.stop()

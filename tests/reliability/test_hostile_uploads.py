@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.support import upload_all
+from tests.e2e.support import upload_predicted
 from tests.helpers import animated_png, drawing_png, encode_ink, stroke_ink
 from tests.reliability.hostile import (
     animated_gif,
@@ -66,9 +66,8 @@ CORPUS = corpus()
 
 
 async def still_serving(system: System, drawing: bytes) -> None:
-    """A normal upload right after: accepted."""
-    [digit_id] = await upload_all(system.gateway_url, [drawing])
-    assert digit_id
+    """A normal upload right after: accepted and predicted."""
+    await upload_predicted(system.gateway_url, drawing)
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])

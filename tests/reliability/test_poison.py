@@ -9,8 +9,9 @@ the service, and a normal event on the same partition after it must still be pro
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from mnistream_common.events import (
     RescoreTask,
     utc_now,
 )
-from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL, build_dead_letter
+from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL
 from mnistream_common.topics import (
     DIGITS_LABELED,
     DIGITS_PREDICTED,
@@ -44,7 +45,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests import helpers
-from tests.e2e.support import Models, Predictions, mnistream, upload_all
+from tests.e2e.support import Models, Predictions, mnistream, upload_all, upload_predicted
 from tests.helpers import prediction
 from tests.polling import eventually
 from tests.reliability.support import DeadLetters, dead_letters
@@ -258,8 +259,75 @@ async def test_poison_on_digits_predicted(
         "the next prediction stored",
     )
     # The gateways read digits.predicted too (without a group): they skipped the poison.
-    [answered] = await upload_all(system.gateway_url, drawings[:1], wait_ms=5000)
-    assert answered
+    await upload_predicted(system.gateway_url, drawings[0])
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A schema-valid event that a history table refuses, made from a valid one."""
+
+    name: str
+    topic: TopicSpec
+    change: Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    *parents, leaf = path.split(".")
+
+    def change(payload: dict[str, Any]) -> None:
+        for part in parents:
+            payload = payload[part]
+        payload[leaf] = value
+
+    return change
+
+
+def _job(payload: dict[str, Any]) -> None:
+    payload.update(kind="rescore", job_id=str(uuid.uuid4()), job_total=2**31)
+
+
+REFUSED = [
+    Refused("provider longer than its column", DIGITS_PREDICTED, _set("provider", "p" * 65)),
+    Refused("model version above int32", DIGITS_PREDICTED, _set("model.version", 2**31)),
+    Refused("Infinity in timings (JSONB)", DIGITS_PREDICTED, _set("timings.queue_ms", math.inf)),
+    Refused("job_total above int32", DIGITS_PREDICTED, _job),
+    Refused("width above int32", DIGITS_SUBMITTED, _set("width", 2**31)),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
+async def test_a_valid_event_a_table_refuses_is_dead_lettered_and_the_partition_goes_on(
+    system: System,
+    producer: AIOKafkaProducer,
+    letters: DeadLetters,
+    drawings: list[bytes],
+    case: Refused,
+) -> None:
+    champion = await champion_of(system)
+    sample: Event = (
+        submitted(drawings[0]) if case.topic is DIGITS_SUBMITTED else predicted(champion.model)
+    )
+    payload = sample.model_dump(mode="json")
+    case.change(payload)
+    value = json.dumps(payload).encode()
+    type(sample).from_bytes(value)  # valid: only the table refuses it
+    partition = 9
+    poison = await send(producer, case.topic, str(sample.digit_id).encode(), value, partition)  # type: ignore[attr-defined]
+
+    await expect_dead_letters(letters, case.topic, [poison], ("history-service",))
+    [letter] = letters.about(poison.key)
+    assert "PostgreSQL refused the row" in letter.error, letter.error
+
+    normal = submitted(drawings[1]) if case.topic is DIGITS_SUBMITTED else predicted(champion.model)
+    await send(producer, case.topic, str(normal.digit_id).encode(), normal.to_bytes(), partition)
+    table = "drawings" if case.topic is DIGITS_SUBMITTED else "predictions"
+    await eventually(
+        lambda: row_exists(f"SELECT 1 FROM {table} WHERE digit_id = :d", d=normal.digit_id),
+        60,
+        "the next record on the partition stored",
+    )
+    async with httpx.AsyncClient(base_url=system.history_url, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_poison_on_digits_labeled(
@@ -360,19 +428,3 @@ async def test_no_topic_accepts_a_record_too_large_to_dead_letter(
     assert await topic_limit(topic) <= MAX_DEAD_LETTER_ORIGINAL
     with pytest.raises(MessageSizeTooLargeError):
         await producer.send_and_wait(topic.name, b"x" * (MAX_DEAD_LETTER_ORIGINAL + 1), key=b"big")
-
-
-def test_the_dead_letter_of_an_older_oversized_record_still_fits() -> None:
-    value = b"x" * (3 * 1024 * 1024)  # what the broker allowed before the topic limits
-    letter = build_dead_letter(
-        topic="digits.predicted",
-        partition=7,
-        offset=42,
-        key=b"k",
-        value=value,
-        error="not a valid DigitPredicted",
-        service="history-service",
-    )
-    assert len(letter.to_bytes()) < 2 * 1024 * 1024  # digits.deadletter's limit
-    assert letter.original == value[:MAX_DEAD_LETTER_ORIGINAL]
-    assert "the whole record is at digits.predicted/7@42" in letter.error

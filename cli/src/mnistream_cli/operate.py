@@ -349,6 +349,8 @@ def replay_deadletter(
         console.print("no dead letters to replay")
     if result.skipped:
         console.print(f"skipped {result.skipped} (other topics, or unreadable)")
+    for reason, count in sorted(result.refused.items()):
+        console.print(f"refused {count}: {reason}")
 
 
 def bootstrap() -> None:

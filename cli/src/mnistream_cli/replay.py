@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from mnistream_common.events import DeadLetter, InvalidEventError
+from mnistream_common.events import DeadLetter, Event, InvalidEventError, RescoreTask
 from mnistream_common.kafka import durable_producer
-from mnistream_common.topics import DIGITS_DEADLETTER, TopicSpec
+from mnistream_common.topics import (
+    DIGITS_DEADLETTER,
+    DIGITS_LABELED,
+    DIGITS_PREDICTED,
+    DIGITS_SUBMITTED,
+    RESCORE_TASKS,
+    TopicSpec,
+)
 
 DEADLETTER_GROUP = "deadletter-replay"
+# Where a letter may go back to. Never model.promoted: a letter is data anyone who can write
+# the dead-letter topic could forge, and a promotion goes through `mnistream promote`'s gate.
+REPLAYABLE: Mapping[str, TopicSpec] = {
+    spec.name: spec for spec in (DIGITS_SUBMITTED, DIGITS_PREDICTED, DIGITS_LABELED, RESCORE_TASKS)
+}
 
 
 def deadletter_group(topic: str | None) -> str:
@@ -24,12 +36,36 @@ def deadletter_group(topic: str | None) -> str:
     return f"{DEADLETTER_GROUP}.{topic}" if topic else DEADLETTER_GROUP
 
 
-@dataclass(frozen=True)
+@dataclass
 class DeadLetterReplay:
-    """What a dead-letter replay re-published, per source topic, and what it skipped."""
+    """What a dead-letter replay re-published, per source topic, what it skipped (other topics,
+    unreadable records) and what it refused to re-publish, per reason."""
 
-    republished: dict[str, int]
-    skipped: int
+    republished: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+
+def refusal(letter: DeadLetter, destinations: Mapping[str, TopicSpec]) -> str | None:
+    """Why `letter` must not go back to its source topic, or None: the topic must be one whose
+    records are replayed, the original must now be a valid event of that topic, and its key
+    the one that event's producer writes."""
+    spec = destinations.get(letter.source_topic)
+    if spec is None:
+        allowed = ", ".join(destinations)
+        return f"{letter.source_topic!r} is not replayed (only {allowed})"
+    try:
+        event = spec.event.from_bytes(letter.original)
+    except InvalidEventError as exc:
+        return f"still not a valid {exc.event_name}"
+    if letter.source_key != _key_of(event):
+        return f"its key is not the {spec.event.__name__}'s own"
+    return None
+
+
+def _key_of(event: Event) -> bytes:
+    subject = event.job_id if isinstance(event, RescoreTask) else getattr(event, "digit_id", None)
+    return str(subject).encode()
 
 
 async def replay_dead_letters(
@@ -38,8 +74,10 @@ async def replay_dead_letters(
     topic: str | None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     letters: TopicSpec = DIGITS_DEADLETTER,
+    destinations: Mapping[str, TopicSpec] = REPLAYABLE,
 ) -> DeadLetterReplay:
-    """Re-publish each dead letter (once: the group remembers how far it got) to its source."""
+    """Re-publish each dead letter (once: the group remembers how far it got) to its source,
+    if `refusal` finds nothing against it."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=deadletter_group(topic),
@@ -49,18 +87,27 @@ async def replay_dead_letters(
     try:
         await consumer.start()
         async with durable_producer(bootstrap_servers) as producer:
-            return await _replay_loop(consumer, producer, letters, topic, progress)
+            return await _replay_loop(
+                consumer, producer, _Filter(letters, topic, destinations), progress
+            )
     finally:
         await consumer.stop()
+
+
+@dataclass(frozen=True)
+class _Filter:
+    letters: TopicSpec
+    topic: str | None
+    destinations: Mapping[str, TopicSpec]
 
 
 async def _replay_loop(
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
-    letters: TopicSpec,
-    topic: str | None,
+    only: _Filter,
     progress: Callable[[int, int], None],
 ) -> DeadLetterReplay:
+    letters = only.letters
     partitions = [TopicPartition(letters.name, p) for p in range(letters.partitions)]
     consumer.assign(partitions)
     beginnings = await consumer.beginning_offsets(partitions)
@@ -69,25 +116,31 @@ async def _replay_loop(
         consumer.seek(tp, beginnings[tp] if committed is None else committed)
     ends = await consumer.end_offsets(partitions)
     total = sum(await _remaining(consumer, ends))
-    republished: dict[str, int] = {}
-    skipped = done = 0
+    result = DeadLetterReplay()
+    done = 0
     while any(await _remaining(consumer, ends)):
         batch = await consumer.getmany(*partitions, timeout_ms=1000)
         for records in batch.values():
             for record in records:
                 done += 1
-                letter = _letter(record.value)
-                if letter is None or (topic and letter.source_topic != topic):
-                    skipped += 1
-                    continue
-                await producer.send_and_wait(
-                    letter.source_topic, letter.original, key=letter.source_key
-                )
-                republished[letter.source_topic] = republished.get(letter.source_topic, 0) + 1
+                await _replay_one(producer, _letter(record.value), only, result)
         positions = {tp: OffsetAndMetadata(await consumer.position(tp), "") for tp in partitions}
         await consumer.commit(positions)
         progress(done, total)
-    return DeadLetterReplay(republished, skipped)
+    return result
+
+
+async def _replay_one(
+    producer: AIOKafkaProducer, letter: DeadLetter | None, only: _Filter, result: DeadLetterReplay
+) -> None:
+    if letter is None or (only.topic and letter.source_topic != only.topic):
+        result.skipped += 1
+    elif reason := refusal(letter, only.destinations):
+        result.refused[reason] = result.refused.get(reason, 0) + 1
+    else:
+        await producer.send_and_wait(letter.source_topic, letter.original, key=letter.source_key)
+        source = letter.source_topic
+        result.republished[source] = result.republished.get(source, 0) + 1
 
 
 async def _remaining(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[int]:

@@ -40,6 +40,7 @@ from mnistream_common.topics import (
     Groups,
     TopicSpec,
 )
+from sqlalchemy.exc import DBAPIError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -60,6 +61,8 @@ SERVICE = "history-service"
 BATCH_POLL_MS = 250
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
+Item = TypeVar("Item")  # an item of a batch (a delivery, or a delivery with its model input)
+W = TypeVar("W")  # what the writer takes for it
 
 
 @dataclass
@@ -72,7 +75,24 @@ class Health:
 
 
 def _retryable(exc: BaseException) -> bool:
+    if is_data_error(exc):
+        return False
     return not isinstance(exc, (InvalidEventError, TypeError, KeyError, AssertionError))
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (SQLSTATE class 22, data exception, or 23, integrity
+    constraint: a string too long for its column, an integer beyond int32, NaN in JSONB), so
+    retrying cannot help; anything else (a connection refused, a timeout) is an outage."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return sqlstate.startswith(("22", "23"))
+
+
+def _refused_because(exc: DBAPIError) -> str:
+    text = str(exc.orig).strip().splitlines()
+    return f"PostgreSQL refused the row: {text[0] if text else type(exc.orig).__name__}"
 
 
 def subscribe_all(
@@ -126,15 +146,11 @@ class _Store:
         drawing's input is made from its image (off the event loop)."""
         drawings, rejected = await asyncio.to_thread(with_model_inputs, deliveries)
         if drawings:
-            await _write_with_retry(
-                self.writer.drawings,
-                [d for _, d in drawings],
-                self.health,
-                DIGITS_SUBMITTED.name,
-                self.retry_s,
-                self.metrics,
+            stored, refused = await self._isolating(
+                DIGITS_SUBMITTED, self.writer.drawings, drawings, lambda item: item[1]
             )
-            self._stored(DIGITS_SUBMITTED, [d.event for _, d in drawings])
+            rejected += [Rejected(delivery.record, why) for (delivery, _), why in refused]
+            self._stored(DIGITS_SUBMITTED, [d.event for _, d in stored])
         return rejected
 
     async def store_predictions(self, deliveries: list[Delivery[DigitPredicted]]) -> list[Rejected]:
@@ -155,10 +171,36 @@ class _Store:
         write: Callable[[Sequence[E]], Awaitable[None]],
         deliveries: list[Delivery[E]],
     ) -> list[Rejected]:
-        events = [d.event for d in deliveries]
-        await _write_with_retry(write, events, self.health, spec.name, self.retry_s, self.metrics)
-        self._stored(spec, events)
-        return []
+        stored, refused = await self._isolating(spec, write, deliveries, lambda d: d.event)
+        self._stored(spec, [d.event for d in stored])
+        return [Rejected(delivery.record, why) for delivery, why in refused]
+
+    async def _isolating(
+        self,
+        spec: TopicSpec,
+        write: Callable[[Sequence[W]], Awaitable[None]],
+        items: list[Item],
+        row_of: Callable[[Item], W],
+    ) -> tuple[list[Item], list[tuple[Item, str]]]:
+        """Write `items` (outages retried); if PostgreSQL refuses the data, halve the batch
+        until the refused items are alone, write the rest, and return those with the reason:
+        one bad record is dead-lettered instead of stalling its partition forever."""
+        try:
+            rows = [row_of(item) for item in items]
+            await _write_with_retry(write, rows, self.health, spec.name, self.retry_s, self.metrics)
+            return items, []
+        except DBAPIError as exc:
+            if not is_data_error(exc):
+                raise
+            if len(items) == 1:
+                log.warning(
+                    "a record was refused by PostgreSQL", topic=spec.name, error=str(exc.orig)
+                )
+                return [], [(items[0], _refused_because(exc))]
+        middle = len(items) // 2
+        first, first_refused = await self._isolating(spec, write, items[:middle], row_of)
+        second, second_refused = await self._isolating(spec, write, items[middle:], row_of)
+        return first + second, first_refused + second_refused
 
     def _stored(self, spec: TopicSpec, events: Sequence[Event]) -> None:
         _count(self.metrics, spec.name, events)

@@ -30,6 +30,7 @@ class ModelKeeper:
         self.ledger_end_at_start = 0
         self.unreadable_up_to = -1
         self.last_error: str | None = None
+        self.decisions = 0  # promotions weighed so far (tests wait on it)
         self._wanted: Wanted | None = None
         self._rejected: set[str] = set()
         self._loader = loader
@@ -67,6 +68,7 @@ class ModelKeeper:
             self._wake.clear()
             wanted = self._wanted
             decision = decide(wanted, self.serving, self._rejected, self._ledger_end_to_wait_for())
+            self.decisions += 1
             if decision is SwapDecision.LOAD and wanted is not None:
                 await self._try_load(wanted)
 

@@ -72,6 +72,7 @@ class FakeWorker:
     misaddressed: bool = False  # answer with another drawing's id
     digit: int = 7
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    replied_at: list[float] = field(default_factory=list)  # loop time each reply was consumed
 
     def prediction_for(self, event: DigitSubmitted) -> DigitPredicted:
         return prediction(
@@ -92,9 +93,11 @@ class FakeWorker:
         task.add_done_callback(self.tasks.discard)
 
     async def publish(self, event: DigitPredicted) -> None:
+        # The in-memory broker hands the record to the gateway's subscriber before it returns.
         await self.broker.publish(
             event.to_bytes(), DIGITS_PREDICTED.name, key=str(event.digit_id).encode()
         )
+        self.replied_at.append(asyncio.get_running_loop().time())
 
 
 @dataclass

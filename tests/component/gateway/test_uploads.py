@@ -3,6 +3,7 @@ their time-ordered id; `?wait=` answers with the prediction; every bad upload ge
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -130,10 +131,14 @@ async def test_a_prediction_for_another_drawing_does_not_answer_the_wait(
 ) -> None:
     gateway.worker.answering = True
     gateway.worker.misaddressed = True
+    started = asyncio.get_running_loop().time()
 
-    response = await upload_raw(gateway, PNG, query="?wait=50")
+    response = await upload_raw(gateway, PNG, query="?wait=1000")
 
     assert_accepted_and_published(gateway, response)
+    # The wrong reply reached the gateway while the upload still waited, and was not taken.
+    [replied] = gateway.worker.replied_at
+    assert replied - started < 1.0
 
 
 @pytest.mark.parametrize("wait", ["-1", "5001", "soon"])

@@ -17,6 +17,7 @@ from history_service.writer import HistoryWriter
 from mnistream_common.consume import records_of
 from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
 from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_LABELED, MODEL_PROMOTED
+from sqlalchemy.exc import DBAPIError
 
 from tests.helpers import promotion, tiny_onnx_model
 
@@ -27,11 +28,16 @@ class FakeWriter:
 
     written: dict[str, list[Any]] = field(default_factory=dict)
     outages: int = 0
+    refused_labels: set[int] = field(default_factory=set)  # digits PostgreSQL "refuses"
+    attempts: int = 0
 
     async def _write(self, kind: str, events: Sequence[Any]) -> None:
+        self.attempts += 1
         if self.outages > 0:
             self.outages -= 1
             raise ConnectionRefusedError("postgres is restarting")
+        if any(getattr(e, "label", None) in self.refused_labels for e in events):
+            raise DBAPIError("INSERT ...", {}, _RefusedError("value too long for type varchar(64)"))
         self.written.setdefault(kind, []).extend(events)
 
     async def drawings(self, events: Sequence[Any]) -> None:
@@ -45,6 +51,12 @@ class FakeWriter:
 
     async def promotions(self, events: Sequence[Any]) -> None:
         await self._write("promotions", events)
+
+
+class _RefusedError(Exception):
+    """What the asyncpg adapter raises for a data exception (SQLSTATE class 22)."""
+
+    sqlstate = "22001"
 
 
 @dataclass
@@ -116,3 +128,19 @@ async def test_an_event_of_another_type_on_a_topic_is_poison(history: History) -
     [letter] = history.dead
     assert letter.original == wrong.to_bytes()
     assert "not a valid ModelPromoted" in letter.error
+
+
+async def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_written(
+    history: History,
+) -> None:
+    history.writer.refused_labels = {6}
+    events = [label(d) for d in (1, 2, 6, 3, 4, 5, 7, 8)]
+
+    await history.broker.publish_batch(*(e.to_bytes() for e in events), topic=DIGITS_LABELED.name)
+
+    assert history.writer.written == {"labels": [e for e in events if e.label != 6]}
+    [letter] = history.dead
+    assert letter.original == events[2].to_bytes()
+    assert letter.error == "PostgreSQL refused the row: value too long for type varchar(64)"
+    assert history.health.storage_ok
+    assert history.writer.attempts < 2 * len(events), "halved, not retried as an outage"

@@ -184,13 +184,16 @@ class FailingPublisher:
         raise ConnectionError("kafka is down")
 
 
-async def test_an_unacknowledged_publish_fails_the_batch_so_it_is_not_committed(
+async def test_an_unacknowledged_publish_fails_the_batch_so_nack_on_error_keeps_it_uncommitted(
     model: LoadedModel,
 ) -> None:
-    handle, _, _ = handler(FailingPublisher())
+    """The handler raises instead of returning; the subscriber's NACK_ON_ERROR (asserted for
+    every group in tests/unit/test_ack_policies.py) then leaves the batch uncommitted."""
+    handle, _, deadletter = handler(FailingPublisher())
 
     with pytest.raises(ConnectionError):
         await handle(model, records([submitted().to_bytes()]))
+    assert deadletter.sent == [], "an outage is not the drawing's fault"
 
 
 async def test_a_version_2_drawing_is_read_from_its_model_input_never_decoded(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mnistream_common.events import DeadLetter
-from mnistream_common.kafka import build_dead_letter
+from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL, build_dead_letter
 
 ORIGINAL = b"\x00\xff{not json at all\x89PNG"
 
@@ -62,3 +62,19 @@ def test_a_long_error_is_cut_to_what_the_event_allows() -> None:
 
     assert len(letter.error) == 4000
     assert DeadLetter.from_bytes(letter.to_bytes()).error == letter.error
+
+
+def test_the_dead_letter_of_an_older_oversized_record_still_fits() -> None:
+    value = b"x" * (3 * 1024 * 1024)  # what the broker allowed before the topic limits
+    letter = build_dead_letter(
+        topic="digits.predicted",
+        partition=7,
+        offset=42,
+        key=b"k",
+        value=value,
+        error="not a valid DigitPredicted",
+        service="history-service",
+    )
+    assert len(letter.to_bytes()) < 2 * 1024 * 1024  # digits.deadletter's limit
+    assert letter.original == value[:MAX_DEAD_LETTER_ORIGINAL]
+    assert "the whole record is at digits.predicted/7@42" in letter.error

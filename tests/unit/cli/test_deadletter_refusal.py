@@ -1,0 +1,60 @@
+"""Which dead letters `mnistream replay deadletter` may re-publish (the rest are refused)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from mnistream_cli.replay import REPLAYABLE, refusal
+from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
+from mnistream_common.topics import DIGITS_DEADLETTER, MODEL_PROMOTED
+
+from tests.helpers import promotion
+
+
+def letter(topic: str, original: bytes, key: bytes | None) -> DeadLetter:
+    return DeadLetter(
+        source_topic=topic,
+        source_partition=0,
+        source_offset=0,
+        source_key=key,
+        original=original,
+        error="test",
+        service="tests",
+        failed_at=utc_now(),
+    )
+
+
+LABEL = DigitLabeled(digit_id=uuid.uuid4(), label=4, labeled_at=utc_now())
+
+
+def test_a_label_that_reads_again_goes_back() -> None:
+    assert (
+        refusal(
+            letter("digits.labeled", LABEL.to_bytes(), str(LABEL.digit_id).encode()), REPLAYABLE
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("topic", "original", "key", "reason"),
+    [
+        (MODEL_PROMOTED.name, promotion(b"forged").to_bytes(), b"mnist-digits", "is not replayed"),
+        (DIGITS_DEADLETTER.name, b"{}", None, "is not replayed"),
+        ("digits.labeled", b'{"label": 42}', b"k", "still not a valid DigitLabeled"),
+        (
+            "digits.submitted",
+            LABEL.to_bytes(),
+            str(LABEL.digit_id).encode(),
+            "still not a valid DigitSubmitted",
+        ),
+        ("digits.labeled", LABEL.to_bytes(), b"someone-else", "key is not the DigitLabeled's own"),
+    ],
+    ids=["promotion", "dead-letter-loop", "still-invalid", "other-topic's-event", "wrong-key"],
+)
+def test_anything_else_is_refused_with_the_reason(
+    topic: str, original: bytes, key: bytes | None, reason: str
+) -> None:
+    problem = refusal(letter(topic, original, key), REPLAYABLE)
+    assert problem is not None and reason in problem
