@@ -118,21 +118,24 @@ async def chunked_post(
     port: int, path: str, headers: dict[str, str], total: int, chunk: int = 256 * 1024
 ) -> tuple[RawAnswer, int]:
     """POST a chunked body of up to `total` bytes, stopping once the server answers; the answer
-    and how many body bytes were written."""
+    and how many body bytes had been written when it arrived."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n"
     writer.write((head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode())
     answer = asyncio.create_task(_read_answer(reader))
     piece = f"{chunk:x}\r\n".encode() + b"{" + b" " * (chunk - 1) + b"\r\n"
     sent = 0
+    sent_when_answered: list[int] = []
+    answer.add_done_callback(lambda _: sent_when_answered.append(sent))
     try:
         while sent < total and not answer.done():
             writer.write(piece)
             await writer.drain()
             sent += chunk
-        return await asyncio.wait_for(answer, 60), sent
+            await asyncio.sleep(0)  # let the reader see an answer as soon as it comes
+        return await asyncio.wait_for(answer, 60), sent_when_answered[0]
     except ConnectionError:  # the server closed the connection after answering
-        return await asyncio.wait_for(answer, 60), sent
+        return await asyncio.wait_for(answer, 60), sent_when_answered[0]
     finally:
         answer.cancel()
         writer.close()
