@@ -13,6 +13,9 @@ import uuid
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
+from mnistream_common.events import ModelPromoted
+from mnistream_common.topics import MODEL_PROMOTED
 
 from tests.e2e.support import (
     Models,
@@ -21,8 +24,10 @@ from tests.e2e.support import (
     stack_component,
     worker_versions,
 )
+from tests.helpers import promotion
 from tests.polling import eventually
 from tests.reliability.support import assert_nothing_lost, flowing
+from tests.stack import require_kafka
 from tests.system import System
 
 # A rescore job covers every stored drawing, so it grows with the stack's history.
@@ -162,3 +167,65 @@ async def test_a_storage_outage_of_10_s(
         await traffic.until_accepted(100)
     assert not traffic.refused, traffic.refused
     await assert_nothing_lost(fault, traffic, predictions, [version], started=started)
+
+
+async def test_workers_restarted_after_an_unloadable_promotion_serve_the_champion_before(
+    system: System, models: Models, drawings: list[bytes]
+) -> None:
+    """A promotion whose ONNX object does not exist, then every inference worker killed and
+    restarted: each serves the newest champion that loads and says so in /readyz."""
+    old = await champion(system)
+    unloadable = promotion(b"never stored", version=old + 1000, previous=old)
+    await publish_promotion(unloadable)
+    try:
+        await eventually(
+            lambda: _fallbacks_name(system, old + 1000), 60, "every worker reporting the fallback"
+        )
+        workers = [name for name in system.services if name.startswith("inference-")]
+        for name in workers:
+            system.services[name].kill()
+        for name in workers:
+            await asyncio.to_thread(system.restart, name)
+        await eventually(
+            lambda: _fallbacks_name(system, old + 1000), 60, "the restarted workers falling back"
+        )
+        assert await worker_versions(system) == {old}
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            answer = await client.post(
+                "/api/predictions",
+                params={"wait": 5000},
+                files={"image": ("digit.png", drawings[0], "image/png")},
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["prediction"]["model"]["version"] == old
+    finally:
+        # The ledger's newest is a good champion again, for the tests after this one.
+        await asyncio.to_thread(
+            mnistream, "promote", str(old), "--force", "--reason", "chaos: restore the champion"
+        )
+        await eventually(lambda: _fallbacks_name(system, None), 120, "the fallback over")
+
+
+async def publish_promotion(event: ModelPromoted) -> None:
+    """Write a promotion straight to the ledger, as anyone with Kafka access can today."""
+    producer = AIOKafkaProducer(bootstrap_servers=require_kafka(), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            MODEL_PROMOTED.name, event.to_bytes(), key=event.model.name.encode()
+        )
+    finally:
+        await producer.stop()
+
+
+async def _fallbacks_name(system: System, rejected: int | None) -> bool:
+    """Every running inference worker reports a fallback from v`rejected` (None: no fallback)."""
+    reports = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, service in system.services.items():
+            if name.startswith("inference-") and service.running:
+                port = service.env["INFERENCE_HTTP_PORT"]
+                reports.append((await client.get(f"http://127.0.0.1:{port}/readyz")).json())
+    if rejected is None:
+        return all(r["fallback"] is None for r in reports)
+    return bool(reports) and all(f"v{rejected}," in (r["fallback"] or "") for r in reports)

@@ -18,13 +18,14 @@ INPUT_PAGE = 10_000
 
 async def label_accuracy(
     store: ObjectStore,
+    bucket: str,
     history: HistoryClient,
     version: RegisteredVersion,
     labeled: list[LabeledOut],
 ) -> float:
     """Share of labeled drawings that `version` reads as their label (the model from object
-    storage, the drawings' model inputs from history-service)."""
-    model = await fetch_and_build(store, version.ref, version.onnx_uri, RuntimeOptions())
+    storage's `bucket`, the drawings' model inputs from history-service)."""
+    model = await fetch_and_build(store, version.ref, version.onnx_uri, RuntimeOptions(), bucket)
     truth = {item.digit_id: item.label for item in labeled}
     hits = 0
     ids = list(truth)

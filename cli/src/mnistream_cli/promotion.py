@@ -110,11 +110,12 @@ class Promoter:
                     return
                 store = ObjectStore(make_minio(self.settings))
                 report.labeled = len(labeled)
+                bucket = self.settings.artifacts_bucket
                 report.candidate_label_accuracy = await label_accuracy(
-                    store, history, report.candidate, labeled
+                    store, bucket, history, report.candidate, labeled
                 )
                 report.champion_label_accuracy = await label_accuracy(
-                    store, history, report.champion, labeled
+                    store, bucket, history, report.champion, labeled
                 )
             except (HistoryUnavailableError, HistoryRefusedError) as exc:
                 report.objections.append(f"accuracy on user labels cannot be checked: {exc}")

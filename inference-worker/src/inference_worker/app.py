@@ -108,6 +108,7 @@ def build_worker(settings: Settings, overrides: Overrides | None = None) -> Work
         DeadLetterRejects(broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters),
         metrics,
     )
+    metrics.fallback.set_function(lambda: 1.0 if worker.keeper.fallback else 0.0)
     _subscribe_to_promotions(worker)
     return worker
 
@@ -120,7 +121,9 @@ def _store_loader(settings: Settings) -> Loader:
     async def load(event: ModelPromoted) -> LoadedModel:
         if not stores:
             stores.append(ObjectStore(make_minio(settings)))
-        return await fetch_and_build(stores[0], event.model, event.onnx_uri, options)
+        return await fetch_and_build(
+            stores[0], event.model, event.onnx_uri, options, settings.artifacts_bucket
+        )
 
     return load
 
@@ -245,6 +248,7 @@ def _readyz(worker: Worker) -> Any:
                 "provider": model.provider,
             },
             "last_error": worker.keeper.last_error,
+            "fallback": worker.keeper.fallback,
         }
         if model is None:
             body["reason"] = "no model loaded yet; drawings wait in Kafka until one is promoted"

@@ -31,7 +31,10 @@ class ModelKeeper:
         self.unreadable_up_to = -1
         self.last_error: str | None = None
         self.decisions = 0  # promotions weighed so far (tests wait on it)
+        # Why the model serving is not the ledger's newest promotion (None: it is).
+        self.fallback: str | None = None
         self._wanted: Wanted | None = None
+        self._ledger: dict[int, ModelPromoted] = {}  # every promotion read, by offset
         self._rejected: set[str] = set()
         self._loader = loader
         self._on_swap = on_swap
@@ -45,6 +48,7 @@ class ModelKeeper:
 
     def promoted(self, event: ModelPromoted, offset: int) -> None:
         """Record a promotion read from the ledger (cheap; the load happens in `run`)."""
+        self._ledger[offset] = event
         if self._wanted is None or offset >= self._wanted.offset:
             self._wanted = Wanted(event, offset)
             self._wake.set()
@@ -69,6 +73,8 @@ class ModelKeeper:
             wanted = self._wanted
             decision = decide(wanted, self.serving, self._rejected, self._ledger_end_to_wait_for())
             self.decisions += 1
+            if decision is SwapDecision.ALREADY_SERVING:
+                self.fallback = None  # the ledger's newest is the model serving again
             if decision is SwapDecision.LOAD and wanted is not None:
                 await self._try_load(wanted)
 
@@ -85,6 +91,9 @@ class ModelKeeper:
                 reason=str(exc),
                 serving=self.serving.version if self.serving else None,
             )
+            if self.current is None:
+                await self._fall_back(wanted.offset)
+            self._note_fallback(ref)
             return
         except ModelUnavailableError as exc:
             self.last_error = f"v{ref.version} unavailable: {exc}"
@@ -95,7 +104,7 @@ class ModelKeeper:
         if self._wanted is not wanted and self._wanted is not None:
             self._wake.set()  # a newer promotion arrived meanwhile; it wins
         previous, self.current = self.current, model
-        self.last_error = None
+        self.last_error, self.fallback = None, None
         log.info(
             "model swapped in",
             version=ref.version,
@@ -104,3 +113,35 @@ class ModelKeeper:
             previous=previous.ref.version if previous else None,
         )
         await self._on_swap(model, previous)
+
+    async def _fall_back(self, rejected_offset: int) -> None:
+        """Nothing serves and the newest promotion cannot (a worker started after an unloadable
+        promotion): serve the newest earlier champion that loads."""
+        for offset in sorted((o for o in self._ledger if o < rejected_offset), reverse=True):
+            event = self._ledger[offset]
+            if event.model.sha256 in self._rejected:
+                continue
+            try:
+                model = await self._loader(event)
+            except (ModelRejectedError, ModelUnavailableError) as exc:
+                self._rejected.add(event.model.sha256)
+                log.error(
+                    "older champion not loadable either",
+                    version=event.model.version,
+                    reason=str(exc),
+                )
+                continue
+            self.current = model
+            log.warning(
+                "serving an earlier champion: the newest promotion cannot be loaded",
+                version=event.model.version,
+            )
+            await self._on_swap(model, None)
+            return
+
+    def _note_fallback(self, rejected: ModelRef) -> None:
+        if self.current is not None:
+            self.fallback = (
+                f"v{rejected.version}, the ledger's newest promotion, cannot be loaded; serving "
+                f"v{self.current.ref.version}, the newest champion that loads"
+            )

@@ -42,3 +42,9 @@ class WorkerMetrics:
         self.model_version = Gauge(
             "mnistream_model_version", "Version of the model now serving (0: none).", registry=r
         )
+        self.fallback = Gauge(
+            "mnistream_model_fallback",
+            "1 while the worker serves an earlier champion because the ledger's newest promotion "
+            "cannot be loaded.",
+            registry=r,
+        )

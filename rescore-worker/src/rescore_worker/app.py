@@ -101,7 +101,7 @@ def build_parts(
         history, broker.publisher(RESCORE_TASKS.name), ledger_end, settings.rescore_chunk_size
     )
     scorer = ChunkScorer(
-        ModelCache(store, options),
+        ModelCache(store, options, settings.artifacts_bucket),
         history,
         broker.publisher(DIGITS_PREDICTED.name),
         ledger,

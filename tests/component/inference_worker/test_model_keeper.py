@@ -204,3 +204,36 @@ class HeldPublisher:
         self.waiting = True
         await self.gate.wait()
         self.bodies.append(message)
+
+
+async def test_a_restarted_worker_serves_the_newest_champion_that_loads(running: Running) -> None:
+    """Every worker restarted after an unloadable promotion (its object gone): the ledger's
+    newest is rejected, and the one before it serves, said so in `fallback`."""
+    running.store.rejected.update({3, 2})
+    running.keeper.ledger_end_at_start = 3  # a restart: the ledger already holds three
+    for offset, version in enumerate([1, 2, 3]):
+        running.promote(version, offset)
+    await running.until_serving(1)
+
+    assert running.store.loads == [3, 2, 1]
+    assert running.keeper.fallback == (
+        "v3, the ledger's newest promotion, cannot be loaded; serving v1, the newest champion "
+        "that loads"
+    )
+    weighed = running.keeper.decisions
+    running.promote(1, 3)  # the serving champion promoted again ends the fallback, no load
+    await running.until(lambda: running.keeper.decisions > weighed, "the keeper weighing it")
+    assert running.keeper.fallback is None
+    assert running.store.loads == [3, 2, 1]
+
+
+async def test_a_rejected_promotion_while_serving_is_reported_as_a_fallback(
+    running: Running,
+) -> None:
+    running.store.rejected.add(2)
+    running.promote(1, 0)
+    await running.until_serving(1)
+    running.promote(2, 1)
+    await running.until(lambda: running.keeper.fallback is not None, "the fallback")
+    assert running.serving() == 1
+    assert running.store.loads == [1, 2]

@@ -50,7 +50,7 @@ class Rescore:
             self.store.add(f"s3://mlflow/models/v{version}.onnx", onnx_bytes)
         options = RuntimeOptions(intra_op_threads=1, prefer_gpu=False, warmup_batch=4)
         self.scorer = ChunkScorer(
-            ModelCache(self.store.as_store(), options),
+            ModelCache(self.store.as_store(), options, "mlflow"),
             self.history.client(),
             self.predicted,
             self.ledger,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import numpy as np
+import onnx
 import pytest
+from mnistream_common.storage import ObjectStore, S3Uri
+from mnistream_serving.loader import fetch_and_build
 from mnistream_serving.model import (
     CPU,
     CUDA,
@@ -12,6 +18,7 @@ from mnistream_serving.model import (
     build_model,
     choose_providers,
 )
+from onnx.external_data_helper import convert_model_to_external_data
 
 from tests.helpers import model_ref, tiny_onnx_model
 
@@ -78,3 +85,43 @@ def test_a_model_whose_output_is_not_probabilities_is_refused() -> None:
 
     with pytest.raises(ModelRejectedError, match=r"warm-up output .* expected \(1, 10\) prob"):
         build_model(model_ref(raw_scores), raw_scores, OPTIONS)
+
+
+def test_a_model_with_external_data_is_refused_even_beside_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its weights in `weights.bin` in the working directory (where .env lives for a worker):
+    built from bytes, onnxruntime would read them from there."""
+    model = onnx.load_from_string(tiny_onnx_model(2))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save_model(model, tmp_path / "model.onnx")  # writes weights.bin beside it
+    onnx_bytes = onnx.load(tmp_path / "model.onnx", load_external_data=False).SerializeToString()
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ModelRejectedError, match="self-contained"):
+        build_model(model_ref(onnx_bytes, version=2), onnx_bytes, OPTIONS)
+
+
+async def test_a_promotion_outside_the_artifacts_bucket_is_refused_unread() -> None:
+    class Store:
+        reads: list[S3Uri] = []
+
+        async def get(self, uri: S3Uri) -> bytes:
+            self.reads.append(uri)
+            return tiny_onnx_model(1)
+
+    store = Store()
+    onnx_bytes = tiny_onnx_model(1)
+    with pytest.raises(ModelRejectedError, match="outside the artifacts bucket 'mlflow'"):
+        await fetch_and_build(
+            cast(ObjectStore, store),
+            model_ref(onnx_bytes, version=1),
+            "s3://drawings/0190/2f/abc.png",
+            OPTIONS,
+            "mlflow",
+        )
+    assert store.reads == []
+    loaded = await fetch_and_build(
+        cast(ObjectStore, store), model_ref(onnx_bytes, 1), "s3://mlflow/m.onnx", OPTIONS, "mlflow"
+    )
+    assert loaded.ref.version == 1

@@ -17,13 +17,21 @@ class ModelUnavailableError(Exception):
 
 
 async def fetch_and_build(
-    store: ObjectStore, ref: ModelRef, onnx_uri: str, options: RuntimeOptions
+    store: ObjectStore, ref: ModelRef, onnx_uri: str, options: RuntimeOptions, bucket: str
 ) -> LoadedModel:
-    """Download, verify (sha256), build and warm a model; the build runs off the event loop."""
+    """Download, verify (sha256), build and warm a model; the build runs off the event loop.
+
+    Models are only read from `bucket` (ARTIFACTS_BUCKET, where MLflow keeps them): a
+    promotion pointing anywhere else, the drawings bucket say, is refused.
+    """
     try:
         uri = S3Uri.parse(onnx_uri)
     except ValueError as exc:
         raise ModelRejectedError(str(exc)) from exc
+    if uri.bucket != bucket:
+        raise ModelRejectedError(
+            f"{onnx_uri} is outside the artifacts bucket {bucket!r}; models are read only there"
+        )
     try:
         onnx_bytes = await store.get(uri)
     except S3Error as exc:
@@ -38,9 +46,12 @@ async def fetch_and_build(
 class ModelCache:
     """The few most recently used models by sha256, so rescore chunks reuse one session."""
 
-    def __init__(self, store: ObjectStore, options: RuntimeOptions, capacity: int = 2) -> None:
+    def __init__(
+        self, store: ObjectStore, options: RuntimeOptions, bucket: str, capacity: int = 2
+    ) -> None:
         self._store = store
         self._options = options
+        self._bucket = bucket
         self._capacity = capacity
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = asyncio.Lock()
@@ -50,7 +61,9 @@ class ModelCache:
         async with self._lock:
             model = self._models.get(ref.sha256)
             if model is None:
-                model = await fetch_and_build(self._store, ref, onnx_uri, self._options)
+                model = await fetch_and_build(
+                    self._store, ref, onnx_uri, self._options, self._bucket
+                )
                 self._models[ref.sha256] = model
                 while len(self._models) > self._capacity:
                     self._models.popitem(last=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,10 +81,19 @@ def _session(onnx_bytes: bytes, options: RuntimeOptions) -> Any:
     # The arena keeps the peak of every batch shape; small models do not need it (RSS target).
     session_options.enable_cpu_mem_arena = False
     providers = choose_providers(ort.get_available_providers(), prefer_gpu=options.prefer_gpu)
-    try:
-        return ort.InferenceSession(onnx_bytes, session_options, providers=providers)
-    except Exception as exc:  # onnxruntime raises several untyped error classes
-        raise ModelRejectedError(f"onnxruntime cannot load the model: {exc}") from exc
+    # Built from bytes, a model's external-data references resolve against the working
+    # directory (the repo root, holding .env and .data/). From a file alone in an empty folder
+    # they resolve to nothing, so a model that is not self-contained is refused.
+    with tempfile.TemporaryDirectory(prefix="mnistream-model-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(onnx_bytes)
+        try:
+            return ort.InferenceSession(str(path), session_options, providers=providers)
+        except Exception as exc:  # onnxruntime raises several untyped error classes
+            raise ModelRejectedError(
+                f"onnxruntime cannot load the model (it must be one self-contained file, "
+                f"without external data): {exc}"
+            ) from exc
 
 
 def _check_signature(session: Any, ref: ModelRef) -> None:
