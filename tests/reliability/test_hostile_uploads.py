@@ -13,9 +13,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from mnistream_common.topics import DIGITS_SUBMITTED, Groups
 
-from tests.e2e.support import upload_predicted
+from tests import helpers
+from tests.e2e.support import Predictions, upload_all, upload_predicted
 from tests.helpers import animated_png, drawing_png, encode_ink, stroke_ink
+from tests.polling import eventually
 from tests.reliability.hostile import (
     animated_gif,
     blank_cmyk_jpeg,
@@ -25,6 +30,7 @@ from tests.reliability.hostile import (
     huge_dimensions,
     raw_post,
 )
+from tests.stack import require_kafka
 from tests.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -205,3 +211,41 @@ async def test_a_slow_body_gets_408_while_others_are_served(
     assert answer.status == 408, answer
     assert b"longer than" in answer.body, answer.body
     assert served >= 5, "other clients were served meanwhile"
+
+
+async def test_a_burst_of_huge_drawings_stalls_no_worker(
+    system: System, drawings: list[bytes], predictions: Predictions
+) -> None:
+    """64 compressible 2048 x 2048 drawings as version 1 records (no model input: the workers
+    decode them, as for any producer but the gateway), with normal uploads beside them: the
+    decoding runs off the event loop, so no worker misses its heartbeats and is dropped from the
+    group (its member id would change), and everything is predicted."""
+    huge = encode_ink(stroke_ink(size=2048, width=60), "rgba-dark")
+    burst = [helpers.submitted(huge, schema_version=1) for _ in range(64)]
+    members = await _inference_members()
+    producer = AIOKafkaProducer(bootstrap_servers=require_kafka(), acks="all")
+    await producer.start()
+    try:
+        for event in burst:
+            key = str(event.digit_id).encode()
+            await producer.send(DIGITS_SUBMITTED.name, event.to_bytes(), key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    normal = await upload_all(system.gateway_url, drawings[:20])
+    everything = normal + [event.digit_id for event in burst]
+
+    await eventually(
+        lambda: not predictions.missing(everything), 180, "the burst and the uploads predicted"
+    )
+    assert await _inference_members() == members
+
+
+async def _inference_members() -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=require_kafka())
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([Groups.INFERENCE])
+        return {m["member_id"] for m in response.to_object()["groups"][0]["members"]}
+    finally:
+        await admin.close()

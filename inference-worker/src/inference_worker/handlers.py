@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from mnistream_common.consume import Delivery, Rejected
+from mnistream_common.consume import Backoff, Delivery, Rejected
 from mnistream_common.events import DigitPredicted, DigitSubmitted, Timings, utc_now
 from mnistream_common.logs import get_logger
-from mnistream_serving.batch import BatchResult, prediction_event, prepare_inputs, score_inputs
+from mnistream_serving.batch import (
+    BatchResult,
+    Failed,
+    Scored,
+    prediction_event,
+    prepare_inputs,
+    score_inputs,
+)
 from mnistream_serving.model import LoadedModel, Probabilities
 
 from inference_worker.metrics import WorkerMetrics
@@ -45,13 +52,24 @@ def score_drawings(
     return BatchResult(result.scored, failed, preprocess_ms, result.inference_ms)
 
 
+class ModelFailingError(RuntimeError):
+    """The model fails on every drawing of a batch: the model's fault, not the drawings'."""
+
+
 @dataclass
 class BatchHandler:
-    """Turns one batch of drawings into `digits.predicted` events."""
+    """Turns one batch of drawings into `digits.predicted` events.
+
+    The error policy: a drawing the model fails on alone is dead-lettered (its data is the
+    problem); a model failing on every drawing is the model's problem, so the batch is not
+    committed and is read again after a growing pause, never in a hot loop. Kafka refusing the
+    predictions fails the batch the same way (uncommitted), after the producer's own timeouts.
+    """
 
     worker_id: str
     predicted: Publisher
     metrics: WorkerMetrics
+    backoff: Backoff = field(default_factory=Backoff)
 
     async def __call__(
         self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]]
@@ -59,8 +77,7 @@ class BatchHandler:
         """Score the batch with `model`; return once every prediction is acknowledged by Kafka,
         with the drawings that could not become a model input."""
         started = utc_now()
-        # CPU work off the event loop: the loop keeps polling Kafka and answering probes.
-        result = await asyncio.to_thread(score_drawings, model, deliveries)
+        result = await self._score(model, deliveries)
         predictions = [
             self._prediction(model, s.item.event, s.probabilities, started, result)
             for s in result.scored
@@ -81,6 +98,44 @@ class BatchHandler:
                 digit_ids=[str(p.digit_id) for p in predictions],
             )
         return [Rejected(f.item.record, f.error) for f in result.failed]
+
+    async def _score(
+        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]]
+    ) -> BatchResult[Delivery[DigitSubmitted]]:
+        # CPU work off the event loop: the loop keeps polling Kafka and answering probes.
+        try:
+            result = await asyncio.to_thread(score_drawings, model, deliveries)
+        except Exception as exc:  # onnxruntime raises untyped errors
+            result = await self._one_by_one(model, deliveries, exc)
+        self.backoff.reset()
+        return result
+
+    async def _one_by_one(
+        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]], error: Exception
+    ) -> BatchResult[Delivery[DigitSubmitted]]:
+        """The batch failed: score each drawing alone to find the ones the model fails on."""
+        scored: list[Scored[Delivery[DigitSubmitted]]] = []
+        failed: list[Failed[Delivery[DigitSubmitted]]] = []
+        raised = 0
+        for delivery in deliveries:
+            try:
+                alone = await asyncio.to_thread(score_drawings, model, [delivery])
+            except Exception as exc:  # onnxruntime raises untyped errors
+                raised += 1
+                failed.append(Failed(delivery, f"the model failed on this drawing: {exc}"))
+                continue
+            scored += alone.scored
+            failed += alone.failed
+        if deliveries and raised == len(deliveries):
+            delay = await self.backoff.wait()
+            log.error(
+                "the model fails on every drawing; the batch will be read again",
+                model_version=model.ref.version,
+                error=str(error),
+                paused_s=delay,
+            )
+            raise ModelFailingError(f"v{model.ref.version} failed on a whole batch: {error}")
+        return BatchResult(scored, failed, 0.0, 0.0)
 
     def _prediction(
         self,

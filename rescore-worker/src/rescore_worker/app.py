@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -15,7 +15,14 @@ import httpx
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
-from mnistream_common.consume import DeadLetterRejects, Delivery, LogRejects, Rejected, typed_batch
+from mnistream_common.consume import (
+    Backoff,
+    DeadLetterRejects,
+    Delivery,
+    LogRejects,
+    Rejected,
+    typed_batch,
+)
 from mnistream_common.events import ModelPromoted, RescoreTask
 from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
@@ -64,6 +71,7 @@ class Parts:
     scorer: ChunkScorer
     ledger: Ledger
     rejects: DeadLetterRejects
+    backoff: Backoff = field(default_factory=Backoff)  # after a chunk failed not by its fault
 
 
 def create_app(
@@ -162,6 +170,8 @@ def _rescore_chunks(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) 
         fetch_max_wait_ms=LONG_POLL_MS,
     )
 
+    backoff = parts.backoff
+
     @tasks
     @typed_batch(RescoreTask, parts.rejects)
     async def rescore(deliveries: list[Delivery[RescoreTask]]) -> list[Rejected]:
@@ -176,6 +186,14 @@ def _rescore_chunks(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) 
                     Rejected(delivery.record, f"model v{task.model.version} rejected: {exc}")
                 )
                 continue
+            except Exception as exc:
+                # history-service unreachable, onnxruntime failing: not the task's fault, and a
+                # dead-lettered chunk would leave its job unfinished; read it again, after a
+                # pause that grows (never a hot loop).
+                paused = await backoff.wait()
+                log.error("chunk failed; it will be read again", error=repr(exc), paused_s=paused)
+                raise
+            backoff.reset()
             metrics.rescored.labels(model_version=str(task.model.version), kind=task.kind).inc(
                 count
             )

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from inference_worker.handlers import SERVICE, BatchHandler
+from inference_worker.handlers import SERVICE, BatchHandler, ModelFailingError
 from inference_worker.metrics import WorkerMetrics
 from mnistream_common.consume import (
+    Backoff,
     DeadLetterRejects,
     Delivery,
     Publisher,
@@ -51,10 +52,14 @@ def model() -> LoadedModel:
 Handle = Callable[[LoadedModel, Sequence[FakeRecord]], Awaitable[None]]
 
 
-def handler(predicted: Publisher | None = None) -> tuple[Handle, FakePublisher, FakePublisher]:
+def handler(
+    predicted: Publisher | None = None, backoff: Backoff | None = None
+) -> tuple[Handle, FakePublisher, FakePublisher]:
     """The worker's batch handler behind the typed subscriber seam, as the worker wires it."""
     published, deadletter = FakePublisher(), FakePublisher()
-    batch_handler = BatchHandler(WORKER, predicted or published, WorkerMetrics())
+    batch_handler = BatchHandler(
+        WORKER, predicted or published, WorkerMetrics(), backoff or Backoff()
+    )
     rejects = DeadLetterRejects(deadletter, SERVICE)
 
     async def handle(model: LoadedModel, batch: Sequence[FakeRecord]) -> None:
@@ -224,3 +229,53 @@ async def test_a_version_1_drawing_gets_the_same_reading_as_its_version_2_twin(
     first, second = predictions(predicted)
     assert old.model_input is None and new.model_input is not None
     assert first.probabilities == second.probabilities
+
+
+class FailingOn(LoadedModel):
+    """A model whose session.run fails on a batch holding a drawing it cannot take (`poison`
+    as its first pixel), or on every batch."""
+
+    def __init__(self, model: LoadedModel, *, always: bool = False) -> None:
+        super().__init__(model.ref, model.session, model.provider)
+        self.always = always
+
+    def predict(self, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if self.always or (pixels[:, 0, 0, 0] > 0.99).any():
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+        return super().predict(pixels)
+
+
+async def test_a_drawing_the_model_fails_on_is_dead_lettered_and_the_rest_predicted(
+    model: LoadedModel,
+) -> None:
+    good = [submitted(drawing_png(SEVEN)), submitted(drawing_png(FOUR))]
+    poison_input = bytes([255]) + (good[0].model_input or b"")[1:]
+    poison = good[0].model_copy(update={"digit_id": uuid.uuid4(), "model_input": poison_input})
+    handle, predicted, deadletter = handler()
+
+    await handle(FailingOn(model), records([e.to_bytes() for e in (good[0], poison, good[1])]))
+
+    assert [p.digit_id for p in predictions(predicted)] == [e.digit_id for e in good]
+    [letter] = dead_letters(deadletter)
+    assert letter.original == poison.to_bytes()
+    assert "the model failed on this drawing" in letter.error
+
+
+async def test_a_model_failing_on_everything_pauses_longer_each_time_and_commits_nothing(
+    model: LoadedModel,
+) -> None:
+    backoff = Backoff(first_s=0.01, max_s=0.04)
+    handle, predicted, deadletter = handler(backoff=backoff)
+    batch = records([submitted().to_bytes(), submitted().to_bytes()])
+
+    pauses = []
+    for _ in range(4):
+        with pytest.raises(ModelFailingError):
+            await handle(FailingOn(model, always=True), batch)
+        pauses.append(backoff.last_s)
+    assert pauses == [0.01, 0.02, 0.04, 0.04]  # doubling, capped
+    assert predicted.sent == [] and deadletter.sent == []
+
+    await handle(model, batch)
+    assert backoff.failures == 0
+    assert len(predicted.sent) == 2

@@ -4,6 +4,7 @@ worker's own subscribers, and a task it can never score goes to the dead letters
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ import httpx
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from mnistream_common.consume import records_of
+from mnistream_common.consume import Backoff, records_of
 from mnistream_common.events import DeadLetter, DigitPredicted, ModelPromoted
+from mnistream_common.history_client import HistoryUnavailableError
 from mnistream_common.kafka import make_broker
 from mnistream_common.rescore import job_id_for, plan_chunks
 from mnistream_common.topics import (
@@ -46,6 +48,7 @@ class Worker:
 
     broker: Any
     history: FakeHistory
+    backoff: Backoff
     predicted: list[DigitPredicted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
@@ -72,9 +75,11 @@ async def worker() -> AsyncIterator[Worker]:
     broker = make_broker(settings, client_id=settings.worker_id)
     metrics = RescoreMetrics()
     overrides = Overrides(store.as_store(), httpx.MockTransport(history.handle), ledger_end)
-    parts = build_parts(settings, broker, metrics, overrides)
+    parts = dataclasses.replace(
+        build_parts(settings, broker, metrics, overrides), backoff=Backoff(0.01, 0.04)
+    )
     subscribe(broker, parts, metrics)
-    running = Worker(broker, history)
+    running = Worker(broker, history, parts.backoff)
 
     @broker.subscriber(DIGITS_PREDICTED.name, group_id="test-predicted")
     async def on_predicted(msg: KafkaMessage) -> None:
@@ -139,3 +144,27 @@ async def test_a_task_whose_model_cannot_be_read_is_dead_lettered_with_the_reaso
     assert letter.original == task.to_bytes()
     assert "model v2 rejected" in letter.error and "NoSuchKey" in letter.error
     assert worker.predicted == []
+
+
+async def test_a_chunk_failing_on_an_outage_is_read_again_after_a_growing_pause(
+    worker: Worker,
+) -> None:
+    """history-service unreachable: the task is neither dead-lettered (its job would never
+    finish) nor redelivered in a hot loop; each failure pauses longer."""
+    ids = store_drawings(worker, 2)
+    [task] = plan_chunks(
+        uuid.uuid4(), "candidate", promotion(ONNX, 1).model, "s3://mlflow/models/v1.onnx", ids, 10
+    )
+    worker.history.down = True
+    pauses = []
+    for _ in range(3):
+        with pytest.raises(HistoryUnavailableError):
+            await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
+        pauses.append(worker.backoff.last_s)
+    assert pauses == [0.01, 0.02, 0.04]
+    assert worker.dead == [] and worker.predicted == []
+
+    worker.history.down = False
+    await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
+    assert sorted(p.digit_id for p in worker.predicted) == sorted(ids)
+    assert worker.backoff.failures == 0

@@ -17,6 +17,7 @@ predictions) log and skip, because N copies of one dead letter help nobody.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -189,3 +190,26 @@ def typed_topics(routes: Mapping[str, Route[Any]], rejects: RejectPolicy) -> Mes
 
     consume.__name__ = "consume_" + "_".join(t.replace(".", "_") for t in routes)
     return consume
+
+
+@dataclass
+class Backoff:
+    """How long a consumer pauses before a batch that failed for a reason not its records' (a
+    model failing on everything, a service it needs unreachable) is read again: doubling from
+    `first_s` up to `max_s`, back to none after a success. Redelivering at once would be a hot
+    loop."""
+
+    first_s: float = 0.5
+    max_s: float = 30.0
+    failures: int = 0
+    last_s: float = 0.0
+
+    async def wait(self) -> float:
+        """Pause for the next delay; returns it."""
+        self.last_s = min(self.max_s, self.first_s * float(2**self.failures))
+        self.failures += 1
+        await asyncio.sleep(self.last_s)
+        return self.last_s
+
+    def reset(self) -> None:
+        self.failures = 0
