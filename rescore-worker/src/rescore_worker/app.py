@@ -40,7 +40,7 @@ from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
 from prometheus_client import make_asgi_app
 
-from rescore_worker.handlers import ChunkScorer, Planner
+from rescore_worker.handlers import ChunkScorer, Pace, Planner
 from rescore_worker.ledger import Ledger
 from rescore_worker.metrics import RescoreMetrics
 from rescore_worker.settings import Settings
@@ -114,6 +114,7 @@ def build_parts(
         broker.publisher(DIGITS_PREDICTED.name),
         ledger,
         settings.worker_id,
+        Pace(settings.rescore_max_rate),
     )
     rejects = DeadLetterRejects(
         broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters

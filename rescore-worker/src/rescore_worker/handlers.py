@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnistream_common.consume import Publisher
@@ -70,6 +70,29 @@ class Planner:
 
 
 @dataclass
+class Pace:
+    """At most `rate` drawings a second (0: no limit): a chunk of n drawings holds the next
+    chunk back for n / rate seconds. Time not used is not saved up, so a worker idle for an
+    hour does not then rescore in a burst."""
+
+    rate: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _next: float = 0.0
+
+    async def take(self, count: int) -> float:
+        """Wait for `count` drawings' turn; returns the seconds waited."""
+        if not self.rate:
+            return 0.0
+        now = self.clock()
+        start = max(now, self._next)
+        self._next = start + count / self.rate
+        waited = start - now
+        if waited > 0:
+            await asyncio.sleep(waited)
+        return waited
+
+
+@dataclass
 class ChunkScorer:
     """Read a chunk's model inputs from history-service in one request, score them with the
     job's model in one session.run, publish the `rescore` predictions."""
@@ -79,6 +102,7 @@ class ChunkScorer:
     predicted: Publisher
     ledger: Ledger
     worker_id: str
+    pace: Pace = field(default_factory=Pace)
 
     async def __call__(self, task: RescoreTask) -> int:
         """Score one chunk; returns how many predictions were published (acknowledged)."""
@@ -89,6 +113,7 @@ class ChunkScorer:
                 chunk=task.chunk_index,
             )
             return 0
+        await self.pace.take(len(task.digit_ids))
         started = time.perf_counter()
         model = await self.models.get(task.model, task.onnx_uri)
         found = await self.history.model_inputs(task.digit_ids)
