@@ -82,7 +82,7 @@ async def _promote(promoter: Promoter, version: int, reason: str, force: bool) -
             raise fail(
                 "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
             )
-        previous = report.champion.version if report.champion else None
+        previous = report.serving
         event = await promoter.promote(report.candidate, previous=previous, reason=reason)
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
@@ -102,6 +102,12 @@ def _show_gate(report: GateReport) -> None:
     if ch is not None:
         console.print(
             f"champion  v{ch.version} ({ch.architecture}) test accuracy {ch.test_accuracy}"
+        )
+    elif report.serving is not None:
+        console.print(
+            f"[yellow]the ledger's champion v{report.serving} is not in the registry[/] (a "
+            "forged promotion, or a version deleted since): nothing to compare with; workers "
+            "serve the newest earlier champion that loads until this promotion"
         )
     if report.labeled:
         console.print(

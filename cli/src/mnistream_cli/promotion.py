@@ -21,7 +21,7 @@ from mnistream_common.storage import ObjectStore, make_minio
 
 from mnistream_cli.kafka_ops import publish_promotion
 from mnistream_cli.labels import label_accuracy
-from mnistream_cli.registry import RegisteredVersion, Registry
+from mnistream_cli.registry import RegisteredVersion, Registry, UnknownVersionError
 from mnistream_cli.settings import Settings
 
 
@@ -35,6 +35,8 @@ class GateReport:
 
     candidate: RegisteredVersion
     champion: RegisteredVersion | None
+    # The ledger's newest version, registered or not (a forged promotion, a deleted version).
+    serving: int | None = None
     labeled: int = 0
     candidate_label_accuracy: float | None = None
     champion_label_accuracy: float | None = None
@@ -96,8 +98,15 @@ class Promoter:
                 "registered by `mnistream train` can be promoted"
             )
         ledger = await self.ledger()
-        champion = registry.get(ledger[-1].model.version) if ledger else None
-        report = GateReport(candidate, champion)
+        report = GateReport(candidate, None, serving=ledger[-1].model.version if ledger else None)
+        if report.serving is not None:
+            try:
+                report.champion = registry.get(report.serving)
+            except UnknownVersionError:
+                # Nothing to compare with; promoting a registered version is how an operator
+                # repairs the ledger, so this is no objection.
+                pass
+        champion = report.champion
         if champion is not None and champion.version != candidate.version:
             await self._label_scores(report)
         return gate(report)

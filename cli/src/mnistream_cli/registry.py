@@ -18,6 +18,10 @@ class RegistryError(Exception):
     """The registry cannot answer, or a version is unusable; the message says what to do."""
 
 
+class UnknownVersionError(RegistryError):
+    """The registry answered: no such version."""
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     """One registered model version with the tags `mnistream train` sets."""
@@ -66,7 +70,7 @@ class Registry:
             if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
                 raise self._unreachable(exc) from exc
         known = ", ".join(str(v.version) for v in self.versions()) or "none yet"
-        raise RegistryError(
+        raise UnknownVersionError(
             f"{self.name} has no version {version}; registered versions: {known} "
             "(train one with `mnistream train`)"
         )

@@ -105,11 +105,16 @@ def build_parts(
     )
     ledger = Ledger()
     ledger_end = overrides.ledger_end or partial(_ledger_end, settings)
+    models = ModelCache(store, options, settings.artifacts_bucket)
     planner = Planner(
-        history, broker.publisher(RESCORE_TASKS.name), ledger_end, settings.rescore_chunk_size
+        history,
+        broker.publisher(RESCORE_TASKS.name),
+        ledger_end,
+        settings.rescore_chunk_size,
+        models,
     )
     scorer = ChunkScorer(
-        ModelCache(store, options, settings.artifacts_bucket),
+        models,
         history,
         broker.publisher(DIGITS_PREDICTED.name),
         ledger,

@@ -17,6 +17,7 @@ from mnistream_common.logs import get_logger
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.batch import prediction_event, score_inputs
 from mnistream_serving.loader import ModelCache
+from mnistream_serving.model import ModelRejectedError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from rescore_worker.ledger import Ledger
@@ -32,12 +33,25 @@ class Planner:
     tasks: Publisher
     ledger_end: Callable[[], Awaitable[int]]
     chunk_size: int
+    # When set, a promotion whose model cannot be used (no such object, a wrong checksum) is
+    # not planned: every chunk of its job would only be dead-lettered.
+    models: ModelCache | None = None
 
     async def __call__(self, event: ModelPromoted, offset: int) -> int:
         """Plan (unless a newer promotion exists); returns the number of chunks published."""
         if offset < await self.ledger_end() - 1:
             log.info("promotion superseded; not planning", version=event.model.version)
             return 0
+        if self.models is not None:
+            try:
+                await self.models.get(event.model, event.onnx_uri)
+            except ModelRejectedError as exc:
+                log.error(
+                    "promotion not planned: its model cannot be used",
+                    version=event.model.version,
+                    error=str(exc),
+                )
+                return 0
         ids = await self._stored_ids()
         job_id = job_id_for(event)
         chunks = plan_chunks(job_id, "rescore", event.model, event.onnx_uri, ids, self.chunk_size)
@@ -113,9 +127,9 @@ class ChunkScorer:
                 chunk=task.chunk_index,
             )
             return 0
-        await self.pace.take(len(task.digit_ids))
         started = time.perf_counter()
         model = await self.models.get(task.model, task.onnx_uri)
+        await self.pace.take(len(task.digit_ids))
         found = await self.history.model_inputs(task.digit_ids)
         self._report_skipped(task, found)
         fetched = time.perf_counter()

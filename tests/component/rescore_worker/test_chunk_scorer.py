@@ -260,3 +260,20 @@ async def test_the_planner_skips_a_promotion_that_is_already_superseded() -> Non
 
     assert planned == 0
     assert tasks.sent == []
+
+
+async def test_the_planner_plans_no_job_for_a_model_that_cannot_be_used() -> None:
+    """A promotion of a model that is not stored (a forged one): no chunk is published, where
+    every chunk of its job would only have been dead-lettered; a usable one is planned."""
+    rescore = Rescore()
+    tasks = FakePublisher()
+    unstored = promotion(tiny_onnx_model(999), 7)
+
+    async def ledger_end() -> int:
+        return 1
+
+    async with history_with([uuid.uuid4() for _ in range(25)]) as history:
+        planner = Planner(history, tasks, ledger_end, 10, rescore.scorer.models)
+        assert await planner(unstored, 0) == 0
+        assert tasks.sent == []
+        assert await planner(promotion(ONNX[1], 1), 0) == 3

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from mnistream_cli import promotion
 from mnistream_cli.promotion import Promoter, PromotionError
-from mnistream_cli.registry import RegisteredVersion
+from mnistream_cli.registry import RegisteredVersion, UnknownVersionError
 from mnistream_cli.settings import Settings
 from mnistream_common.events import ModelPromoted
 
@@ -110,3 +111,45 @@ async def test_a_failed_undo_is_reported_not_hidden(
 
     with pytest.raises(PromotionError, match="alias points at v3 but no worker serves it"):
         await subject.promote(CANDIDATE, previous=2, reason="better")
+
+
+class RegistryWithout(FakeRegistry):
+    """Knows only the candidate: the ledger's champion is not registered (a forged promotion)."""
+
+    def get(self, version: int) -> RegisteredVersion:
+        if version == CANDIDATE.version:
+            return dataclasses.replace(
+                CANDIDATE,
+                tags={t: "x" for t in ("onnx_uri", "onnx_sha256", "architecture", "test_accuracy")},
+            )
+        raise UnknownVersionError(f"mnist-digits has no version {version}")
+
+
+async def test_a_registered_version_replaces_an_unregistered_champion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's repair after a forged promotion: the gate has nothing to compare with,
+    objects to nothing, and the ledger's version is recorded as the previous one."""
+    registry = RegistryWithout(alias=3)
+    forged = ModelPromoted.model_validate(
+        {
+            "model": {"name": "mnist-digits", "version": 1002, "sha256": "cd" * 32},
+            "onnx_uri": "s3://mlflow/models/v1002.onnx",
+            "architecture": "cnn",
+            "metrics": {},
+            "promoted_by": "someone@elsewhere",
+            "promoted_at": datetime(2026, 3, 2, tzinfo=UTC),
+            "reason": "",
+            "previous_version": 3,
+        }
+    )
+    monkeypatch.setattr(Promoter, "registry", property(lambda self: registry))
+
+    async def read(self: Promoter) -> list[ModelPromoted]:
+        return [forged]
+
+    monkeypatch.setattr(Promoter, "ledger", read)
+    report = await Promoter(Settings(_env_file=None)).check(CANDIDATE.version)
+
+    assert report.champion is None and report.serving == 1002
+    assert report.objections == []
