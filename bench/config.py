@@ -23,6 +23,9 @@ HISTORY_PORT = 26001
 INFERENCE_PORT = 26100
 RESCORE_PORT = 26200
 BASELINE_PORT = 26300
+BARE_PORT = 26301
+# history-service's admin API, for the replay phase; a bench stack listens on localhost only.
+ADMIN_TOKEN = "bench-admin-token-for-the-replay-phase"
 
 
 def stack_env() -> dict[str, str]:
@@ -42,6 +45,7 @@ def stack_env() -> dict[str, str]:
         "GATEWAY_PORT": str(GATEWAY_PORT),
         "HISTORY_PORT": str(HISTORY_PORT),
         "RATE_LIMIT_PER_MINUTE": "0",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
         "LOG_JSON": "true",
     }
 
@@ -69,7 +73,7 @@ class Sizes:
     cpu_rates: tuple[int, ...] = (50, 200, 400)
     rate_seconds: float = 6.0
     swap_rate: int = 200
-    swap_seconds: float = 16.0
+    swap_seconds: float = 24.0
     rescore_drawings: int = 10_000
     profile_seconds: int = 10
 

@@ -11,7 +11,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from bench.kafkaio import (
     Collector,
     Seen,
     collecting,
+    group_lag,
     publish_submitted,
     skip_to_end,
     wait_drained,
@@ -61,6 +63,8 @@ class Bench:
     models: BenchModels
     champion: int
     work: Path
+    # When the rescore phase began publishing its drawings: the replay phase re-reads from there.
+    stored_since: datetime | None = field(default=None)
 
     def log(self, message: str) -> None:
         """Progress for the person watching."""
@@ -82,6 +86,24 @@ def _wrk_runs(
         )
         for _ in range(sizes.repeats)
     ]
+
+
+def bare_ingest(bench: Bench) -> dict[str, Any]:
+    """The same wrk load on bench/bare.py, an ASGI app that reads the body and answers at once:
+    the reference of the gateway's ingest target."""
+    results: dict[str, Any] = {}
+    url = f"http://127.0.0.1:{config.BARE_PORT}/api/predictions"
+    for workers in (1, 2):
+        bench.services.bare(workers)
+        runs = _wrk_runs(bench, url, "/api/predictions", seconds=bench.sizes.ingest_seconds)
+        results[str(workers)] = {
+            "uploads_per_s": spread([r["uploads_per_s"] for r in runs]),
+            "errors": sum(r["errors"] for r in runs),
+            "wrk": runs,
+        }
+        bench.log(f"bare ASGI ×{workers}: {results[str(workers)]['uploads_per_s']}")
+        bench.services.stop("bare")
+    return results
 
 
 def gateway_ingest(bench: Bench) -> dict[str, Any]:
@@ -260,7 +282,8 @@ async def _open_loop(
             cwd=config.ROOT,
         )
         if during is not None:
-            await asyncio.sleep(seconds * 0.4)
+            # Early in the run: `mnistream promote` starts a Python CLI, slow on a busy machine.
+            await asyncio.sleep(seconds * 0.25)
             await asyncio.to_thread(during)
         if await process.wait() != 0:
             raise BenchError(f"the open-loop generator failed ({process.returncode})")
@@ -366,9 +389,11 @@ def _swap_figures(run: OpenLoopRun, event: ModelPromoted, seconds: float) -> dic
     unswapped = sorted(set(by_worker) - set(swaps))
     if unswapped or not swaps:
         # Without the swap in the run, "the longest wait around the swap" would read 0 ms.
+        published = event.promoted_at.timestamp() - run.started
         raise BenchError(
             f"the swap to v{event.model.version} was not seen on {unswapped or 'any worker'} "
-            f"within the run ({seconds:g} s); lengthen swap_seconds"
+            f"within the run ({seconds:g} s; the promotion was published {published:.1f} s "
+            "in); lengthen swap_seconds"
         )
     promoted_at = event.promoted_at.timestamp()
     failed = [o for o in run.outcomes if o["status"] not in (200, 202)]
@@ -394,14 +419,21 @@ async def hot_swap(bench: Bench) -> dict[str, Any]:
         target = bench.models.other(bench.champion)
         promoted: list[ModelPromoted] = []
 
+        took: list[float] = []
+
         def promote_now(
-            version: int = target.version, into: list[ModelPromoted] = promoted
+            version: int = target.version,
+            into: list[ModelPromoted] = promoted,
+            took: list[float] = took,
         ) -> None:
+            began = time.monotonic()
             into.append(promote(version, "bench: hot swap under load"))
+            took.append(time.monotonic() - began)
 
         run = await _open_loop(bench, bench.sizes.swap_rate, bench.sizes.swap_seconds, promote_now)
         bench.champion = target.version
         figures = _swap_figures(run, promoted[0], bench.sizes.swap_seconds)
+        figures["promote_cli_s"] = round(took[0], 2)
         runs.append(figures)
         bench.log(
             f"hot swap to v{target.version}: failed {figures['failed']}, lost {figures['lost']}, "
@@ -449,6 +481,7 @@ async def store_drawings(bench: Bench, count: int) -> float:
     await skip_to_end(Groups.HISTORY, DIGIT_TOPICS)
     bench.services.history()
     started = time.monotonic()
+    bench.stored_since = datetime.now(UTC)
     await publish_submitted(bench.drawings, count)
     async with HistoryClient.at(history_url(), timeout=60) as client:
         deadline = time.monotonic() + 300 + count / 20
@@ -534,3 +567,41 @@ async def rescore(bench: Bench) -> dict[str, Any]:
             bench.log(f"rescore ×{workers}: {results[str(workers)]['per_s']}")
             bench.services.stop_matching("rescore-")
     return results
+
+
+async def replay(bench: Bench) -> dict[str, Any]:
+    """history-service rebuilding an emptied database from the topics, as `mnistream replay
+    history --since` asks it to: records per second over the rescore phase's records (its
+    drawings and every prediction of them), and a check that every drawing came back."""
+    if bench.stored_since is None:
+        raise BenchError("the replay phase re-reads the rescore phase's records: run it after")
+    expected = bench.sizes.rescore_drawings
+    runs: list[dict[str, Any]] = []
+    for _ in range(bench.sizes.slow_repeats):
+        bench.services.stop_all()
+        _history_reset()
+        bench.services.history()
+        await wait_group_stable(Groups.HISTORY, 1, timeout=60)
+        async with HistoryClient.at(history_url(), timeout=60) as client:
+            started = time.monotonic()
+            rewind = await client.replay(config.ADMIN_TOKEN, bench.stored_since)
+            deadline = started + 120 + rewind.total / 200
+            while await group_lag(Groups.HISTORY) > 0:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the replay of {rewind.total} records did not finish")
+                await asyncio.sleep(0.25)
+            seconds = time.monotonic() - started
+            stored = await _stored_count(client)
+        if stored != expected:
+            raise BenchError(f"the replay stored {stored} of the {expected} drawings")
+        runs.append(
+            {
+                "per_s": round(rewind.total / seconds, 1),
+                "records": rewind.total,
+                "by_topic": rewind.records,
+                "seconds": round(seconds, 2),
+            }
+        )
+        bench.log(f"replay: {rewind.total} records in {seconds:.1f} s")
+    bench.services.stop_all()
+    return {"drawings": expected, "per_s": spread([r["per_s"] for r in runs]), "runs": runs}

@@ -151,6 +151,25 @@ class Services:
         url = f"http://127.0.0.1:{config.BASELINE_PORT}/healthz"
         return self.start("baseline", command, env, url)
 
+    def bare(self, workers: int) -> Service:
+        """The bare ASGI reference (bench/bare.py) under the gateway's uvicorn."""
+        command = [
+            str(BIN / "uvicorn"),
+            "bench.bare:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(config.BARE_PORT),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-keep-alive",
+            "30",
+        ]
+        return self.start("bare", command, {}, f"http://127.0.0.1:{config.BARE_PORT}/healthz")
+
     def stop(self, name: str) -> None:
         """Sample its peak memory, then stop it (SIGTERM, SIGKILL if it lingers).
 

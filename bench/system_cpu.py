@@ -31,7 +31,7 @@ from bench.stats import percentile
 
 P99_LIMIT_MS = 60.0
 IDLE_SECONDS = 10.0
-CAPACITY_RATES = (100, 200, 300, 400, 500, 600, 800)
+CAPACITY_RATES = (25, 50, 100, 200, 300, 400, 500, 600, 800)
 
 
 def components(bench: Bench, *, ours: tuple[str, ...]) -> list[Component]:
