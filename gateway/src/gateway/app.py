@@ -23,13 +23,14 @@ from mnistream_common.events import DigitPredicted, ModelPromoted
 from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
+from mnistream_common.metrics import metrics_routes
 from mnistream_common.topics import (
     DIGITS_LABELED,
     DIGITS_PREDICTED,
     DIGITS_SUBMITTED,
     MODEL_PROMOTED,
 )
-from prometheus_client import CollectorRegistry, make_asgi_app, multiprocess
+from prometheus_client import CollectorRegistry, multiprocess
 
 from gateway.handlers import router, validation_problem
 from gateway.hub import EventHub
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, overrides: Overrides | None = N
     app.add_middleware(BodyLimit, default=JSON_BODY_LIMIT, limits={"/api/predictions": None})
     # Every error is a `Problem` with a readable `detail`, request validation included.
     app.add_exception_handler(RequestValidationError, validation_problem)
-    app.mount("/metrics", make_asgi_app(exposed_registry(metrics)))
+    app.router.routes.extend(metrics_routes(exposed_registry(metrics)))
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
     else:

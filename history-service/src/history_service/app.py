@@ -10,8 +10,8 @@ from faststream.kafka import KafkaBroker
 from mnistream_common.body_limit import JSON_BODY_LIMIT, BodyLimit
 from mnistream_common.history_api import MODEL_INPUTS_BODY_LIMIT
 from mnistream_common.logs import configure_logging, get_logger
+from mnistream_common.metrics import metrics_routes
 from mnistream_common.storage import ObjectStore, make_minio
-from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(admin_router)
-    app.mount("/metrics", make_asgi_app(metrics.registry))
+    app.router.routes.extend(metrics_routes(metrics.registry))
     # /admin/replay's token is checked after its body is parsed: the body is capped first.
     app.add_middleware(
         BodyLimit,

@@ -188,3 +188,15 @@ async def test_openapi_documents_the_upload_body_and_answers(gateway: Gateway) -
     label = spec["paths"]["/api/digits/{digit_id}/label"]["post"]
     assert "requestBody" in label
     assert "404" in label["responses"]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/"])
+async def test_the_metrics_are_served_at_the_path_prometheus_scrapes(
+    gateway: Gateway, path: str
+) -> None:
+    """`/` serves the web client, which used to answer `/metrics` with a 404."""
+    response = await gateway.client.get(path, follow_redirects=False)
+
+    assert response.status_code == 200, response.text[:200]
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE mnistream_uploads_total counter" in response.text

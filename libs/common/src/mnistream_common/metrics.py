@@ -7,7 +7,27 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
+
+
+class _Exposition:
+    """prometheus_client's ASGI exposition as an endpoint object (Starlette routes a callable
+    object as an ASGI app, a plain function as a request handler)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._app = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def metrics_routes(registry: CollectorRegistry) -> list[BaseRoute]:
+    """`/metrics` itself, where Prometheus scrapes by default, and `/metrics/` as before: a mount
+    alone answers only below it (a 307 to `/metrics/`, or a 404 where `/` serves files)."""
+    exposition = _Exposition(registry)
+    return [Route("/metrics", exposition), Mount("/metrics", exposition)]
 
 
 def dead_letter_counter(registry: CollectorRegistry) -> Counter:
