@@ -6,6 +6,7 @@ back, so a promotion is either complete or visibly not done.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 from dataclasses import dataclass, field
@@ -99,13 +100,11 @@ class Promoter:
             )
         ledger = await self.ledger()
         report = GateReport(candidate, None, serving=ledger[-1].model.version if ledger else None)
+        # An unregistered champion (forged, or deleted since) leaves nothing to compare with;
+        # promoting a registered version is how an operator repairs the ledger: no objection.
         if report.serving is not None:
-            try:
+            with contextlib.suppress(UnknownVersionError):
                 report.champion = registry.get(report.serving)
-            except UnknownVersionError:
-                # Nothing to compare with; promoting a registered version is how an operator
-                # repairs the ledger, so this is no objection.
-                pass
         champion = report.champion
         if champion is not None and champion.version != candidate.version:
             await self._label_scores(report)
