@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -207,3 +208,47 @@ async def test_evaluate_reads_every_drawing_with_a_candidate_and_promotes_nothin
     # A candidate is never promoted: same ledger, same model in every worker.
     assert len(await read_ledger(require_kafka())) == len(ledger_before)
     assert await worker_versions(system) == {models.weak}
+
+
+async def _sql(statement: str, **params: Any) -> None:
+    engine = create_async_engine(require_postgres())
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement), params)
+    finally:
+        await engine.dispose()
+
+
+async def test_an_evaluation_with_a_drawing_no_model_can_read_finishes_and_names_it(
+    system: System, models: Models, drawings: list[bytes]
+) -> None:
+    """A stored drawing whose image object is gone (and whose input was never kept): the job
+    counts it as done with the reason, finishes, and `mnistream evaluate` lists it."""
+    await upload_all(system.gateway_url, drawings[60:65], wait_ms=5000)
+    lost = uuid.uuid4()
+    await _sql(
+        "INSERT INTO drawings (digit_id, submitted_at, media_type, width, height, size_bytes, "
+        "image_bucket, image_key, image_sha256, client_source, event_id) VALUES (:d, now(), "
+        "'image/png', 280, 280, 100, 'drawings', :key, :sha, 'e2e', :e)",
+        d=lost,
+        key=f"gone/{lost}.png",
+        sha="0" * 64,
+        e=uuid.uuid4(),
+    )
+    try:
+        evaluated = mnistream("evaluate", str(models.better), "--timeout", "180")
+    finally:
+        await _sql("DELETE FROM drawings WHERE digit_id = :d", d=lost)
+
+    started = re.search(r"evaluating v\d+ on (\d+) drawings \(job ([0-9a-f-]+)\)", evaluated.stdout)
+    assert started, evaluated.stdout
+    stored, job_id = int(started[1]), started[2]
+    async with httpx.AsyncClient(base_url=system.history_url, timeout=10) as client:
+        job = (await client.get(f"/api/rescore-jobs/{job_id}")).json()
+    assert job["finished"] and job["done"] == job["total"] == stored, job
+    assert job["skipped"] == 1, job
+    assert job["skipped_drawings"] == [
+        {"digit_id": str(lost), "reason": "its image object is missing"}
+    ], job
+    assert f"1 of {stored} drawings could not be read and were skipped" in evaluated.stdout
+    assert f"{lost}: its image object is missing" in evaluated.stdout

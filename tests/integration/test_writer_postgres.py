@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from history_service.migrate import upgrade_async
 from history_service.writer import HistoryWriter, InputDrawing
-from mnistream_common.events import DigitLabeled, DigitPredicted, ModelRef, PredictionKind
+from mnistream_common.events import (
+    DigitLabeled,
+    DigitPredicted,
+    ModelRef,
+    PredictionKind,
+    RescoreSkipped,
+    SkippedDrawing,
+)
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, make_minio
 from sqlalchemy import text
@@ -154,3 +161,50 @@ async def test_a_job_seen_in_two_batches_spans_both_and_counts_each_drawing_once
     )
     assert (row["total"], row["done"]) == (32, 2)
     assert (row["started_at"], row["updated_at"]) == (AT, AT + timedelta(seconds=60))
+
+
+def skipped_event(job: uuid.UUID, digit: uuid.UUID, reason: str, at: datetime) -> RescoreSkipped:
+    return RescoreSkipped(
+        job_id=job,
+        kind="rescore",
+        model=ModelRef(name="mnist-digits", version=3, sha256="ab" * 32),
+        chunk_index=0,
+        job_total=2,
+        skipped=[SkippedDrawing(digit_id=digit, reason=reason)],
+        worker_id="rescore-it",
+        occurred_at=at,
+    )
+
+
+@ORDERS
+async def test_a_skipped_drawing_counts_as_done_and_a_scored_one_stays_scored(
+    history: HistoryWriter, engine: AsyncEngine, reverse: bool
+) -> None:
+    job, scored, lost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    writes = [
+        ("skipped", skipped_event(job, scored, "its image object is missing", AT)),
+        ("skipped", skipped_event(job, lost, "not stored", AT + timedelta(seconds=1))),
+        ("skipped", skipped_event(job, lost, "its image cannot be read", AT)),
+        (
+            "predicted",
+            predicted(scored, "rescore", AT + timedelta(seconds=2), 4, job_id=job, job_total=2),
+        ),
+    ]
+    for kind, event in arriving(writes, reverse):
+        if kind == "skipped":
+            await history.skipped([event])
+        else:
+            await history.predictions([event])
+
+    row = await one_row(
+        engine,
+        "SELECT total, (SELECT count(*) FROM rescore_job_items i WHERE i.job_id = j.job_id) "
+        "AS done, (SELECT array_agg(i.skipped ORDER BY i.skipped) FROM rescore_job_items i "
+        "WHERE i.job_id = j.job_id AND i.skipped IS NOT NULL) AS reasons "
+        "FROM rescore_jobs j WHERE job_id = :j",
+        j=job,
+    )
+    # Both drawings done; the scored one has no reason whichever came first; the smaller reason
+    # of the two for the lost one.
+    assert (row["total"], row["done"]) == (2, 2)
+    assert row["reasons"] == ["its image cannot be read"]

@@ -21,7 +21,9 @@ from mnistream_common.events import (
     InvalidEventError,
     ModelPromoted,
     ModelRef,
+    RescoreSkipped,
     RescoreTask,
+    SkippedDrawing,
     Timings,
 )
 from mnistream_common.schemas import schema_version
@@ -76,6 +78,15 @@ def sample_events() -> list[Event]:
             chunk_count=2,
             job_total=3,
             digit_ids=[digit_id, uuid.uuid4()],
+        ),
+        RescoreSkipped(
+            job_id=uuid.uuid4(),
+            kind="rescore",
+            model=MODEL,
+            chunk_index=1,
+            job_total=3,
+            skipped=[SkippedDrawing(digit_id=digit_id, reason="not stored")],
+            worker_id="rescore-0",
         ),
         DeadLetter(
             source_topic="digits.submitted",
@@ -311,6 +322,7 @@ DESIGN_TOPICS = {
     "digits.labeled": ("digit id", 12, UNLIMITED),
     "model.promoted": ("model name", 1, UNLIMITED),
     "rescore.tasks": ("job id", 12, SEVEN_DAYS_MS),
+    "rescore.skipped": ("job id", 12, UNLIMITED),
     "digits.deadletter": ("source key", 3, UNLIMITED),
 }
 

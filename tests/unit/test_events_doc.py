@@ -16,6 +16,7 @@ from mnistream_common.events import (
     Event,
     InvalidEventError,
     ModelPromoted,
+    RescoreSkipped,
     RescoreTask,
 )
 from mnistream_common.preprocessing import decode, preprocess
@@ -93,7 +94,7 @@ def expected_key(event: Event) -> str:
             return str(event.digit_id)
         case ModelPromoted():
             return event.model.name
-        case RescoreTask():
+        case RescoreTask() | RescoreSkipped():
             return str(event.job_id)
         case DeadLetter():
             return (event.source_key or b"").decode()

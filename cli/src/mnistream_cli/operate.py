@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from mnistream_common.groups import group_lag, group_status
-from mnistream_common.history_api import VersionStats
+from mnistream_common.history_api import RescoreJobOut, VersionStats
 from mnistream_common.history_client import (
     HistoryClient,
     HistoryRefusedError,
@@ -166,13 +166,16 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
         )
         await publish_tasks(settings.kafka_bootstrap_servers, tasks)
         console.print(f"evaluating v{version} on {len(ids)} drawings (job {job_id})")
-        await _follow_job(history, job_id, len(ids), wait_s)
+        job = await _follow_job(history, job_id, len(ids), wait_s)
         against = ledger[-1].model.version if ledger else None
         report = await history.version_stats(version, against)
     _print_flip_report(report)
+    _print_skipped(job)
 
 
-async def _follow_job(history: HistoryClient, job_id: uuid.UUID, total: int, wait_s: float) -> None:
+async def _follow_job(
+    history: HistoryClient, job_id: uuid.UUID, total: int, wait_s: float
+) -> RescoreJobOut:
     deadline = time.monotonic() + wait_s
     columns = (TextColumn("rescoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -182,9 +185,22 @@ async def _follow_job(history: HistoryClient, job_id: uuid.UUID, total: int, wai
             if job is not None:
                 progress.update(bar, completed=job.done)
                 if job.finished:
-                    return
+                    return job
             await asyncio.sleep(0.5)
     raise fail(f"the evaluation did not finish within {wait_s:.0f} s; are rescore workers running?")
+
+
+def _print_skipped(job: RescoreJobOut) -> None:
+    if not job.skipped:
+        return
+    console.print(
+        f"[yellow]{job.skipped} of {job.total} drawings could not be read and were skipped[/] "
+        "(not in the comparison above):"
+    )
+    for item in job.skipped_drawings:
+        console.print(f"  {item.digit_id}: {item.reason}")
+    if job.skipped > len(job.skipped_drawings):
+        console.print(f"  ... and {job.skipped - len(job.skipped_drawings)} more")
 
 
 def _print_flip_report(report: VersionStats) -> None:

@@ -7,13 +7,21 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from mnistream_common.events import DeadLetter, Event, InvalidEventError, RescoreTask
+from mnistream_common.events import (
+    DeadLetter,
+    Event,
+    InvalidEventError,
+    RescoreSkipped,
+    RescoreTask,
+)
 from mnistream_common.kafka import durable_producer
+from mnistream_common.rescore import task_key
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_LABELED,
     DIGITS_PREDICTED,
     DIGITS_SUBMITTED,
+    RESCORE_SKIPPED,
     RESCORE_TASKS,
     TopicSpec,
 )
@@ -22,7 +30,8 @@ DEADLETTER_GROUP = "deadletter-replay"
 # Where a letter may go back to. Never model.promoted: a letter is data anyone who can write
 # the dead-letter topic could forge, and a promotion goes through `mnistream promote`'s gate.
 REPLAYABLE: Mapping[str, TopicSpec] = {
-    spec.name: spec for spec in (DIGITS_SUBMITTED, DIGITS_PREDICTED, DIGITS_LABELED, RESCORE_TASKS)
+    spec.name: spec
+    for spec in (DIGITS_SUBMITTED, DIGITS_PREDICTED, DIGITS_LABELED, RESCORE_TASKS, RESCORE_SKIPPED)
 }
 
 
@@ -64,8 +73,11 @@ def refusal(letter: DeadLetter, destinations: Mapping[str, TopicSpec]) -> str | 
 
 
 def _key_of(event: Event) -> bytes:
-    subject = event.job_id if isinstance(event, RescoreTask) else getattr(event, "digit_id", None)
-    return str(subject).encode()
+    if isinstance(event, RescoreTask):
+        return task_key(event)
+    if isinstance(event, RescoreSkipped):
+        return str(event.job_id).encode()
+    return str(getattr(event, "digit_id", None)).encode()
 
 
 async def replay_dead_letters(

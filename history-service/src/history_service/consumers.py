@@ -25,6 +25,7 @@ from mnistream_common.events import (
     Event,
     InvalidEventError,
     ModelPromoted,
+    RescoreSkipped,
 )
 from mnistream_common.kafka import LONG_POLL_MS, make_broker, rewind_group
 from mnistream_common.logs import get_logger
@@ -37,6 +38,7 @@ from mnistream_common.topics import (
     DIGITS_SUBMITTED,
     HISTORY_TOPICS,
     MODEL_PROMOTED,
+    RESCORE_SKIPPED,
     Groups,
     TopicSpec,
 )
@@ -103,7 +105,7 @@ def subscribe_all(
     retry_s: float,
     metrics: HistoryMetrics | None = None,
 ) -> list[Any]:
-    """Register the history subscriber (one consumer of the four topics) on `broker`; returns
+    """Register the history subscriber (one consumer of its five topics) on `broker`; returns
     it in a list (for lag metrics)."""
     metrics = metrics or HistoryMetrics()
     rejects = DeadLetterRejects(
@@ -116,6 +118,7 @@ def subscribe_all(
         DIGITS_PREDICTED.name: Route(DigitPredicted, store.store_predictions),
         DIGITS_LABELED.name: Route(DigitLabeled, store.store_labels),
         MODEL_PROMOTED.name: Route(ModelPromoted, store.store_promotions),
+        RESCORE_SKIPPED.name: Route(RescoreSkipped, store.store_skipped),
     }
     subscriber = broker.subscriber(
         *routes,
@@ -164,6 +167,10 @@ class _Store:
     async def store_promotions(self, deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
         """Store ledger entries."""
         return await self._store(MODEL_PROMOTED, self.writer.promotions, deliveries)
+
+    async def store_skipped(self, deliveries: list[Delivery[RescoreSkipped]]) -> list[Rejected]:
+        """Count the drawings a job skipped as done, with why."""
+        return await self._store(RESCORE_SKIPPED, self.writer.skipped, deliveries)
 
     async def _store(
         self,
@@ -321,7 +328,7 @@ class Consumers:
         return broker
 
     async def start(self) -> None:
-        """Subscribe to the four topics and consume from the group's committed offsets."""
+        """Subscribe to the history topics and consume from the group's committed offsets."""
         broker = self.build()
         await broker.start()
         self.broker = broker

@@ -110,9 +110,11 @@ class RescoreJob(Base):
 
 
 class RescoreJobItem(Base):
-    """One drawing done by a job (so redelivered chunks do not count twice)."""
+    """One drawing done by a job (so redelivered chunks do not count twice): scored, or skipped
+    with the reason (not stored, or no model can read it)."""
 
     __tablename__ = "rescore_job_items"
 
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    skipped: Mapped[str | None] = mapped_column(String(500), nullable=True)

@@ -228,17 +228,29 @@ async def _flip_report(conn: AsyncConnection, version: int, previous: int) -> di
     }
 
 
+SKIPPED_SHOWN = 20
+
+
 async def rescore_jobs(
     conn: AsyncConnection, job_id: uuid.UUID | None = None
 ) -> list[dict[str, Any]]:
-    """Jobs with their progress (done counts distinct drawings), newest first."""
+    """Jobs with their progress, newest first: done counts distinct drawings, scored or skipped
+    (one job's drawings that were skipped are listed, up to SKIPPED_SHOWN, when it is asked for)."""
     done = (
-        select(RescoreJobItem.job_id, func.count().label("done"))
+        select(
+            RescoreJobItem.job_id,
+            func.count().label("done"),
+            func.count(RescoreJobItem.skipped).label("skipped"),
+        )
         .group_by(RescoreJobItem.job_id)
         .subquery()
     )
     query = (
-        select(RescoreJob, func.coalesce(done.c.done, 0).label("done"))
+        select(
+            RescoreJob,
+            func.coalesce(done.c.done, 0).label("done"),
+            func.coalesce(done.c.skipped, 0).label("skipped"),
+        )
         .outerjoin(done, done.c.job_id == RescoreJob.job_id)
         .order_by(RescoreJob.started_at.desc())
         .limit(50)
@@ -246,12 +258,23 @@ async def rescore_jobs(
     if job_id is not None:
         query = query.where(RescoreJob.job_id == job_id)
     rows = (await conn.execute(query)).all()
+    examples: list[dict[str, Any]] = []
+    if job_id is not None and rows and rows[0].skipped:
+        listed = await conn.execute(
+            select(RescoreJobItem.digit_id, RescoreJobItem.skipped)
+            .where(RescoreJobItem.job_id == job_id, RescoreJobItem.skipped.is_not(None))
+            .order_by(RescoreJobItem.digit_id)
+            .limit(SKIPPED_SHOWN)
+        )
+        examples = [{"digit_id": d, "reason": reason} for d, reason in listed.all()]
     return [
         {
             "job_id": r.job_id,
             "kind": r.kind,
             "model_version": r.model_version,
             "done": int(r.done),
+            "skipped": int(r.skipped),
+            "skipped_drawings": examples,
             "total": r.total,
             "finished": r.done >= r.total,
             "started_at": r.started_at,

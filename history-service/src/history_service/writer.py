@@ -13,9 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.events import (
+    DigitLabeled,
+    DigitPredicted,
+    DigitSubmitted,
+    ModelPromoted,
+    RescoreSkipped,
+)
 from mnistream_common.storage import ObjectStore, drawing_key, sha256_hex
-from sqlalchemy import bindparam, func, tuple_, update
+from sqlalchemy import bindparam, case, func, or_, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,11 +102,39 @@ def _jobs_upsert() -> Any:
     )
 
 
+def _job_items_upsert() -> Any:
+    table = RescoreJobItem.__table__
+    statement = insert(RescoreJobItem)
+    existing, arriving = table.c.skipped, statement.excluded.skipped
+    # Scored (no reason) wins over skipped in any order; of two reasons, the smaller stays.
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.job_id, table.c.digit_id],
+        set_={
+            "skipped": case(
+                (or_(existing.is_(None), arriving.is_(None)), None),
+                else_=func.least(existing, arriving),
+            )
+        },
+        where=existing.is_not(None),
+    )
+
+
+@dataclass(frozen=True)
+class _JobSeen:
+    """What one event says about its job."""
+
+    job_id: uuid.UUID
+    kind: str
+    model_version: int
+    total: int
+    at: Any
+
+
 _DRAWINGS_UPSERT = _drawings_upsert()
 _PREDICTIONS_UPSERT = _predictions_upsert()
 _LABELS_UPSERT = _labels_upsert()
 _JOBS_UPSERT = _jobs_upsert()
-_JOB_ITEMS_INSERT = insert(RescoreJobItem).on_conflict_do_nothing()
+_JOB_ITEMS_UPSERT = _job_items_upsert()
 _PROMOTIONS_INSERT = insert(Promotion).on_conflict_do_nothing()
 _INPUTS_UPDATE = (
     update(Drawing)
@@ -174,28 +208,38 @@ class HistoryWriter:
     async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
         if not events:
             return
-        # Every column is an order-free aggregate over the batch (and, on conflict, over the
-        # row): a job planned twice (a planner redelivered after a rebalance) carries two
-        # totals, and the row must not depend on which one a batch happened to see first.
-        by_job: dict[Any, list[DigitPredicted]] = defaultdict(list)
-        for e in events:
-            by_job[e.job_id].append(e)
-        jobs = [
-            {
-                "job_id": job_id,
-                "kind": mine[0].kind,
-                "model_version": mine[0].model.version,
-                "total": max(e.job_total or 0 for e in mine),
-                "started_at": min(e.occurred_at for e in mine),
-                "updated_at": max(e.occurred_at for e in mine),
-            }
-            for job_id, mine in sorted(by_job.items(), key=lambda item: str(item[0]))
+        seen = [
+            _JobSeen(e.job_id, e.kind, e.model.version, e.job_total or 0, e.occurred_at)
+            for e in events
+            if e.job_id is not None
         ]
-        await connection.execute(_JOBS_UPSERT, jobs)
+        await _upsert_jobs(connection, seen)
         items = sorted({(e.job_id, e.digit_id) for e in events}, key=str)
         await connection.execute(
-            _JOB_ITEMS_INSERT, [{"job_id": j, "digit_id": d} for j, d in items]
+            _JOB_ITEMS_UPSERT, [{"job_id": j, "digit_id": d, "skipped": None} for j, d in items]
         )
+
+    async def skipped(self, events: Sequence[RescoreSkipped]) -> None:
+        """Count a job's skipped drawings as done, with the reason (a scored one stays scored)."""
+        if not events:
+            return
+        reasons: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+        for e in events:
+            for item in e.skipped:
+                key = (e.job_id, item.digit_id)
+                reasons[key] = min(item.reason, reasons.get(key, item.reason))
+        seen = [
+            _JobSeen(e.job_id, e.kind, e.model.version, e.job_total, e.occurred_at) for e in events
+        ]
+        async with self._engine.begin() as connection:
+            await _upsert_jobs(connection, seen)
+            await connection.execute(
+                _JOB_ITEMS_UPSERT,
+                [
+                    {"job_id": j, "digit_id": d, "skipped": reason}
+                    for (j, d), reason in sorted(reasons.items(), key=lambda kv: str(kv[0]))
+                ],
+            )
 
     async def labels(self, events: Sequence[DigitLabeled]) -> None:
         """Upsert labels; the latest `labeled_at` wins (event id breaks ties)."""
@@ -238,6 +282,28 @@ class HistoryWriter:
         if rows:
             async with self._engine.begin() as connection:
                 await connection.execute(_PROMOTIONS_INSERT, rows)
+
+
+async def _upsert_jobs(connection: Any, seen: Sequence[_JobSeen]) -> None:
+    """One row per job. Every column is an order-free aggregate over the batch (and, on
+    conflict, over the row): a job planned twice (a planner redelivered after a rebalance)
+    carries two totals, and the row must not depend on which one a batch saw first."""
+    by_job: dict[uuid.UUID, list[_JobSeen]] = defaultdict(list)
+    for s in seen:
+        by_job[s.job_id].append(s)
+    jobs = [
+        {
+            "job_id": job_id,
+            "kind": mine[0].kind,
+            "model_version": mine[0].model_version,
+            "total": max(s.total for s in mine),
+            "started_at": min(s.at for s in mine),
+            "updated_at": max(s.at for s in mine),
+        }
+        for job_id, mine in sorted(by_job.items(), key=lambda item: str(item[0]))
+    ]
+    if jobs:
+        await connection.execute(_JOBS_UPSERT, jobs)
 
 
 def _prediction_row(event: DigitPredicted) -> dict[str, Any]:

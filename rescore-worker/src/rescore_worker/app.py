@@ -33,6 +33,7 @@ from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_PREDICTED,
     MODEL_PROMOTED,
+    RESCORE_SKIPPED,
     RESCORE_TASKS,
     Groups,
 )
@@ -117,6 +118,7 @@ def build_parts(
         models,
         history,
         broker.publisher(DIGITS_PREDICTED.name),
+        broker.publisher(RESCORE_SKIPPED.name),
         ledger,
         settings.worker_id,
         Pace(settings.rescore_max_rate),

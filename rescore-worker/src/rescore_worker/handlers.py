@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnistream_common.consume import Publisher
-from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask, Timings
+from mnistream_common.events import (
+    DigitPredicted,
+    ModelPromoted,
+    RescoreSkipped,
+    RescoreTask,
+    SkippedDrawing,
+    Timings,
+)
 from mnistream_common.history_api import ModelInputsOut
 from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.logs import get_logger
@@ -23,6 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from rescore_worker.ledger import Ledger
 
 log = get_logger(__name__)
+SKIPPED_PER_RECORD = 1000  # reasons are at most 500 characters: under 600 KB a record
 
 
 @dataclass
@@ -109,11 +117,13 @@ class Pace:
 @dataclass
 class ChunkScorer:
     """Read a chunk's model inputs from history-service in one request, score them with the
-    job's model in one session.run, publish the `rescore` predictions."""
+    job's model in one session.run, publish the `rescore` predictions, and the drawings that
+    could not be scored on `rescore.skipped` (they count as done: the job still finishes)."""
 
     models: ModelCache
     history: HistoryClient
     predicted: Publisher
+    skipped: Publisher
     ledger: Ledger
     worker_id: str
     pace: Pace = field(default_factory=Pace)
@@ -131,7 +141,7 @@ class ChunkScorer:
         model = await self.models.get(task.model, task.onnx_uri)
         await self.pace.take(len(task.digit_ids))
         found = await self.history.model_inputs(task.digit_ids)
-        self._report_skipped(task, found)
+        await self._report_skipped(task, found)
         fetched = time.perf_counter()
         items = [(i.digit_id, i.model_input) for i in found.inputs]
         result = await asyncio.to_thread(score_inputs, model, items)
@@ -158,7 +168,26 @@ class ChunkScorer:
         )
         return len(events)
 
-    def _report_skipped(self, task: RescoreTask, found: ModelInputsOut) -> None:
+    async def _report_skipped(self, task: RescoreTask, found: ModelInputsOut) -> None:
+        skipped = [SkippedDrawing(digit_id=d, reason="not stored") for d in found.missing] + [
+            SkippedDrawing(digit_id=item.digit_id, reason=item.reason[:500] or "unreadable")
+            for item in found.unusable
+        ]
+        # In parts, so that a record stays far below the topic's 1 MiB whatever the reasons.
+        parts = [
+            skipped[i : i + SKIPPED_PER_RECORD] for i in range(0, len(skipped), SKIPPED_PER_RECORD)
+        ]
+        for part in parts:
+            event = RescoreSkipped(
+                job_id=task.job_id,
+                kind=task.kind,
+                model=task.model,
+                chunk_index=task.chunk_index,
+                job_total=task.job_total,
+                skipped=part,
+                worker_id=self.worker_id,
+            )
+            await self.skipped.publish(event.to_bytes(), key=str(task.job_id).encode())
         if found.missing:
             log.error(
                 "drawings of the chunk are not stored; skipped",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 import structlog
-from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreTask
+from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreSkipped, RescoreTask
 from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.loader import ModelCache
@@ -45,6 +45,7 @@ class Rescore:
         self.history = FakeHistory()
         self.ledger = Ledger()
         self.predicted = FakePublisher()
+        self.skipped = FakePublisher()
         self.promotions: list[ModelPromoted] = []
         for version, onnx_bytes in ONNX.items():
             self.store.add(f"s3://mlflow/models/v{version}.onnx", onnx_bytes)
@@ -53,6 +54,7 @@ class Rescore:
             ModelCache(self.store.as_store(), options, "mlflow"),
             self.history.client(),
             self.predicted,
+            self.skipped,
             self.ledger,
             WORKER,
         )
@@ -170,6 +172,20 @@ async def test_drawings_that_are_not_stored_are_skipped_and_reported(
     assert report["event"] == "drawings of the chunk are not stored; skipped"
     assert report["count"] == 2
     assert sorted(report["digit_ids"]) == sorted(str(d) for d in lost)
+    # ... and published, so that the job counts them as done and finishes.
+    [skipped] = [RescoreSkipped.from_bytes(body) for body in rescore.skipped.bodies]
+    assert (skipped.job_id, skipped.job_total, skipped.kind) == (task.job_id, 6, "rescore")
+    assert sorted((s.digit_id, s.reason) for s in skipped.skipped) == sorted(
+        (d, "not stored") for d in lost
+    )
+    assert [p.key for p in rescore.skipped.sent] == [str(task.job_id).encode()]
+
+
+async def test_a_chunk_with_nothing_skipped_publishes_no_skipped_record(rescore: Rescore) -> None:
+    [task] = chunks(rescore.promote(1), rescore.drawings(3), 10)
+
+    assert await rescore.scorer(task) == 3
+    assert rescore.skipped.sent == []
 
 
 async def test_a_stored_image_that_cannot_be_read_is_skipped_and_reported(
@@ -186,6 +202,9 @@ async def test_a_stored_image_that_cannot_be_read_is_skipped_and_reported(
     assert count == 2
     [warning] = [entry for entry in logs if entry.get("digit_id") == str(broken)]
     assert warning["event"] == "stored drawing cannot be read by a model; skipped"
+    [skipped] = [RescoreSkipped.from_bytes(body) for body in rescore.skipped.bodies]
+    [item] = skipped.skipped
+    assert item.digit_id == broken and item.reason == warning["error"]
 
 
 async def test_history_being_down_fails_the_chunk_so_it_is_redone(rescore: Rescore) -> None:

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 from mnistream_cli.replay import REPLAYABLE, refusal
-from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
+from mnistream_common.events import DeadLetter, DigitLabeled, ModelRef, utc_now
+from mnistream_common.rescore import plan_chunks, task_key
 from mnistream_common.topics import DIGITS_DEADLETTER, MODEL_PROMOTED
 
 from tests.helpers import promotion
@@ -26,6 +27,7 @@ def letter(topic: str, original: bytes, key: bytes | None) -> DeadLetter:
 
 
 LABEL = DigitLabeled(digit_id=uuid.uuid4(), label=4, labeled_at=utc_now())
+MODEL = ModelRef(name="mnist-digits", version=1, sha256="ab" * 32)
 
 
 def test_a_label_that_reads_again_goes_back() -> None:
@@ -58,3 +60,15 @@ def test_anything_else_is_refused_with_the_reason(
 ) -> None:
     problem = refusal(letter(topic, original, key), REPLAYABLE)
     assert problem is not None and reason in problem
+
+
+def test_a_rescore_task_goes_back_under_its_own_job_and_chunk_key() -> None:
+    """Tasks are keyed `job_id:chunk` (so one job spreads over partitions): a dead-lettered task
+    was refused as carrying someone else's key when only the job id was accepted."""
+    [task] = plan_chunks(
+        uuid.uuid4(), "rescore", MODEL, "s3://mlflow/models/v1.onnx", [uuid.uuid4()], 10
+    )
+
+    assert refusal(letter("rescore.tasks", task.to_bytes(), task_key(task)), REPLAYABLE) is None
+    wrong = letter("rescore.tasks", task.to_bytes(), str(task.job_id).encode())
+    assert "key is not" in (refusal(wrong, REPLAYABLE) or "")

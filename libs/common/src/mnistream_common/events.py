@@ -215,6 +215,34 @@ class RescoreTask(Event):
     digit_ids: list[DigitId] = Field(max_length=10_000)
 
 
+class SkippedDrawing(BaseModel):
+    """A drawing of a job that no model can read, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    digit_id: DigitId
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RescoreSkipped(Event):
+    """The drawings of one chunk that were not scored: not stored, or not readable by any model.
+
+    They count as done for the job's progress (a job with a skipped drawing still finishes) and
+    are shown with the job. A drawing scored by the same job later (a redelivered chunk, after
+    its image came back) counts as scored.
+    """
+
+    event_type: ClassVar[str] = "rescore.skipped"
+    schema_version: Literal[1] = 1
+    job_id: uuid.UUID
+    kind: Literal["rescore", "candidate"]
+    model: ModelRef
+    chunk_index: int = Field(ge=0)
+    job_total: int = Field(ge=0, description="Drawings in the whole job, for progress.")
+    skipped: list[SkippedDrawing] = Field(min_length=1, max_length=10_000)
+    worker_id: str = Field(min_length=1, max_length=200)
+
+
 class DeadLetter(Event):
     """A record some consumer could not process, kept with the reason for a later replay."""
 
@@ -236,5 +264,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DigitLabeled,
     ModelPromoted,
     RescoreTask,
+    RescoreSkipped,
     DeadLetter,
 )

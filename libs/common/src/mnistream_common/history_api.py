@@ -105,13 +105,27 @@ class ModelsOut(BaseModel):
     versions: list[int]
 
 
+class SkippedOut(BaseModel):
+    """A drawing a job could not score, and why."""
+
+    digit_id: uuid.UUID
+    reason: str
+
+
 class RescoreJobOut(BaseModel):
     """Progress of a rescore or evaluation job."""
 
     job_id: uuid.UUID
     kind: str
     model_version: int
-    done: int
+    done: int = Field(description="Drawings done: scored, or skipped (counted in `skipped`).")
+    skipped: int = Field(
+        default=0, description="Drawings not scored: not stored, or no model can read them."
+    )
+    skipped_drawings: list[SkippedOut] = Field(
+        default_factory=list,
+        description="Up to 20 of them with the reason (only when one job is asked for).",
+    )
     total: int
     finished: bool
     superseded: bool

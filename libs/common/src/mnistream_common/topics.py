@@ -11,6 +11,7 @@ from mnistream_common.events import (
     DigitSubmitted,
     Event,
     ModelPromoted,
+    RescoreSkipped,
     RescoreTask,
 )
 
@@ -95,6 +96,16 @@ RESCORE_TASKS = TopicSpec(
     consumers=("rescore-worker (group rescore)",),
     extra_config=_BIG_RECORDS,
 )
+RESCORE_SKIPPED = TopicSpec(
+    name="rescore.skipped",
+    event=RescoreSkipped,
+    key="job id",
+    partitions=12,
+    retention_ms=UNLIMITED,
+    producers=("rescore-worker",),
+    consumers=("history-service (group history)",),
+    extra_config=_BIG_RECORDS,
+)
 DIGITS_DEADLETTER = TopicSpec(
     name="digits.deadletter",
     event=DeadLetter,
@@ -112,6 +123,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DIGITS_LABELED,
     MODEL_PROMOTED,
     RESCORE_TASKS,
+    RESCORE_SKIPPED,
     DIGITS_DEADLETTER,
 )
 
@@ -121,6 +133,7 @@ HISTORY_TOPICS: tuple[TopicSpec, ...] = (
     DIGITS_PREDICTED,
     DIGITS_LABELED,
     MODEL_PROMOTED,
+    RESCORE_SKIPPED,
 )
 
 
