@@ -6,7 +6,7 @@ which the unit tests (one batch, no database) cannot reach. Fails when Postgres 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from mnistream_common.events import (
 )
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, make_minio
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.helpers import prediction, submitted
@@ -36,15 +36,38 @@ ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "rev
 
 @pytest.fixture(scope="module")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_async(database_url)
-    created = create_async_engine(database_url)
+    """A database of its own on the stack's PostgreSQL, migrated, dropped afterwards: rows
+    written here never reach the topics, so in the shared database they would break the
+    replay test's "the topics rebuild the same rows" (they did, on a reused test stack)."""
+    name = f"writer_it_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade_async(url)
+    created = create_async_engine(url)
     yield created
     await created.dispose()
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_settings: S3Settings) -> Iterator[str]:
+    """A bucket of its own, for the same reason, emptied and removed afterwards."""
+    client = make_minio(s3_settings)
+    name = f"writer-it-{uuid.uuid4().hex[:12]}"
+    client.make_bucket(name)
+    yield name
+    for item in client.list_objects(name, recursive=True):
+        client.remove_object(name, item.object_name or "")
+    client.remove_bucket(name)
 
 
 @pytest.fixture
-def history(engine: AsyncEngine, s3_settings: S3Settings) -> HistoryWriter:
-    return HistoryWriter(engine, ObjectStore(make_minio(s3_settings)), s3_settings.drawings_bucket)
+def history(engine: AsyncEngine, s3_settings: S3Settings, bucket: str) -> HistoryWriter:
+    return HistoryWriter(engine, ObjectStore(make_minio(s3_settings)), bucket)
 
 
 async def one_row(engine: AsyncEngine, sql: str, **params: Any) -> dict[str, Any]:
