@@ -88,40 +88,34 @@ def _wrk_runs(
     ]
 
 
-def bare_ingest(bench: Bench) -> dict[str, Any]:
-    """The same wrk load on bench/bare.py, an ASGI app that reads the body and answers at once:
-    the reference of the gateway's ingest target."""
+def _ingest_by_workers(
+    bench: Bench, name: str, start: Callable[[int], object], url: str
+) -> dict[str, Any]:
+    """wrk against `url` with 1 and 2 uvicorn workers of the service `start` runs."""
     results: dict[str, Any] = {}
-    url = f"http://127.0.0.1:{config.BARE_PORT}/api/predictions"
     for workers in (1, 2):
-        bench.services.bare(workers)
+        start(workers)
         runs = _wrk_runs(bench, url, "/api/predictions", seconds=bench.sizes.ingest_seconds)
         results[str(workers)] = {
             "uploads_per_s": spread([r["uploads_per_s"] for r in runs]),
             "errors": sum(r["errors"] for r in runs),
             "wrk": runs,
         }
-        bench.log(f"bare ASGI ×{workers}: {results[str(workers)]['uploads_per_s']}")
-        bench.services.stop("bare")
+        bench.log(f"{name} ×{workers}: {results[str(workers)]['uploads_per_s']}")
+        bench.services.stop(name)
     return results
+
+
+def bare_ingest(bench: Bench) -> dict[str, Any]:
+    """The same wrk load on bench/bare.py, an ASGI app that reads the body and answers at once:
+    the reference of the gateway's ingest target."""
+    url = f"http://127.0.0.1:{config.BARE_PORT}/api/predictions"
+    return _ingest_by_workers(bench, "bare", bench.services.bare, url)
 
 
 def gateway_ingest(bench: Bench) -> dict[str, Any]:
     """Uploads/s the gateway answers 202 (Kafka acks=all) at 64 connections, 1 and 2 workers."""
-    results: dict[str, Any] = {}
-    for workers in (1, 2):
-        bench.services.gateway(workers)
-        runs = _wrk_runs(
-            bench, gateway_url_for_wrk(), "/api/predictions", seconds=bench.sizes.ingest_seconds
-        )
-        results[str(workers)] = {
-            "uploads_per_s": spread([r["uploads_per_s"] for r in runs]),
-            "errors": sum(r["errors"] for r in runs),
-            "wrk": runs,
-        }
-        bench.log(f"gateway ×{workers}: {results[str(workers)]['uploads_per_s']}")
-        bench.services.stop("gateway")
-    return results
+    return _ingest_by_workers(bench, "gateway", bench.services.gateway, gateway_url_for_wrk())
 
 
 def baseline_ingest(bench: Bench, onnx: bytes) -> dict[str, Any]:
