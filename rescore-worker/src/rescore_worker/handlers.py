@@ -23,7 +23,7 @@ from mnistream_common.history_client import HistoryClient, HistoryUnavailableErr
 from mnistream_common.logs import get_logger
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.batch import prediction_event, score_inputs
-from mnistream_serving.loader import ModelCache
+from mnistream_serving.loader import ModelCache, ModelUnavailableError
 from mnistream_serving.model import ModelRejectedError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -60,6 +60,10 @@ class Planner:
                     error=str(exc),
                 )
                 return 0
+            except ModelUnavailableError as exc:
+                # Storage is down: that says nothing about the model. Plan as before; the
+                # chunks wait for storage with their own backoff.
+                log.warning("model not checked before planning", error=str(exc))
         ids = await self._stored_ids()
         job_id = job_id_for(event)
         chunks = plan_chunks(job_id, "rescore", event.model, event.onnx_uri, ids, self.chunk_size)
@@ -139,10 +143,10 @@ class ChunkScorer:
             return 0
         started = time.perf_counter()
         model = await self.models.get(task.model, task.onnx_uri)
-        await self.pace.take(len(task.digit_ids))
+        paced = await self.pace.take(len(task.digit_ids))
         found = await self.history.model_inputs(task.digit_ids)
         await self._report_skipped(task, found)
-        fetched = time.perf_counter()
+        fetched = time.perf_counter() - paced  # the fetch's time, not the pace's
         items = [(i.digit_id, i.model_input) for i in found.inputs]
         result = await asyncio.to_thread(score_inputs, model, items)
         timings = Timings(

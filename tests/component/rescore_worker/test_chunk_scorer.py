@@ -296,3 +296,18 @@ async def test_the_planner_plans_no_job_for_a_model_that_cannot_be_used() -> Non
         assert await planner(unstored, 0) == 0
         assert tasks.sent == []
         assert await planner(promotion(ONNX[1], 1), 0) == 3
+
+
+async def test_the_planner_still_plans_while_object_storage_is_down() -> None:
+    """Storage being down says nothing about the model: the job is planned as before (its
+    chunks wait for storage), rather than the promotion being redelivered in a loop."""
+    rescore = Rescore()
+    tasks = FakePublisher()
+    rescore.store.down = True
+
+    async def ledger_end() -> int:
+        return 1
+
+    async with history_with([uuid.uuid4() for _ in range(25)]) as history:
+        planner = Planner(history, tasks, ledger_end, 10, rescore.scorer.models)
+        assert await planner(promotion(ONNX[2], 2), 0) == 3
