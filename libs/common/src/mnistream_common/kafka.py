@@ -16,6 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.structs import OffsetAndMetadata
 from faststream import BaseMiddleware
+from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
 from mnistream_common.events import DeadLetter, InvalidEventError, ModelPromoted, utc_now
@@ -68,23 +69,53 @@ class ProducerRenewal:
     with OutOfOrderSequenceNumber: the service could never publish again. A new producer has a
     new producer id and fresh sequences. Whatever the old one held was never acknowledged, so
     its senders already saw a failure (a 503, or a redelivery of the consumed records).
+
+    The replacement runs as a task of its own and tries again, with a pause doubling up to
+    `max_pause_s`, until a producer starts: run inside the failed send, a caller's timeout once
+    cancelled it between stopping the old producer and starting the new one, and the service
+    was left with no producer at all (every later send: IncorrectState, a 503 for good).
     """
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(
+        self, broker: KafkaBroker, *, first_pause_s: float = 0.5, max_pause_s: float = 10.0
+    ) -> None:
         self._broker = broker
-        self._lock = asyncio.Lock()
+        self._pauses = (first_pause_s, max_pause_s)
+        self._replacing: asyncio.Task[None] | None = None
         self.generation = 0
 
-    async def renew(self, failed_generation: int) -> None:
+    def renew(self, failed_generation: int) -> None:
         """Start a new producer, unless one was started since `failed_generation`."""
-        async with self._lock:
-            if failed_generation != self.generation:
-                return
+        if failed_generation == self.generation and not self.replacing:
             self.generation += 1
-            _log.warning("Kafka producer out of sequence after an outage; starting a new one")
+            self._replacing = asyncio.create_task(self._replace(), name="producer-renewal")
+
+    @property
+    def replacing(self) -> bool:
+        """Whether a new producer is being started."""
+        return self._replacing is not None and not self._replacing.done()
+
+    async def wait(self) -> None:
+        """Until the new producer under way (if any) has started. A caller cancelled while it
+        waits (its own timeout) leaves the replacement running."""
+        if self._replacing is not None and not self._replacing.done():
+            await asyncio.shield(self._replacing)
+
+    async def _replace(self) -> None:
+        _log.warning("Kafka producer out of sequence after an outage; starting a new one")
+        pause, longest = self._pauses
+        while True:
             with contextlib.suppress(Exception):  # the old one is broken; closing it may fail
                 await self._broker.config.disconnect()
-            await self._broker.config.connect(**self._broker._connection_kwargs)
+            try:
+                await self._broker.config.connect(**self._broker._connection_kwargs)
+            except Exception as exc:  # Kafka unreachable again, a timeout: try again
+                _log.warning("a new Kafka producer did not start", error=repr(exc), retry_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+            else:
+                _log.info("new Kafka producer started")
+                return
 
 
 def _renewing_middleware(renewal: ProducerRenewal) -> Any:
@@ -94,8 +125,12 @@ def _renewing_middleware(renewal: ProducerRenewal) -> Any:
             try:
                 return await call_next(cmd)
             except OutOfOrderSequenceNumber:
-                await renewal.renew(generation)
+                renewal.renew(generation)
+                await renewal.wait()
                 raise  # this send failed; the caller's retry or redelivery uses the new one
+            except IncorrectState:  # no producer (a new one is being started)
+                await renewal.wait()
+                raise
 
     return RenewBrokenProducer
 

@@ -1,0 +1,92 @@
+"""Replacing a producer left out of sequence by a long broker outage (ProducerRenewal).
+
+A fake broker config stands in for FastStream's: it counts connects and disconnects and can
+refuse to connect a few times, as Kafka does while it is still coming back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import KafkaBroker
+from mnistream_common.kafka import ProducerRenewal
+
+
+@dataclass
+class FakeConfig:
+    refusals: int = 0  # connects that fail before one succeeds
+    connect_s: float = 0.0
+    connects: int = 0
+    disconnects: int = 0
+    connected: bool = True
+
+    async def connect(self, **_: Any) -> None:
+        self.connects += 1
+        await asyncio.sleep(self.connect_s)
+        if self.connects <= self.refusals:
+            raise ConnectionError("Kafka is still starting")
+        self.connected = True
+
+    async def disconnect(self) -> None:
+        self.disconnects += 1
+        self.connected = False
+
+
+@dataclass
+class FakeBroker:
+    config: FakeConfig = field(default_factory=FakeConfig)
+    _connection_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def renewal(config: FakeConfig) -> ProducerRenewal:
+    broker = cast(KafkaBroker, FakeBroker(config))
+    return ProducerRenewal(broker, first_pause_s=0.01, max_pause_s=0.02)
+
+
+async def test_a_producer_that_will_not_start_is_tried_again_until_it_does() -> None:
+    config = FakeConfig(refusals=3)
+    renew = renewal(config)
+
+    renew.renew(renew.generation)
+    await asyncio.wait_for(renew.wait(), 5)
+
+    assert config.connected
+    assert config.connects == 4
+    assert not renew.replacing
+
+
+async def test_a_caller_timing_out_does_not_leave_the_service_without_a_producer() -> None:
+    """The send that met OutOfOrderSequenceNumber waits for the new producer under its own
+    timeout; that timeout firing between the old producer's stop and the new one's start once
+    left no producer at all."""
+    config = FakeConfig(connect_s=0.2)
+    renew = renewal(config)
+
+    async def failed_send() -> None:
+        renew.renew(renew.generation)
+        await renew.wait()
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await failed_send()
+    assert not config.connected  # cut short mid-replacement ...
+    await asyncio.wait_for(renew.wait(), 5)
+    assert config.connected  # ... which went on regardless
+
+
+async def test_every_send_failing_on_one_producer_starts_one_replacement() -> None:
+    config = FakeConfig(connect_s=0.05)
+    renew = renewal(config)
+    generation = renew.generation
+
+    for _ in range(5):
+        renew.renew(generation)
+    await renew.wait()
+    renew.renew(generation)  # a late failure of the old producer: already replaced
+    await renew.wait()
+
+    assert (config.disconnects, config.connects) == (1, 1)
+    assert renew.generation == generation + 1
