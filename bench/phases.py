@@ -465,7 +465,7 @@ def _history_reset() -> None:
 
 
 async def _stored_count(client: HistoryClient) -> int:
-    return len(await client.stored_ids())
+    return await client.stored_count()
 
 
 async def store_drawings(bench: Bench, count: int) -> float:

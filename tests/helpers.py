@@ -427,6 +427,8 @@ class FakeHistory:
             after, limit = request.url.params.get("after"), int(request.url.params["limit"])
             rest = [d for d in sorted(self.images) if after is None or str(d) > after]
             return httpx.Response(200, json=[str(d) for d in rest[:limit]])
+        if request.url.path == "/internal/digit-ids/count":
+            return httpx.Response(200, json={"count": len(self.images)})
         if request.url.path == "/internal/model-inputs":
             self.input_requests += 1
             return httpx.Response(200, content=self._inputs(request).model_dump_json())

@@ -5,13 +5,18 @@ which the unit tests (one batch, no database) cannot reach. Fails when Postgres 
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from history_service.migrate import upgrade_async
+from history_service import figures
+from history_service.migrate import upgrade
 from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
     DigitLabeled,
@@ -34,23 +39,32 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reversed"])
 
 
-@pytest.fixture(scope="module")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A database of its own on the stack's PostgreSQL, migrated, dropped afterwards: rows
-    written here never reach the topics, so in the shared database they would break the
-    replay test's "the topics rebuild the same rows" (they did, on a reused test stack)."""
+@asynccontextmanager
+async def own_database(database_url: str, revision: str = "head") -> AsyncIterator[AsyncEngine]:
+    """A database of its own on the stack's PostgreSQL, migrated to `revision`, dropped
+    afterwards: rows written here never reach the topics, so in the shared database they would
+    break the replay test's "the topics rebuild the same rows" (they did, on a reused stack)."""
     name = f"writer_it_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as connection:
         await connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade_async(url)
+    await asyncio.to_thread(upgrade, url, revision)
     created = create_async_engine(url)
-    yield created
-    await created.dispose()
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    try:
+        yield created
+    finally:
+        await created.dispose()
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="module")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database of the writer tests' own."""
+    async with own_database(database_url) as created:
+        yield created
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +245,198 @@ async def test_a_skipped_drawing_counts_as_done_and_a_scored_one_stays_scored(
     # of the two for the lost one.
     assert (row["total"], row["done"]) == (2, 2)
     assert row["reasons"] == ["its image cannot be read"]
+
+
+# ---------------------------------------------------------------- figures kept up as rows change
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Events about a few drawings, every one of them written, in some order and batching."""
+
+    predictions: list[DigitPredicted]
+    labels: list[DigitLabeled]
+    skipped: list[RescoreSkipped]
+
+
+def scenario(base: int, seed: int = 7) -> Scenario:
+    """The same random events every call, for versions base+1..base+3 and jobs of their own:
+    several predictions per drawing and version (kinds, times and digits that replace one
+    another), labels that change, a job whose drawings are scored, skipped, or both."""
+    rng = random.Random(seed)
+    job = uuid.UUID(int=base * 2**64 + 1)
+    digits = [uuid.UUID(int=base * 2**64 + 1000 + i) for i in range(40)]
+    predictions: list[DigitPredicted] = []
+    labels: list[DigitLabeled] = []
+    skipped: list[RescoreSkipped] = []
+    for n, digit in enumerate(digits):
+        for version in range(base + 1, base + 4):
+            for _ in range(rng.randint(0, 3)):
+                kind: PredictionKind = rng.choice(["live", "rescore", "candidate"])
+                in_job = kind == "rescore" and version == base + 2
+                model = ModelRef(name="mnist-digits", version=version, sha256="cd" * 32)
+                predictions.append(
+                    prediction(
+                        digit,
+                        model,
+                        kind=kind,
+                        digit=rng.choice([1, 7, 7, 9]),
+                        confidence=rng.choice([0.5, 0.734567, 0.99]),
+                        occurred_at=AT + timedelta(seconds=rng.randint(0, 5)),
+                        event_id=uuid.UUID(int=base * 2**64 + 10_000 + len(predictions)),
+                        job_id=job if in_job else None,
+                        job_total=len(digits) if in_job else None,
+                    )
+                )
+        for _ in range(rng.randint(0, 2)):
+            labels.append(
+                DigitLabeled(
+                    digit_id=digit,
+                    label=rng.choice([1, 7, 9]),
+                    labeled_at=AT + timedelta(seconds=rng.randint(0, 3)),
+                    event_id=uuid.UUID(int=base * 2**64 + 20_000 + len(labels)),
+                )
+            )
+        if n % 3 == 0:
+            skipped.append(
+                RescoreSkipped(
+                    job_id=job,
+                    kind="rescore",
+                    model=ModelRef(name="mnist-digits", version=base + 2, sha256="cd" * 32),
+                    chunk_index=0,
+                    job_total=len(digits),
+                    skipped=[SkippedDrawing(digit_id=digit, reason=rng.choice(["a", "b"]))],
+                    worker_id="rescore-it",
+                    occurred_at=AT,
+                )
+            )
+    return Scenario(predictions, labels, skipped)
+
+
+async def write_shuffled(history: HistoryWriter, events: Scenario, seed: int) -> None:
+    """Every event of `events`, in a shuffled order, in batches of 1 to 6 of one kind."""
+    rng = random.Random(seed)
+    tagged: list[tuple[str, Any]] = [
+        *(("p", e) for e in events.predictions),
+        *(("l", e) for e in events.labels),
+        *(("s", e) for e in events.skipped),
+    ]
+    rng.shuffle(tagged)
+    while tagged:
+        kind = tagged[0][0]
+        size = rng.randint(1, 6)
+        batch = [e for k, e in tagged if k == kind][:size]
+        tagged = [(k, e) for k, e in tagged if not (k == kind and any(e is b for b in batch))]
+        if kind == "p":
+            await history.predictions(batch)
+        elif kind == "l":
+            await history.labels(batch)
+        else:
+            await history.skipped(batch)
+
+
+async def figure_rows(engine: AsyncEngine, sql: str) -> set[tuple[Any, ...]]:
+    async with engine.connect() as connection:
+        return {tuple(row) for row in (await connection.execute(text(sql))).all()}
+
+
+VERSION_COLUMNS = {
+    "version_counts": 1,
+    "version_labels": 1,
+    "version_pairs": 2,
+    "prediction_flips": 2,
+}
+
+
+def relative(table: str, rows: set[tuple[Any, ...]], base: int) -> set[tuple[Any, ...]]:
+    """The rows of one scenario's versions, with its versions and drawings made relative to its
+    base (so two scenarios' rows compare)."""
+
+    def plain(value: Any) -> Any:
+        return uuid.UUID(int=value.int - base * 2**64) if isinstance(value, uuid.UUID) else value
+
+    versions = VERSION_COLUMNS[table]
+    return {
+        tuple(v - base for v in row[:versions]) + tuple(plain(v) for v in row[versions:])
+        for row in rows
+        if base < row[0] <= base + 3
+    }
+
+
+async def test_the_kept_figures_equal_a_recomputation_whatever_the_order_of_writes(
+    history: HistoryWriter, engine: AsyncEngine
+) -> None:
+    """The same events written in two shuffled orders and batchings (to versions and drawings of
+    their own): each table's kept figures equal the figures recomputed from the rows, and both
+    orders keep the same figures."""
+    first, second = 1000, 2000
+    await write_shuffled(history, scenario(first), seed=1)
+    await write_shuffled(history, scenario(second), seed=2)
+
+    for table, (_, recompute) in figures.RECOMPUTE.items():
+        kept = await figure_rows(engine, figures.maintained(table))
+        assert kept == await figure_rows(engine, recompute), table
+        if table in VERSION_COLUMNS:
+            mine = relative(table, kept, first)
+            assert mine, f"{table}: the scenario wrote nothing there, so this compares nothing"
+            assert mine == relative(table, kept, second), table
+    jobs = await figure_rows(
+        engine,
+        "SELECT model_version % 1000, total, done, skipped FROM rescore_jobs "
+        f"WHERE model_version IN ({first + 2}, {second + 2})",
+    )
+    assert len(jobs) == 1, jobs  # the two jobs alike: the same total, done and skipped
+    [(_, total, done, skipped)] = jobs
+    assert 0 < skipped < done <= total, jobs
+
+
+async def test_migration_0005_fills_the_figures_from_the_rows_stored_before_it(
+    database_url: str,
+) -> None:
+    """Rows written by the writer of revision 0004 (whose SQL is replayed here as plain
+    inserts), then the upgrade: the figures it fills are those the rows add up to."""
+    async with own_database(database_url, "0004") as old:
+        job = uuid.uuid4()
+        async with old.begin() as connection:
+            for n in range(30):
+                digit = uuid.UUID(int=5000 + n)
+                for version, read in ((1, n % 3), (2, n % 4)):
+                    await connection.execute(
+                        OLD_PREDICTION,
+                        {
+                            "d": digit,
+                            "v": version,
+                            "p": read,
+                            "c": 0.5 + n / 100,
+                            "k": "rescore" if version == 2 else "live",
+                            "j": job if version == 2 else None,
+                        },
+                    )
+                if n % 2:
+                    await connection.execute(OLD_LABEL, {"d": digit, "l": n % 3})
+                await connection.execute(
+                    OLD_ITEM, {"j": job, "d": digit, "s": "x" if n % 5 == 0 else None}
+                )
+            await connection.execute(OLD_JOB, {"j": job})
+        await asyncio.to_thread(upgrade, old.url.render_as_string(hide_password=False))
+        for table, (_, recompute) in figures.RECOMPUTE.items():
+            kept = await figure_rows(old, figures.maintained(table))
+            assert kept, f"{table}: nothing filled"
+            assert kept == await figure_rows(old, recompute), table
+
+
+OLD_PREDICTION = text(
+    "INSERT INTO predictions (digit_id, model_version, model_name, model_sha256, predicted_digit, "
+    "confidence, probabilities, kind, kind_rank, job_id, worker_id, provider, timings, "
+    "predicted_at, event_id) VALUES (:d, :v, 'mnist-digits', 'ab', :p, :c, '{}', :k, 0, :j, "
+    "'w', 'CPUExecutionProvider', '{}', now(), gen_random_uuid())"
+)
+OLD_LABEL = text(
+    "INSERT INTO labels (digit_id, label, labeled_at, event_id) "
+    "VALUES (:d, :l, now(), gen_random_uuid())"
+)
+OLD_ITEM = text("INSERT INTO rescore_job_items (job_id, digit_id, skipped) VALUES (:j, :d, :s)")
+OLD_JOB = text(
+    "INSERT INTO rescore_jobs (job_id, kind, model_version, total, started_at, updated_at) "
+    "VALUES (:j, 'rescore', 2, 30, now(), now())"
+)

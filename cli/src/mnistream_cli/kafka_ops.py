@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from mnistream_common.events import ModelPromoted, RescoreTask
 from mnistream_common.kafka import PUBLISH_TIMEOUT_S, durable_producer
-from mnistream_common.rescore import task_key
+from mnistream_common.rescore import JobSpec, StoredIds, publish_plan, task_key
 from mnistream_common.topics import MODEL_PROMOTED, RESCORE_TASKS
+
+# Drawings per chunk of an evaluation job.
+EVALUATION_CHUNK = 500
 
 
 async def publish_promotion(bootstrap_servers: str, event: ModelPromoted) -> None:
@@ -22,10 +25,13 @@ async def publish_promotion(bootstrap_servers: str, event: ModelPromoted) -> Non
         )
 
 
-async def publish_tasks(bootstrap_servers: str, tasks: Sequence[RescoreTask]) -> None:
-    """Publish the chunks of a job (acks=all)."""
+async def publish_job(bootstrap_servers: str, history: StoredIds, job: JobSpec) -> int:
+    """Publish the chunks of a job over every drawing stored now (acks=all, a page of ids at a
+    time); returns how many drawings it covers."""
     async with durable_producer(bootstrap_servers) as producer:
-        futures = [
-            await producer.send(RESCORE_TASKS.name, t.to_bytes(), key=task_key(t)) for t in tasks
-        ]
-        await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S * 4)
+
+        async def publish(task: RescoreTask) -> None:
+            sent = producer.send_and_wait(RESCORE_TASKS.name, task.to_bytes(), key=task_key(task))
+            await asyncio.wait_for(sent, PUBLISH_TIMEOUT_S)
+
+        return await publish_plan(history, publish, job, EVALUATION_CHUNK, datetime.now(UTC))

@@ -16,20 +16,19 @@ from mnistream_common.history_client import (
     HistoryRefusedError,
     HistoryUnavailableError,
 )
-from mnistream_common.rescore import plan_chunks
+from mnistream_common.rescore import JobSpec
 from mnistream_common.topics import Groups
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mnistream_cli.kafka_ops import publish_tasks
+from mnistream_cli.kafka_ops import publish_job
 from mnistream_cli.promotion import GateReport, Promoter, PromotionError
 from mnistream_cli.registry import RegistryError
 from mnistream_cli.replay import replay_dead_letters
 from mnistream_cli.settings import Settings
 
 console = Console()
-EVALUATION_CHUNK = 500
 
 
 def fail(message: str) -> typer.Exit:
@@ -153,24 +152,20 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
         raise fail(str(exc)) from exc
     if missing := candidate.missing_tags():
         raise fail(f"version {version} lacks the tags {', '.join(missing)}")
+    job = JobSpec(uuid.uuid4(), "candidate", candidate.ref, candidate.onnx_uri)
     async with HistoryClient.at(settings.history_url) as history:
         try:
-            ids = await history.stored_ids()
+            total = await publish_job(settings.kafka_bootstrap_servers, history, job)
         except (HistoryUnavailableError, HistoryRefusedError) as exc:
             raise fail(str(exc)) from exc
-        if not ids:
+        if not total:
             raise fail("no stored drawings to evaluate on yet: draw some first")
-        job_id = uuid.uuid4()
-        tasks = plan_chunks(
-            job_id, "candidate", candidate.ref, candidate.onnx_uri, ids, EVALUATION_CHUNK
-        )
-        await publish_tasks(settings.kafka_bootstrap_servers, tasks)
-        console.print(f"evaluating v{version} on {len(ids)} drawings (job {job_id})")
-        job = await _follow_job(history, job_id, len(ids), wait_s)
+        console.print(f"evaluating v{version} on {total} drawings (job {job.job_id})")
+        report_job = await _follow_job(history, job.job_id, total, wait_s)
         against = ledger[-1].model.version if ledger else None
         report = await history.version_stats(version, against)
     _print_flip_report(report)
-    _print_skipped(job)
+    _print_skipped(report_job)
 
 
 async def _follow_job(

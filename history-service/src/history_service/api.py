@@ -20,11 +20,13 @@ from mnistream_common.history_api import (
     ModelsOut,
     PromotionOut,
     RescoreJobOut,
+    StoredCount,
     VersionStats,
 )
 from mnistream_common.preprocessing import input_png
 from mnistream_common.rescore import job_id_of_promotion
 from mnistream_common.storage import ObjectStore, S3Uri
+from pydantic import AwareDatetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -170,12 +172,21 @@ async def model_version(
     against: Annotated[
         int | None, Query(ge=1, le=MAX_VERSION, description="Compare with this version")
     ] = None,
+    flips_limit: Annotated[
+        int, Query(ge=1, le=1000, description="Flips per page, newest drawings first")
+    ] = queries.FLIPS_SHOWN,
+    flips_before: Annotated[
+        uuid.UUID | None, Query(description="The next page: the flips_next of this one")
+    ] = None,
 ) -> VersionStats:
-    """How `version` reads the stored drawings compared with the champion before it."""
+    """How `version` reads the stored drawings compared with the champion before it (read from
+    figures kept up as predictions arrive: the same cost at any number of drawings)."""
     async with context.engine.connect() as conn:
         ledger = await queries.promotions(conn)
         previous = against if against is not None else _previous_of(version, ledger)
-        stats = await queries.version_stats(conn, version, previous)
+        stats = await queries.version_stats(
+            conn, version, previous, flips_limit=flips_limit, flips_before=flips_before
+        )
     if stats["predicted"] == 0 and not any(p["version"] == version for p in ledger):
         raise HTTPException(404, f"model version {version} has no predictions and no promotion")
     return VersionStats.model_validate(stats)
@@ -226,15 +237,28 @@ def superseded(job: dict[str, Any], ledger: list[dict[str, Any]]) -> bool:
     return not ledger or job["job_id"] != job_id_of_promotion(ledger[0]["event_id"])
 
 
+UNTIL = Query(description="Only drawings submitted at or before this time (ISO 8601)")
+
+
 @router.get("/internal/digit-ids", summary="Stored ids, ascending (for rescore planning)")
 async def stored_ids(
     context: Context,
     after: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+    until: Annotated[AwareDatetime | None, UNTIL] = None,
 ) -> list[uuid.UUID]:
     """Every stored drawing id, paged by `after`."""
     async with context.engine.connect() as conn:
-        return await queries.digit_ids(conn, after, limit)
+        return await queries.digit_ids(conn, after, limit, until)
+
+
+@router.get("/internal/digit-ids/count", summary="How many ids /internal/digit-ids pages through")
+async def stored_count(
+    context: Context, until: Annotated[AwareDatetime | None, UNTIL] = None
+) -> StoredCount:
+    """The number of stored drawings (submitted at or before `until`)."""
+    async with context.engine.connect() as conn:
+        return StoredCount(count=await queries.count_drawings(conn, until))
 
 
 @router.post(

@@ -7,7 +7,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,6 +117,10 @@ class RescoreJob(Base):
     total: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Kept up as its items are written (history_service.figures): drawings done, and of those
+    # skipped, so a job's progress is read without counting its items.
+    done: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    skipped: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class RescoreJobItem(Base):
@@ -118,3 +132,52 @@ class RescoreJobItem(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     skipped: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+# Per-version figures, kept up as predictions and labels are written (history_service.figures):
+# a function of the rows above, whatever order the events arrived in.
+
+
+class VersionCount(Base):
+    """How many predictions a version made of one kind, and their confidence summed."""
+
+    __tablename__ = "version_counts"
+
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    predictions: Mapped[int] = mapped_column(BigInteger)
+    confidence_micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class VersionLabels(Base):
+    """A version's predictions of labeled drawings, and how many match the label."""
+
+    __tablename__ = "version_labels"
+
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    labeled: Mapped[int] = mapped_column(BigInteger)
+    correct: Mapped[int] = mapped_column(BigInteger)
+
+
+class VersionPair(Base):
+    """Drawings read as `other_digit` by `other_version` and as `digit` by `model_version`."""
+
+    __tablename__ = "version_pairs"
+
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    other_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    other_digit: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    digit: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    drawings: Mapped[int] = mapped_column(BigInteger)
+
+
+class PredictionFlip(Base):
+    """A drawing two versions read differently (both directions are kept), for paging flips."""
+
+    __tablename__ = "prediction_flips"
+
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    other_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    from_digit: Mapped[int] = mapped_column(SmallInteger)
+    to_digit: Mapped[int] = mapped_column(SmallInteger)

@@ -8,11 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import aliased
 
-from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
+from history_service.db import (
+    Drawing,
+    Label,
+    Prediction,
+    PredictionFlip,
+    Promotion,
+    RescoreJob,
+    RescoreJobItem,
+    VersionCount,
+    VersionLabels,
+    VersionPair,
+)
+from history_service.figures import MICROS
 
 FLIPS_SHOWN = 200
 
@@ -121,40 +132,54 @@ async def promotions(conn: AsyncConnection) -> list[dict[str, Any]]:
 
 async def predicted_versions(conn: AsyncConnection) -> list[int]:
     """Every model version that has predictions, ascending."""
-    rows = await conn.execute(select(Prediction.model_version).distinct().order_by("model_version"))
+    rows = await conn.execute(
+        select(VersionCount.model_version)
+        .where(VersionCount.predictions > 0)
+        .distinct()
+        .order_by(VersionCount.model_version)
+    )
     return [r.model_version for r in rows]
 
 
 async def version_stats(
-    conn: AsyncConnection, version: int, previous: int | None
+    conn: AsyncConnection,
+    version: int,
+    previous: int | None,
+    *,
+    flips_limit: int = FLIPS_SHOWN,
+    flips_before: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Counts, agreement with `previous`, flips and accuracy on labels for one version."""
-    kinds = dict(
-        (
-            await conn.execute(
-                select(Prediction.kind, func.count())
-                .where(Prediction.model_version == version)
-                .group_by(Prediction.kind)
-            )
-        ).all()
-    )
+    """Counts, agreement with `previous`, a page of flips (newest drawings first, before
+    `flips_before`) and accuracy on labels for one version, from the maintained figures."""
+    counts = (
+        await conn.execute(
+            select(
+                VersionCount.kind, VersionCount.predictions, VersionCount.confidence_micros
+            ).where(VersionCount.model_version == version)
+        )
+    ).all()
+    kinds = {kind: int(n) for kind, n, _ in counts}
+    predicted, micros = sum(kinds.values()), sum(int(m) for _, _, m in counts)
     labeled, correct = await _label_accuracy(conn, version)
     stats: dict[str, Any] = {
         "version": version,
-        "predicted": sum(kinds.values()),
+        "predicted": predicted,
         "live": kinds.get("live", 0),
         "rescore": kinds.get("rescore", 0),
         "candidate": kinds.get("candidate", 0),
+        "mean_confidence": micros / MICROS / predicted if predicted else None,
         "previous_version": previous,
         "labeled": labeled,
         "label_accuracy": (correct / labeled) if labeled else None,
         "agreement_with_previous": None,
         "compared": 0,
         "flips": [],
+        "flips_next": None,
         "flips_by_digit": {},
     }
     if previous is not None:
-        stats.update(await _flip_report(conn, version, previous))
+        stats.update(await _agreement(conn, version, previous))
+        stats.update(await flips_page(conn, version, previous, flips_limit, flips_before))
         before_labeled, before_correct = await _label_accuracy(conn, previous)
         stats["previous_label_accuracy"] = (
             before_correct / before_labeled if before_labeled else None
@@ -165,66 +190,66 @@ async def version_stats(
 async def _label_accuracy(conn: AsyncConnection, version: int) -> tuple[int, int]:
     row = (
         await conn.execute(
-            select(
-                func.count(),
-                func.coalesce(
-                    func.sum(case((Prediction.predicted_digit == Label.label, 1), else_=0)), 0
-                ),
+            select(VersionLabels.labeled, VersionLabels.correct).where(
+                VersionLabels.model_version == version
             )
-            .select_from(Prediction)
-            .join(Label, Label.digit_id == Prediction.digit_id)
-            .where(Prediction.model_version == version)
         )
-    ).one()
-    return int(row[0]), int(row[1])
+    ).first()
+    return (0, 0) if row is None else (int(row.labeled), int(row.correct))
 
 
-async def _flip_report(conn: AsyncConnection, version: int, previous: int) -> dict[str, Any]:
-    new, old = aliased(Prediction), aliased(Prediction)
-    pair = and_(old.digit_id == new.digit_id, old.model_version == previous)
-    totals = (
-        await conn.execute(
-            select(
-                func.count(),
-                func.coalesce(
-                    func.sum(case((old.predicted_digit == new.predicted_digit, 1), else_=0)), 0
-                ),
-            )
-            .select_from(new)
-            .join(old, pair)
-            .where(new.model_version == version)
+async def _agreement(conn: AsyncConnection, version: int, previous: int) -> dict[str, Any]:
+    """How the drawings both versions read are read by each: at most 100 rows (digit pairs)."""
+    pairs = await conn.execute(
+        select(VersionPair.other_digit, VersionPair.digit, VersionPair.drawings).where(
+            VersionPair.model_version == version,
+            VersionPair.other_version == previous,
+            VersionPair.drawings > 0,
         )
-    ).one()
-    changed = and_(new.model_version == version, old.predicted_digit != new.predicted_digit)
-    flips = await conn.execute(
-        select(new.digit_id, old.predicted_digit.label("from_"), new.predicted_digit, Label.label)
-        .select_from(new)
-        .join(old, pair)
-        .outerjoin(Label, Label.digit_id == new.digit_id)
-        .where(changed)
-        .order_by(new.digit_id.desc())
-        .limit(FLIPS_SHOWN)
     )
-    by_digit = await conn.execute(
-        select(old.predicted_digit.label("from_"), new.predicted_digit, func.count())
-        .select_from(new)
-        .join(old, pair)
-        .where(changed)
-        .group_by("from_", new.predicted_digit)
-    )
+    compared = agreed = 0
     grouped: dict[str, dict[str, int]] = defaultdict(dict)
-    for from_, to, count in by_digit:
-        grouped[str(to)][f"from_{from_}"] = count
-    compared, agreed = int(totals[0]), int(totals[1])
+    for from_, to, count in pairs:
+        compared += count
+        if from_ == to:
+            agreed += count
+        else:
+            grouped[str(to)][f"from_{from_}"] = int(count)
     return {
         "compared": compared,
         "agreement_with_previous": agreed / compared if compared else None,
         "flipped": compared - agreed,
-        "flips": [
-            {"digit_id": f.digit_id, "from": f.from_, "to": f.predicted_digit, "label": f.label}
-            for f in flips
-        ],
         "flips_by_digit": dict(grouped),
+    }
+
+
+async def flips_page(
+    conn: AsyncConnection, version: int, previous: int, limit: int, before: uuid.UUID | None
+) -> dict[str, Any]:
+    """Drawings `previous` and `version` read differently, newest first, `limit` at a time;
+    `flips_next` is the cursor of the next page (None on the last)."""
+    query = (
+        select(
+            PredictionFlip.digit_id,
+            PredictionFlip.from_digit,
+            PredictionFlip.to_digit,
+            Label.label,
+        )
+        .outerjoin(Label, Label.digit_id == PredictionFlip.digit_id)
+        .where(PredictionFlip.model_version == version, PredictionFlip.other_version == previous)
+        .order_by(PredictionFlip.digit_id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(PredictionFlip.digit_id < before)
+    rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    return {
+        "flips": [
+            {"digit_id": f.digit_id, "from": f.from_digit, "to": f.to_digit, "label": f.label}
+            for f in page
+        ],
+        "flips_next": page[-1].digit_id if len(rows) > limit else None,
     }
 
 
@@ -236,25 +261,7 @@ async def rescore_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs with their progress, newest first: done counts distinct drawings, scored or skipped
     (one job's drawings that were skipped are listed, up to SKIPPED_SHOWN, when it is asked for)."""
-    done = (
-        select(
-            RescoreJobItem.job_id,
-            func.count().label("done"),
-            func.count(RescoreJobItem.skipped).label("skipped"),
-        )
-        .group_by(RescoreJobItem.job_id)
-        .subquery()
-    )
-    query = (
-        select(
-            RescoreJob,
-            func.coalesce(done.c.done, 0).label("done"),
-            func.coalesce(done.c.skipped, 0).label("skipped"),
-        )
-        .outerjoin(done, done.c.job_id == RescoreJob.job_id)
-        .order_by(RescoreJob.started_at.desc())
-        .limit(50)
-    )
+    query = select(RescoreJob).order_by(RescoreJob.started_at.desc()).limit(50)
     if job_id is not None:
         query = query.where(RescoreJob.job_id == job_id)
     rows = (await conn.execute(query)).all()
@@ -307,12 +314,24 @@ async def stored_inputs(conn: AsyncConnection, digit_ids: list[uuid.UUID]) -> li
     return [StoredInput(*row) for row in await conn.execute(query)]
 
 
-async def digit_ids(conn: AsyncConnection, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
-    """Stored drawing ids in ascending order, for planning a rescore."""
+async def digit_ids(
+    conn: AsyncConnection, after: uuid.UUID | None, limit: int, until: datetime | None = None
+) -> list[uuid.UUID]:
+    """Stored drawing ids in ascending order (submitted at or before `until`), for planning."""
     query = select(Drawing.digit_id).order_by(Drawing.digit_id).limit(limit)
     if after is not None:
         query = query.where(Drawing.digit_id > after)
+    if until is not None:
+        query = query.where(Drawing.submitted_at <= until)
     return [r.digit_id for r in await conn.execute(query)]
+
+
+async def count_drawings(conn: AsyncConnection, until: datetime | None = None) -> int:
+    """How many drawings `digit_ids` pages through."""
+    query = select(func.count()).select_from(Drawing)
+    if until is not None:
+        query = query.where(Drawing.submitted_at <= until)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def labeled(conn: AsyncConnection) -> list[tuple[uuid.UUID, int]]:

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
+from history_service.figures import kept_up, progress_kept_up
 
 # When one drawing has several predictions by one version, the row keeps the most telling one:
 # the live answer over a rescore, a rescore over a candidate evaluation.
@@ -202,7 +203,8 @@ class HistoryWriter:
         if not rows:
             return
         async with self._engine.begin() as connection:
-            await connection.execute(_PREDICTIONS_UPSERT, rows)
+            async with kept_up(connection, (r["digit_id"] for r in rows)):
+                await connection.execute(_PREDICTIONS_UPSERT, rows)
             await self._job_progress(connection, [e for e in events if e.job_id is not None])
 
     async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
@@ -214,10 +216,12 @@ class HistoryWriter:
             if e.job_id is not None
         ]
         await _upsert_jobs(connection, seen)
-        items = sorted({(e.job_id, e.digit_id) for e in events}, key=str)
-        await connection.execute(
-            _JOB_ITEMS_UPSERT, [{"job_id": j, "digit_id": d, "skipped": None} for j, d in items]
-        )
+        items = sorted({(e.job_id, e.digit_id) for e in events if e.job_id is not None}, key=str)
+        async with progress_kept_up(connection, items):
+            await connection.execute(
+                _JOB_ITEMS_UPSERT,
+                [{"job_id": j, "digit_id": d, "skipped": None} for j, d in items],
+            )
 
     async def skipped(self, events: Sequence[RescoreSkipped]) -> None:
         """Count a job's skipped drawings as done, with the reason (a scored one stays scored)."""
@@ -233,13 +237,14 @@ class HistoryWriter:
         ]
         async with self._engine.begin() as connection:
             await _upsert_jobs(connection, seen)
-            await connection.execute(
-                _JOB_ITEMS_UPSERT,
-                [
-                    {"job_id": j, "digit_id": d, "skipped": reason}
-                    for (j, d), reason in sorted(reasons.items(), key=lambda kv: str(kv[0]))
-                ],
-            )
+            async with progress_kept_up(connection, reasons):
+                await connection.execute(
+                    _JOB_ITEMS_UPSERT,
+                    [
+                        {"job_id": j, "digit_id": d, "skipped": reason}
+                        for (j, d), reason in sorted(reasons.items(), key=lambda kv: str(kv[0]))
+                    ],
+                )
 
     async def labels(self, events: Sequence[DigitLabeled]) -> None:
         """Upsert labels; the latest `labeled_at` wins (event id breaks ties)."""
@@ -258,7 +263,10 @@ class HistoryWriter:
         )
         if not rows:
             return
-        async with self._engine.begin() as connection:
+        async with (
+            self._engine.begin() as connection,
+            kept_up(connection, (r["digit_id"] for r in rows)),
+        ):
             await connection.execute(_LABELS_UPSERT, rows)
 
     async def promotions(self, events: Sequence[ModelPromoted]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mnistream_common.consume import Publisher
@@ -21,7 +23,7 @@ from mnistream_common.events import (
 from mnistream_common.history_api import ModelInputsOut
 from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
 from mnistream_common.logs import get_logger
-from mnistream_common.rescore import job_id_for, plan_chunks, task_key
+from mnistream_common.rescore import JobSpec, job_id_for, publish_plan, task_key
 from mnistream_serving.batch import prediction_event, score_inputs
 from mnistream_serving.loader import ModelCache, ModelUnavailableError
 from mnistream_serving.model import ModelRejectedError
@@ -64,22 +66,24 @@ class Planner:
                 # Storage is down: that says nothing about the model. Plan as before; the
                 # chunks wait for storage with their own backoff.
                 log.warning("model not checked before planning", error=str(exc))
-        ids = await self._stored_ids()
-        job_id = job_id_for(event)
-        chunks = plan_chunks(job_id, "rescore", event.model, event.onnx_uri, ids, self.chunk_size)
-        await asyncio.gather(*(self.tasks.publish(c.to_bytes(), key=task_key(c)) for c in chunks))
+        job = JobSpec(job_id_for(event), "rescore", event.model, event.onnx_uri)
+        drawings = await self._publish_plan(job)
         log.info(
             "rescore planned",
-            job_id=str(job_id),
+            job_id=str(job.job_id),
             version=event.model.version,
-            drawings=len(ids),
-            chunks=len(chunks),
+            drawings=drawings,
+            chunks=math.ceil(drawings / self.chunk_size),
         )
-        return len(chunks)
+        return math.ceil(drawings / self.chunk_size)
 
-    async def _stored_ids(self) -> list[uuid.UUID]:
+    async def _publish_plan(self, job: JobSpec) -> int:
         # history-service may still be starting (or restarting): wait for it rather than
-        # redelivering the promotion in a tight loop.
+        # redelivering the promotion in a tight loop. A plan cut short is planned again whole
+        # (the same chunks for the drawings it covered: scoring them twice counts them once).
+        async def publish(task: RescoreTask) -> None:
+            await self.tasks.publish(task.to_bytes(), key=task_key(task))
+
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(HistoryUnavailableError),
             wait=wait_exponential(multiplier=0.5, max=10),
@@ -91,7 +95,10 @@ class Planner:
             ),
         ):
             with attempt:
-                return await self.history.stored_ids()
+                # Drawings stored by now: those arriving while the plan is published are read
+                # by the new champion live.
+                until = datetime.now(UTC)
+                return await publish_plan(self.history, publish, job, self.chunk_size, until)
         raise AssertionError("unreachable: tenacity reraises")
 
 

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Literal
 
-import httpx
 import pytest
 import structlog
 from mnistream_common.events import DigitPredicted, ModelPromoted, RescoreSkipped, RescoreTask
@@ -234,18 +233,8 @@ async def test_a_model_that_does_not_match_its_sha256_is_refused(rescore: Rescor
 
 
 def history_with(ids: list[uuid.UUID]) -> HistoryClient:
-    """history-service's internal id listing, paged by `after`."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/internal/digit-ids"
-        after = request.url.params.get("after")
-        limit = int(request.url.params["limit"])
-        rest = sorted(ids)
-        if after is not None:
-            rest = [d for d in rest if d > uuid.UUID(after)]
-        return httpx.Response(200, json=[str(d) for d in rest[:limit]])
-
-    return HistoryClient.at("http://history", transport=httpx.MockTransport(handle))
+    """history-service's internal id listing (paged by `after`) and count."""
+    return FakeHistory(dict.fromkeys(ids, b"")).client()
 
 
 async def test_the_planner_puts_every_stored_drawing_in_exactly_one_chunk() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from mnistream_common.events import RescoreTask
-from mnistream_common.rescore import job_id_for, plan_chunks, task_key
+from mnistream_common.rescore import JobSpec, job_id_for, plan_chunks, publish_plan, task_key
 
 from tests.helpers import model_ref, promotion, tiny_onnx_model
 
@@ -92,3 +95,101 @@ def test_a_redelivered_promotion_plans_the_same_job() -> None:
 
     assert job_id_for(redelivered) == job_id_for(event)
     assert job_id_for(promotion(ONNX, 5)) != job_id_for(event)
+
+
+class PagedHistory:
+    """Stored ids served a page at a time, as history-service does; counts what it served."""
+
+    def __init__(self, ids: list[uuid.UUID], page: int, extra: list[uuid.UUID] | None = None):
+        self.ids, self.page, self.extra = sorted(ids), page, extra or []
+        self.pages_served = 0
+
+    async def stored_count(self, until: datetime | None = None) -> int:
+        return len(self.ids)
+
+    async def stored_id_pages(
+        self, *, until: datetime | None = None
+    ) -> AsyncIterator[list[uuid.UUID]]:
+        # Drawings stored after the count (`extra`) show up in the pages, as late arrivals do.
+        stored = sorted(self.ids + self.extra)
+        for start in range(0, len(stored), self.page):
+            self.pages_served += 1
+            yield stored[start : start + self.page]
+
+
+class SlowKafka:
+    """Acknowledges each send after a pause; records the most sends it had waiting at once."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.sent: list[RescoreTask] = []
+        self.waiting = self.most_waiting = 0
+        self.fail_at = fail_at
+
+    async def publish(self, task: RescoreTask) -> None:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            await asyncio.sleep(0.001 * (task.chunk_index % 3))
+            if task.chunk_index == self.fail_at:
+                raise ConnectionError("Kafka went away")
+            self.sent.append(task)
+        finally:
+            self.waiting -= 1
+
+
+JOB = JobSpec(uuid.UUID(int=7), "rescore", MODEL, URI)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+async def test_a_streamed_plan_publishes_every_id_once_with_few_sends_waiting() -> None:
+    ids = [uuid.uuid4() for _ in range(1_003)]
+    history, kafka = PagedHistory(ids, page=64), SlowKafka()
+
+    planned = await publish_plan(history, kafka.publish, JOB, 10, NOW, in_flight=4)
+
+    assert planned == 1_003
+    tasks = sorted(kafka.sent, key=lambda t: t.chunk_index)
+    assert [d for t in tasks for d in t.digit_ids] == sorted(ids)
+    assert [t.chunk_index for t in tasks] == list(range(101))
+    assert {(t.chunk_count, t.job_total, t.job_id) for t in tasks} == {(101, 1_003, JOB.job_id)}
+    assert 1 < kafka.most_waiting <= 4
+    assert history.pages_served == 16  # read a page at a time, never all at once
+
+
+async def test_planning_again_publishes_the_same_chunks() -> None:
+    ids = [uuid.uuid4() for _ in range(95)]
+    first, second = SlowKafka(), SlowKafka()
+
+    await publish_plan(PagedHistory(ids, page=30), first.publish, JOB, 20, NOW)
+    await publish_plan(PagedHistory(ids, page=7), second.publish, JOB, 20, NOW)
+
+    def chunks(kafka: SlowKafka) -> list[tuple[bytes, list[uuid.UUID]]]:
+        return sorted((task_key(t), t.digit_ids) for t in kafka.sent)
+
+    assert chunks(first) == chunks(second)
+
+
+async def test_drawings_stored_after_the_count_are_left_to_the_next_plan() -> None:
+    counted = [uuid.UUID(int=n) for n in range(1, 50)]
+    late = [uuid.UUID(int=n) for n in range(1000, 1010)]
+    kafka = SlowKafka()
+
+    planned = await publish_plan(PagedHistory(counted, 8, extra=late), kafka.publish, JOB, 10, NOW)
+
+    assert planned == 49
+    assert sum(len(t.digit_ids) for t in kafka.sent) == 49
+    assert max(t.chunk_index for t in kafka.sent) == 4 == kafka.sent[0].chunk_count - 1
+
+
+async def test_a_failed_send_fails_the_plan() -> None:
+    ids = [uuid.uuid4() for _ in range(200)]
+
+    with pytest.raises(ConnectionError, match="went away"):
+        await publish_plan(PagedHistory(ids, 50), SlowKafka(fail_at=3).publish, JOB, 10, NOW)
+
+
+async def test_nothing_stored_publishes_nothing() -> None:
+    kafka = SlowKafka()
+
+    assert await publish_plan(PagedHistory([], 10), kafka.publish, JOB, 10, NOW) == 0
+    assert kafka.sent == []

@@ -24,6 +24,7 @@ from mnistream_common.events import (
     PredictionKind,
 )
 from mnistream_common.storage import S3Uri
+from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import prediction, promotion, submitted, tiny_onnx_model
@@ -42,10 +43,16 @@ class RecordingEngine:
     async def begin(self) -> AsyncIterator[RecordingEngine]:
         yield self
 
-    async def execute(self, statement: Any, rows: list[dict[str, Any]] | None = None) -> None:
+    figures: list[str] = field(default_factory=list)
+
+    async def execute(self, statement: Any, rows: Any = None) -> Any:
+        if isinstance(statement, TextClause):  # the figures' lock, reads and sums: no rows here
+            self.figures.append(str(statement))
+            return _NoRows()
         # The writer executes one cached statement over many parameter rows (executemany).
         assert rows is not None, "every write is an executemany over parameter rows"
         self.statements.append((statement, rows))
+        return None
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """The rows written to `table`, across statements."""
@@ -54,6 +61,11 @@ class RecordingEngine:
             if statement.table.name == table:
                 found.extend(rows)
         return found
+
+
+class _NoRows:
+    def all(self) -> list[Any]:
+        return []
 
 
 @dataclass

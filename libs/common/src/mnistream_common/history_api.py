@@ -79,11 +79,15 @@ class VersionStats(BaseModel):
     live: int
     rescore: int
     candidate: int
+    mean_confidence: float | None = None
     previous_version: int | None
     compared: int
     agreement_with_previous: float | None
     flipped: int = 0
     flips: list[Flip]
+    flips_next: uuid.UUID | None = Field(
+        None, description="More flips: pass it as flips_before for the next page"
+    )
     flips_by_digit: dict[str, dict[str, int]]
     labeled: int
     label_accuracy: float | None
@@ -158,6 +162,12 @@ class ReplayOut(BaseModel):
 MAX_MODEL_INPUT_IDS = 10_000
 # A JSON list of that many ids: 36 characters, quotes and a comma each, and the envelope.
 MODEL_INPUTS_BODY_LIMIT = MAX_MODEL_INPUT_IDS * 40 + 1024
+
+
+class StoredCount(BaseModel):
+    """How many stored drawings a rescore plan pages through."""
+
+    count: int
 
 
 class ModelInputsIn(BaseModel):

@@ -22,6 +22,7 @@ from mnistream_common.history_api import (
     ReplayIn,
     ReplayOut,
     RescoreJobOut,
+    StoredCount,
     VersionStats,
 )
 
@@ -105,13 +106,18 @@ class HistoryClient:
         params = {"active": "true"} if active else None
         return _JOBS.validate_python(await self._json("GET", "/api/rescore-jobs", params=params))
 
-    async def stored_id_pages(self, page: int = ID_PAGE) -> AsyncIterator[list[uuid.UUID]]:
-        """Every stored drawing id, ascending, one page at a time."""
+    async def stored_id_pages(
+        self, page: int = ID_PAGE, *, until: datetime | None = None
+    ) -> AsyncIterator[list[uuid.UUID]]:
+        """Every stored drawing id (submitted at or before `until`), ascending, a page at a
+        time: a plan over ten million drawings holds one page, not every id."""
         after: uuid.UUID | None = None
         while True:
             params: dict[str, str | int] = {"limit": page}
             if after is not None:
                 params["after"] = str(after)
+            if until is not None:
+                params["until"] = until.isoformat()
             ids = _IDS.validate_python(
                 await self._json("GET", "/internal/digit-ids", params=params)
             )
@@ -121,9 +127,13 @@ class HistoryClient:
                 return
             after = ids[-1]
 
-    async def stored_ids(self) -> list[uuid.UUID]:
-        """Every stored drawing id, ascending."""
-        return [digit_id async for ids in self.stored_id_pages() for digit_id in ids]
+    async def stored_count(self, until: datetime | None = None) -> int:
+        """How many ids `stored_id_pages` goes through."""
+        params = {"until": until.isoformat()} if until is not None else {}
+        found = _parse(
+            StoredCount, await self._request("GET", "/internal/digit-ids/count", params=params)
+        )
+        return found.count
 
     async def model_inputs(self, digit_ids: list[uuid.UUID]) -> ModelInputsOut:
         """The 28×28 model inputs of the given drawings, in one request."""
