@@ -206,6 +206,10 @@ bench-cpu: install data bench-tools ## CPU per drawing of every process at fixed
 gpu-check: install data ## On an NVIDIA GPU: ONNX Runtime CUDA vs CPU, the worker's provider, top-1 agreement, a CNN epoch: JSON + docs/gpu.md
 	$(UV) run --frozen python -m bench gpu $(GPU_ARGS)
 
+.PHONY: bench-scale
+bench-scale: install data ## History at 1M and 10M seeded drawings: reads p50/p99, status, planner RSS, bytes per drawing (about 30 min)
+	$(UV) run --frozen python -m bench scale --report $(BENCH_ARGS)
+
 .PHONY: bench-rescore
 bench-rescore: install data ## Rescore throughput over 10,000 stored drawings with 1 and 2 rescore workers
 	$(UV) run --frozen python -m bench rescore $(BENCH_ARGS)

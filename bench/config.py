@@ -76,6 +76,7 @@ class Sizes:
     swap_seconds: float = 24.0
     rescore_drawings: int = 10_000
     profile_seconds: int = 10
+    scale_drawings: tuple[int, ...] = (1_000_000, 10_000_000)
 
     def as_dict(self) -> dict[str, Any]:
         """For the results file."""
@@ -96,4 +97,5 @@ SMALL = Sizes(
     swap_seconds=8.0,
     rescore_drawings=600,
     profile_seconds=3,
+    scale_drawings=(20_000, 100_000),
 )

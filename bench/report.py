@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import config
 from bench.report_cpu import cpu_section, cpu_targets, plot_cpu
+from bench.report_scale import scale_section
 from bench.stats import markdown_table
 
 PLOTS = config.DOCS / "benchmarks"
@@ -641,6 +642,7 @@ def render(data: dict[str, Any], plots: dict[str, bool]) -> str:
     out.append("\n## Every figure\n")
     out.append(_table(["figure", "median (min–max)", "reference", "ratio"], _figures(data)))
     out.append(cpu_section(data, plots.get("cpu", False)))
+    out.append(scale_section())
     if data.get("errors"):
         out.append("\n**Phases that failed in this run:**\n")
         out += [f"- {name}: {error}" for name, error in sorted(data["errors"].items())]
@@ -887,7 +889,11 @@ measured ones.
 
 def newest(selection: str = "all") -> Path:
     """The newest results file of a selection."""
-    files = sorted(config.RESULTS.glob(f"*-{selection}.json"))
+    pattern = f"*-{selection}.json"
+    files = sorted(
+        [*config.RESULTS.glob(pattern), *(config.DOCS / "benchmarks").glob(pattern)],
+        key=lambda p: p.name,
+    )
     if not files:
         raise FileNotFoundError(f"no {selection} results in {config.RESULTS}; run `make bench`")
     return files[-1]

@@ -36,6 +36,8 @@ SELECTIONS = {
     "cpu": ("cpu",),
     "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap"),
     "rescore": ("rescore",),
+    # Not part of "all": seeding and reading ten million drawings takes about half an hour.
+    "scale": ("scale",),
 }
 
 
@@ -96,6 +98,15 @@ def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
     began = time.monotonic()
     try:
         clean_stack_up()
+        if wanted == ("scale",):  # seeded histories: no models, no live traffic
+            sample = make_drawings(sizes.inputs)
+            with services.session():
+                _phase(
+                    results,
+                    "scale",
+                    lambda: asyncio.run(_scale(services, sizes, sample, results)),
+                )
+            return results.path
         models = train_models(sizes)
         results.put("models", {"cnn": models.cnn.as_dict(), "mlp": models.mlp.as_dict()})
         promote(models.cnn.version, "bench: the CNN is the champion for the throughput figures")
@@ -116,6 +127,15 @@ def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
         if not keep_stack:
             stack("down")
     return results.path
+
+
+async def _scale(services: Services, sizes: Sizes, sample: Any, results: Results) -> Any:
+    from bench.scale import measure
+
+    def record(found: dict[str, Any]) -> None:
+        results.put("scale", found)
+
+    return await measure(services, sample, sizes.scale_drawings, config.DATA / "minio", record)
 
 
 def _run_phases(

@@ -16,6 +16,7 @@ from mnistream_common.history_client import (
     HistoryRefusedError,
     HistoryUnavailableError,
 )
+from mnistream_common.kafka import read_ledger
 from mnistream_common.rescore import JobSpec
 from mnistream_common.topics import Groups
 from rich.console import Console
@@ -235,16 +236,18 @@ def _flip_summary(report: VersionStats) -> str:
 
 def status() -> None:
     """Champion, live workers, consumer lag per group, rescore progress."""
-    settings = Settings()
-    asyncio.run(_status(settings, Promoter(settings)))
+    asyncio.run(_status(Settings()))
 
 
-async def _status(settings: Settings, promoter: Promoter) -> None:
+async def _status(settings: Settings) -> None:
     try:
-        ledger = await promoter.ledger()
-        groups = await group_status(
-            settings.kafka_bootstrap_servers,
-            [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
+        # Read at once: each is a few round trips to the broker.
+        ledger, groups = await asyncio.gather(
+            read_ledger(settings.kafka_bootstrap_servers),
+            group_status(
+                settings.kafka_bootstrap_servers,
+                [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
+            ),
         )
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from mnistream_common.events import ModelRef
 
 CHAMPION = "champion"
@@ -50,15 +48,21 @@ class Registry:
     """Thin wrapper over MlflowClient for one registered model."""
 
     def __init__(self, tracking_uri: str, name: str) -> None:
+        # MLflow takes about a second to import: only the commands that use the registry pay it
+        # (`mnistream status` never does).
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
         self.name = name
         self._tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._failed = MlflowException
 
     def versions(self) -> list[RegisteredVersion]:
         """Every registered version, newest first."""
         try:
             found = self._client.search_model_versions(f"name='{self.name}'")
-        except MlflowException as exc:
+        except self._failed as exc:
             raise self._unreachable(exc) from exc
         return sorted((_version(v) for v in found), key=lambda v: v.version, reverse=True)
 
@@ -66,7 +70,7 @@ class Registry:
         """One version, or a RegistryError naming the versions that exist."""
         try:
             return _version(self._client.get_model_version(self.name, str(version)))
-        except MlflowException as exc:
+        except self._failed as exc:
             if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
                 raise self._unreachable(exc) from exc
         known = ", ".join(str(v.version) for v in self.versions()) or "none yet"
@@ -79,7 +83,7 @@ class Registry:
         """The version the `champion` alias points at, if any."""
         try:
             return int(self._client.get_model_version_by_alias(self.name, CHAMPION).version)
-        except MlflowException:
+        except self._failed:
             return None
 
     def set_champion(self, version: int | None) -> None:
@@ -89,7 +93,7 @@ class Registry:
                 self._client.delete_registered_model_alias(self.name, CHAMPION)
             else:
                 self._client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        except MlflowException as exc:
+        except self._failed as exc:
             raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: Exception) -> RegistryError:
