@@ -207,7 +207,7 @@ gpu-check: install data ## On an NVIDIA GPU: ONNX Runtime CUDA vs CPU, the worke
 	$(UV) run --frozen python -m bench gpu $(GPU_ARGS)
 
 .PHONY: bench-scale
-bench-scale: install data ## History at 1M and 10M seeded drawings: reads p50/p99, status, planner RSS, bytes per drawing (about 30 min)
+bench-scale: install data ## History at 1M and 10M seeded drawings: reads p50/p99, status, planner RSS, bytes per drawing (about 25 min)
 	$(UV) run --frozen python -m bench scale --report $(BENCH_ARGS)
 
 .PHONY: bench-rescore

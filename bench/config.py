@@ -50,6 +50,13 @@ def stack_env() -> dict[str, str]:
     }
 
 
+def results_files(selection: str) -> list[Path]:
+    """Results of a selection, oldest first: in bench-results/ and committed in docs/benchmarks/."""
+    pattern = f"*-{selection}.json"
+    found = [*RESULTS.glob(pattern), *(DOCS / "benchmarks").glob(pattern)]
+    return sorted(found, key=lambda p: p.name)
+
+
 def apply_stack_env() -> None:
     """Point this process (and every process it starts) at the bench stack."""
     os.environ.update(stack_env())

@@ -889,11 +889,7 @@ measured ones.
 
 def newest(selection: str = "all") -> Path:
     """The newest results file of a selection."""
-    pattern = f"*-{selection}.json"
-    files = sorted(
-        [*config.RESULTS.glob(pattern), *(config.DOCS / "benchmarks").glob(pattern)],
-        key=lambda p: p.name,
-    )
+    files = config.results_files(selection)
     if not files:
         raise FileNotFoundError(f"no {selection} results in {config.RESULTS}; run `make bench`")
     return files[-1]

@@ -16,10 +16,7 @@ STATUS_S = 1.5
 
 def newest_scale() -> Path | None:
     """The newest scale results, in bench-results/ or committed in docs/benchmarks/."""
-    found = sorted(
-        [*config.RESULTS.glob("*-scale.json"), *(config.DOCS / "benchmarks").glob("*-scale.json")],
-        key=lambda p: p.name,
-    )
+    found = config.results_files("scale")
     return found[-1] if found else None
 
 
@@ -88,7 +85,7 @@ def scale_section(path: Path | None = None) -> str:
         rows.append([f"{step.removesuffix('_s')} (s)", *[f"{r[step]}" for r in runs], "", ""])
     out = [
         "\n## History at scale\n",
-        f"From `{path.name}` (`make bench-scale`; kept in docs/benchmarks/): a database of "
+        f"From `{path.relative_to(config.ROOT)}` (`make bench-scale`): a database of "
         "its own per "
         "scale, seeded in SQL with a history of that size (every drawing with its model input, a "
         "live prediction by v1 and a rescore by v2 that reads one in ten differently, a label on "

@@ -36,7 +36,7 @@ SELECTIONS = {
     "cpu": ("cpu",),
     "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap"),
     "rescore": ("rescore",),
-    # Not part of "all": seeding and reading ten million drawings takes about half an hour.
+    # Not part of "all": seeding and reading ten million drawings takes about 25 minutes.
     "scale": ("scale",),
 }
 

@@ -31,6 +31,8 @@ import httpx
 from history_service.migrate import upgrade
 from mnistream_common.events import ClientInfo, DigitPredicted, DigitSubmitted, ModelRef, Timings
 from mnistream_common.preprocessing import PREPROCESSING_VERSION, prepare
+from mnistream_common.settings import S3Settings
+from mnistream_common.storage import ObjectStore, delete_all, make_minio
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -96,31 +98,26 @@ def scale_database_url(drawings: int) -> str:
     return make_url(base).set(database=f"scale_{drawings}").render_as_string(hide_password=False)
 
 
-async def _recreate(url: str) -> None:
-    name = make_url(url).database
+async def _admin(*statements: str) -> None:
+    """Run statements on the bench PostgreSQL's own database, outside a transaction."""
     admin = create_async_engine(config.stack_env()["DATABASE_URL"], isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+            for statement in statements:
+                await connection.execute(text(statement))
     finally:
         await admin.dispose()
 
 
 async def drop_database(url: str) -> None:
     """Remove one scale's database (its disk is needed for the next)."""
-    name = make_url(url).database
-    admin = create_async_engine(config.stack_env()["DATABASE_URL"], isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    await _admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 async def seed(url: str, drawings: int, sample: Drawings) -> dict[str, float]:
     """A 0004 database holding `drawings` drawings; seconds per step."""
-    await _recreate(url)
+    name = make_url(url).database
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     await asyncio.to_thread(upgrade, url, "0004")
     model_input = sample.model_inputs[0]
     size = round(sample.mean_bytes)
@@ -297,29 +294,18 @@ async def measure_one(services: Services, drawings: int, sample: Drawings) -> di
     return out
 
 
-def object_bytes(sample: Drawings, store_dir: Path) -> float:
-    """Bytes on MinIO's disk per stored drawing: `sample` put as drawings, the folder measured."""
-    from mnistream_common.settings import S3Settings
-    from mnistream_common.storage import make_minio
-
+async def object_bytes(sample: Drawings, store_dir: Path) -> float:
+    """Bytes on MinIO's disk per stored drawing: `sample` stored as history-service stores a
+    batch (one snowball request) into a bucket of its own, the bucket's folder measured."""
     client = make_minio(S3Settings())
     bucket = f"bench-scale-{uuid.uuid4().hex[:8]}"
     client.make_bucket(bucket)
     try:
-        for image in sample.pngs:
-            name = str(uuid.uuid4())
-            client.put_object(bucket, name, _stream(image), len(image), content_type="image/png")
+        await ObjectStore(client).put_many(bucket, [(str(uuid.uuid4()), p) for p in sample.pngs])
         return _du(store_dir / bucket) / len(sample.pngs)
     finally:
-        for item in client.list_objects(bucket, recursive=True):
-            client.remove_object(bucket, item.object_name or "")
+        delete_all(client, bucket)
         client.remove_bucket(bucket)
-
-
-def _stream(data: bytes) -> Any:
-    import io
-
-    return io.BytesIO(data)
 
 
 def _du(path: Path) -> int:
@@ -369,8 +355,8 @@ def kafka_bytes(sample: Drawings) -> dict[str, float]:
 def projection(
     scales: list[dict[str, Any]], minio_per_drawing: float, kafka: dict[str, float]
 ) -> dict[str, Any]:
-    """Bytes per drawing in each store (from the largest scale measured) and at 100M drawings,
-    with one rescore per promotion and the given number of promotions."""
+    """Bytes per drawing in each store (PostgreSQL's from the largest scale measured; Kafka's
+    with the live prediction and one rescore) and at 100M drawings."""
     largest = max(scales, key=lambda s: s["drawings"])
     postgres = sum(largest["table_bytes"].values()) / largest["drawings"]
     kafka_one = kafka["submitted_record"] + 2 * kafka["prediction_record"]  # live + one rescore
@@ -402,7 +388,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Every scale, then the bytes per drawing and the projection to 100M drawings; what is
     measured so far is recorded after each step, so a run cut short keeps it."""
-    minio = await asyncio.to_thread(object_bytes, sample, minio_dir)
+    minio = await object_bytes(sample, minio_dir)
     kafka = kafka_bytes(sample)
     found: dict[str, Any] = {"scales": [], "kafka_bytes": kafka, "minio_bytes": round(minio)}
     for drawings in scales:

@@ -9,19 +9,19 @@ figure is what planning costs, whatever else the process holds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from mnistream_common.events import ModelRef, RescoreTask
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import durable_producer
+from mnistream_common.kafka import durable_producer, ensure_topics
 from mnistream_common.rescore import JobSpec, publish_plan, task_key
 from mnistream_common.settings import KafkaSettings
+from mnistream_common.topics import RESCORE_TASKS
 
 
 def memory_mb(field: str) -> float:
@@ -36,14 +36,8 @@ def memory_mb(field: str) -> float:
 
 async def plan(history_url: str, topic: str, chunk: int) -> dict[str, float | int]:
     bootstrap = KafkaSettings().kafka_bootstrap_servers
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=12, replication_factor=1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
+    # A topic like rescore.tasks (its partitions and retention) under the bench's name.
+    await ensure_topics(bootstrap, [dataclasses.replace(RESCORE_TASKS, name=topic)])
     job = JobSpec(
         uuid.uuid4(),
         "rescore",
