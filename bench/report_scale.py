@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bench import config
 from bench.stats import markdown_table
@@ -81,7 +82,9 @@ def scale_section(path: Path | None = None) -> str:
             "",
         ]
     )
-    for step in ("seed_s", "migration_0005_s", "vacuum_analyze_s"):
+    for step in ("seed_s", "migration_0005_s", "migration_0006_s", "vacuum_analyze_s"):
+        if any(step not in r for r in runs):
+            continue  # a step that results from before it did not time
         rows.append([f"{step.removesuffix('_s')} (s)", *[f"{r[step]}" for r in runs], "", ""])
     out = [
         "\n## History at scale\n",
@@ -90,10 +93,11 @@ def scale_section(path: Path | None = None) -> str:
         "scale, seeded in SQL with a history of that size (every drawing with its model input, a "
         "live prediction by v1 and a rescore by v2 that reads one in ten differently, a label on "
         "one in a hundred, the rescore job with an item per drawing), migrated to head (migration "
-        "0005 fills the kept figures), then read through the gateway by "
-        "4 concurrent clients (160 requests a read). The planner plans a job over every drawing "
-        "into a bench topic in a process of its own. `/api/models/2` lists 200 flips by "
-        "default (the web client shows only their count); its second page asks for 50.\n",
+        "0005 fills the kept figures, 0006 keeps the flips of the ledger's comparisons), then "
+        "read through the gateway by 4 concurrent clients (160 requests a read). The planner "
+        "plans a job over every drawing into a bench topic in a process of its own. "
+        "`/api/models/2` returns its default page of 50 flips (the models panel asks for none, "
+        "`flips_limit=0`); its second page asks for 50 too.\n",
         markdown_table(["figure", *names, "target", "verdict"], rows),
     ]
     projection = scale["projection"]
@@ -128,7 +132,24 @@ def scale_section(path: Path | None = None) -> str:
         if size / largest["drawings"] >= 1
     )
     out.append(f"\nPostgreSQL per drawing by table at {largest['drawings']:,}: {tables}.\n")
+    if "upkeep" in scale:
+        out.append(_upkeep(scale["upkeep"]))
     return "\n".join(out)
+
+
+def _upkeep(found: dict[str, Any]) -> str:
+    """The writer's cost per drawing as versions accumulate (bench/upkeep.py)."""
+    per = found["ms_per_drawing"]
+    ratio = found["ratio_last_to_second"]
+    linear = len(per) / 2
+    return (
+        f"\n**The writer as versions accumulate** (bench/upkeep.py): {found['drawings']:,} "
+        f"drawings read by {len(per)} versions one after another, each promoted over the one "
+        "before, written in batches of "
+        f"{found['batch']}. ms per drawing by version: {', '.join(f'{ms:g}' for ms in per)}. "
+        f"Version {len(per)} costs {ratio:g}× version 2 (target ≤ {linear:g}×, linear in the "
+        f"versions: {_mark(ratio <= linear)}); {found['flip_rows']:,} flip rows kept.\n"
+    )
 
 
 def _mark(met: bool) -> str:

@@ -5,7 +5,8 @@ schema before the kept figures) and seeded in SQL (generate_series: no Python ro
 a live history of that size holds: every drawing with its model input, a live prediction by
 version 1 and a rescore prediction by version 2 (one in ten read differently), a label on one in
 a hundred, the rescore job with an item per drawing, and the two promotions. Then it is migrated
-to head (migration 0005 fills the kept figures from those rows: timed), analysed, and
+to head (migration 0005 fills the kept figures from those rows, 0006 keeps the flips of the
+ledger's comparisons: each timed), analysed, and
 history-service and the gateway are started on it to measure, under a few concurrent readers,
 every read the models panel and the CLI make; `mnistream status`; and the rescore planner
 planning a job over every drawing into a bench topic, in a process of its own (peak RSS, time).
@@ -40,6 +41,7 @@ from bench import config
 from bench.inputs import Drawings
 from bench.stack import BIN, BenchError, Services, gateway_url, history_url
 from bench.stats import percentile
+from bench.upkeep import upkeep
 
 READERS = 4
 READS_PER_READER = 40
@@ -92,8 +94,8 @@ def _seed_sql() -> list[str]:
     ]
 
 
-def scale_database_url(drawings: int) -> str:
-    """The bench PostgreSQL's database for one scale."""
+def scale_database_url(drawings: int | str) -> str:
+    """The bench PostgreSQL's database for one scale (or one step, by name)."""
     base = config.stack_env()["DATABASE_URL"]
     return make_url(base).set(database=f"scale_{drawings}").render_as_string(hide_password=False)
 
@@ -140,8 +142,11 @@ async def seed(url: str, drawings: int, sample: Drawings) -> dict[str, float]:
                 )
         seconds["seed_s"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
-        await asyncio.to_thread(upgrade, url)
+        await asyncio.to_thread(upgrade, url, "0005")
         seconds["migration_0005_s"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        await asyncio.to_thread(upgrade, url)
+        seconds["migration_0006_s"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
         async with engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -192,6 +197,7 @@ async def old_read_s(url: str) -> float:
 READS = {
     "GET /api/models": "/api/models",
     "GET /api/models/2": "/api/models/2",
+    "GET /api/models/2?flips_limit=0 (models panel)": "/api/models/2?flips_limit=0",
     "GET /api/models/2 (flips page 2)": "",  # the cursor of page 1, filled in at run time
     "GET /api/rescore-jobs": "/api/rescore-jobs",
     "GET /api/digits?limit=50": "/api/digits?limit=50",
@@ -379,6 +385,19 @@ def projection(
     }
 
 
+async def upkeep_run() -> dict[str, Any]:
+    """The writer's cost per drawing as versions accumulate (bench.upkeep), in a database of
+    its own, dropped afterwards."""
+    url = scale_database_url("upkeep")
+    name = make_url(url).database
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    try:
+        await asyncio.to_thread(upgrade, url)
+        return await upkeep(url)
+    finally:
+        await drop_database(url)
+
+
 async def measure(
     services: Services,
     sample: Drawings,
@@ -391,6 +410,9 @@ async def measure(
     minio = await object_bytes(sample, minio_dir)
     kafka = kafka_bytes(sample)
     found: dict[str, Any] = {"scales": [], "kafka_bytes": kafka, "minio_bytes": round(minio)}
+    print("writer upkeep as versions accumulate", flush=True)
+    found["upkeep"] = await upkeep_run()
+    record(found)
     for drawings in scales:
         found["scales"].append(await measure_one(services, drawings, sample))
         found["projection"] = projection(found["scales"], minio, kafka)

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from history_service import figures
+from history_service import figures, queries
 from history_service.migrate import upgrade
 from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
+    ModelPromoted,
     ModelRef,
     PredictionKind,
     RescoreSkipped,
@@ -31,7 +32,7 @@ from mnistream_common.storage import ObjectStore, make_minio
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.helpers import prediction, submitted
+from tests.helpers import prediction, promotion, submitted
 
 pytestmark = pytest.mark.integration
 
@@ -257,12 +258,14 @@ class Scenario:
     predictions: list[DigitPredicted]
     labels: list[DigitLabeled]
     skipped: list[RescoreSkipped]
+    promotions: list[ModelPromoted]
 
 
 def scenario(base: int, seed: int = 7) -> Scenario:
     """The same random events every call, for versions base+1..base+3 and jobs of their own:
     several predictions per drawing and version (kinds, times and digits that replace one
-    another), labels that change, a job whose drawings are scored, skipped, or both."""
+    another), labels that change, a job whose drawings are scored, skipped, or both, and the
+    promotions that make the ledger's comparisons (2 over 1, 3 over 2, then 1 back over 3)."""
     rng = random.Random(seed)
     job = uuid.UUID(int=base * 2**64 + 1)
     digits = [uuid.UUID(int=base * 2**64 + 1000 + i) for i in range(40)]
@@ -310,16 +313,22 @@ def scenario(base: int, seed: int = 7) -> Scenario:
                     occurred_at=AT,
                 )
             )
-    return Scenario(predictions, labels, skipped)
+    promotions = [
+        promotion(b"scenario", base + version, previous=base + previous)
+        for version, previous in ((2, 1), (3, 2), (1, 3))
+    ]
+    return Scenario(predictions, labels, skipped, promotions)
 
 
 async def write_shuffled(history: HistoryWriter, events: Scenario, seed: int) -> None:
-    """Every event of `events`, in a shuffled order, in batches of 1 to 6 of one kind."""
+    """Every event of `events`, in a shuffled order, in batches of 1 to 6 of one kind: a
+    promotion may arrive before or after the predictions it compares."""
     rng = random.Random(seed)
     tagged: list[tuple[str, Any]] = [
         *(("p", e) for e in events.predictions),
         *(("l", e) for e in events.labels),
         *(("s", e) for e in events.skipped),
+        *(("m", e) for e in events.promotions),
     ]
     rng.shuffle(tagged)
     while tagged:
@@ -331,6 +340,8 @@ async def write_shuffled(history: HistoryWriter, events: Scenario, seed: int) ->
             await history.predictions(batch)
         elif kind == "l":
             await history.labels(batch)
+        elif kind == "m":
+            await history.promotions(batch)
         else:
             await history.skipped(batch)
 
@@ -390,11 +401,74 @@ async def test_the_kept_figures_equal_a_recomputation_whatever_the_order_of_writ
     assert 0 < skipped < done <= total, jobs
 
 
-async def test_migration_0005_fills_the_figures_from_the_rows_stored_before_it(
+async def all_flips(engine: AsyncEngine, version: int, previous: int) -> list[tuple[Any, ...]]:
+    """Every page of the flip report of `version` against `previous`, 7 flips at a time."""
+    found: list[tuple[Any, ...]] = []
+    before: uuid.UUID | None = None
+    async with engine.connect() as connection:
+        while True:
+            page = await queries.flips_page(connection, version, previous, 7, before)
+            found += [(f["digit_id"], f["from"], f["to"], f["label"]) for f in page["flips"]]
+            if (before := page["flips_next"]) is None:
+                return found
+
+
+async def test_flips_are_kept_for_the_ledgers_comparisons_and_read_for_any_other_pair(
+    history: HistoryWriter, engine: AsyncEngine
+) -> None:
+    """Five versions read 40 drawings (each promoted over the one before): the flips kept are
+    the four comparisons', a row per drawing and comparison at most, not one per pair of
+    versions; the report against a version it was not promoted over pages the same flips as
+    a recomputation from the predictions."""
+    base, rng = 3000, random.Random(5)
+    digits = [uuid.UUID(int=base * 2**64 + i) for i in range(40)]
+    await history.labels(
+        [
+            DigitLabeled(digit_id=d, label=3, labeled_at=AT, event_id=uuid.uuid4())
+            for d in digits[::4]
+        ]
+    )
+    for version in range(base + 1, base + 6):
+        if version > base + 1:
+            await history.promotions([promotion(b"flips", version, previous=version - 1)])
+        model = ModelRef(name="mnist-digits", version=version, sha256="ef" * 32)
+        await history.predictions(
+            [prediction(d, model, kind="rescore", digit=rng.choice([3, 5, 8])) for d in digits]
+        )
+
+    kept = await figure_rows(
+        engine,
+        f"SELECT model_version, other_version FROM prediction_flips WHERE model_version > {base}",
+    )
+    assert kept == {(base + v, base + v - 1) for v in range(2, 6)}
+    expected = sorted(
+        await figure_rows(
+            engine,
+            "SELECT n.digit_id, o.predicted_digit, n.predicted_digit, l.label FROM predictions n "
+            "JOIN predictions o ON o.digit_id = n.digit_id LEFT JOIN labels l "
+            f"ON l.digit_id = n.digit_id WHERE n.model_version = {base + 5} "
+            f"AND o.model_version = {base + 2} AND o.predicted_digit <> n.predicted_digit",
+        ),
+        reverse=True,
+    )
+    assert len(expected) > 7, "the report spans pages"
+    assert await all_flips(engine, base + 5, base + 2) == expected
+    stats = await one_row(
+        engine,
+        "SELECT sum(drawings) FILTER (WHERE other_digit <> digit) AS flipped FROM version_pairs "
+        f"WHERE model_version = {base + 5} AND other_version = {base + 2}",
+    )
+    assert stats["flipped"] == len(expected)
+    chained = await all_flips(engine, base + 5, base + 4)
+    assert chained and chained == sorted(chained, reverse=True)
+
+
+async def test_migrations_0005_and_0006_fill_the_figures_from_the_rows_stored_before_them(
     database_url: str,
 ) -> None:
     """Rows written by the writer of revision 0004 (whose SQL is replayed here as plain
-    inserts), then the upgrade: the figures it fills are those the rows add up to."""
+    inserts), then the upgrade: the figures 0005 fills are those the rows add up to, and 0006
+    keeps the flips of the ledger's comparison (2 over 1) only."""
     async with own_database(database_url, "0004") as old:
         job = uuid.uuid4()
         async with old.begin() as connection:
@@ -418,6 +492,7 @@ async def test_migration_0005_fills_the_figures_from_the_rows_stored_before_it(
                     OLD_ITEM, {"j": job, "d": digit, "s": "x" if n % 5 == 0 else None}
                 )
             await connection.execute(OLD_JOB, {"j": job})
+            await connection.execute(OLD_PROMOTION)
         await asyncio.to_thread(upgrade, old.url.render_as_string(hide_password=False))
         for table, (_, recompute) in figures.RECOMPUTE.items():
             kept = await figure_rows(old, figures.maintained(table))
@@ -434,6 +509,11 @@ OLD_PREDICTION = text(
 OLD_LABEL = text(
     "INSERT INTO labels (digit_id, label, labeled_at, event_id) "
     "VALUES (:d, :l, now(), gen_random_uuid())"
+)
+OLD_PROMOTION = text(
+    "INSERT INTO promotions (event_id, model_name, version, previous_version, sha256, onnx_uri, "
+    "architecture, metrics, promoted_by, reason, promoted_at) VALUES (gen_random_uuid(), "
+    "'mnist-digits', 2, 1, 'ab', 's3://mlflow/v2.onnx', 'cnn', '{}', 'it', 'it', now())"
 )
 OLD_ITEM = text("INSERT INTO rescore_job_items (job_id, digit_id, skipped) VALUES (:j, :d, :s)")
 OLD_JOB = text(

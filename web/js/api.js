@@ -230,7 +230,8 @@ export function getModels() {
  * @returns {Promise<VersionStats>}
  */
 export function getModelVersion(version) {
-  return getJson(`/api/models/${encodeURIComponent(String(version))}`);
+  // The panel shows the figures, not the flip list: no page of flips (flips_limit=0).
+  return getJson(`/api/models/${encodeURIComponent(String(version))}?flips_limit=0`);
 }
 
 /**

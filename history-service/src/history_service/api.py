@@ -173,7 +173,8 @@ async def model_version(
         int | None, Query(ge=1, le=MAX_VERSION, description="Compare with this version")
     ] = None,
     flips_limit: Annotated[
-        int, Query(ge=1, le=1000, description="Flips per page, newest drawings first")
+        int,
+        Query(ge=0, le=1000, description="Flips per page, newest drawings first (0: none)"),
     ] = queries.FLIPS_SHOWN,
     flips_before: Annotated[
         uuid.UUID | None, Query(description="The next page: the flips_next of this one")

@@ -11,6 +11,16 @@ replay, which rebuilds the same rows, rebuilds the same figures. `recompute` der
 the rows in one pass: migration 0005 fills the tables with it, and the tests compare it with
 what was maintained.
 
+A write visits only the readings it changed and the pairs they are in: a drawing read by V
+versions costs O(V) when one more version reads it. Agreement (`version_pairs`, at most 100 rows
+per pair of versions) is kept for every pair of versions. Flips, a row per drawing two versions
+read differently, are kept only for the comparisons the ledger makes: each promoted version
+with the champion before it (migration 0006). Kept for every pair they grew with the square of
+the versions (217,000 rows for 2,000 drawings read by 13 versions) and made every write slower
+with each version; a flip report against any other version is read from the predictions
+(`queries.flips_page`). A promotion that adds a comparison fills its flips from the rows stored
+so far (`comparisons_kept_up`), so the flips stay a function of the rows, promotions included.
+
 Writers of the figures take one transaction-level advisory lock, so two history-service
 instances never interleave their before/after reads (history runs one writer per process, so
 the lock is only contended when the group is scaled out).
@@ -21,7 +31,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +86,18 @@ _DROP_FLIPS = text(
     "DELETE FROM prediction_flips "
     "WHERE model_version = :version AND other_version = :other AND digit_id = :digit_id"
 )
+_COMPARISONS = text(
+    "SELECT DISTINCT version, previous_version FROM promotions WHERE previous_version IS NOT NULL"
+)
+_FILL_FLIPS = text(
+    "INSERT INTO prediction_flips (model_version, other_version, digit_id, from_digit, to_digit) "
+    "SELECT n.model_version, o.model_version, n.digit_id, o.predicted_digit, n.predicted_digit "
+    "FROM predictions n JOIN predictions o "
+    "ON o.digit_id = n.digit_id AND o.model_version = :other "
+    "WHERE n.model_version = :version AND o.predicted_digit <> n.predicted_digit "
+    "ON CONFLICT (model_version, other_version, digit_id) DO UPDATE SET "
+    "from_digit = excluded.from_digit, to_digit = excluded.to_digit"
+)
 _PUT_FLIPS = text(
     "INSERT INTO prediction_flips (model_version, other_version, digit_id, from_digit, to_digit) "
     "VALUES (:version, :other, :digit_id, :from_digit, :to_digit) "
@@ -94,12 +116,21 @@ class Reading:
     micros: int
 
 
-FlipKey = tuple[int, int, uuid.UUID]  # version, other version, drawing
+@dataclass(frozen=True)
+class Drawing:
+    """One drawing's rows as the figures see them: a reading per version, and its label."""
+
+    readings: dict[int, Reading] = field(default_factory=dict)
+    label: int | None = None
+
+
+FlipKey = tuple[int, int, uuid.UUID]  # version, the version it is compared with, drawing
+Comparisons = frozenset[tuple[int, int]]  # (version, previous_version) of every promotion
 
 
 @dataclass
-class Contribution:
-    """The figures a set of drawings' rows add up to (or, subtracted, what a write changed)."""
+class Change:
+    """What a write changed in the figures: amounts to add, and flips to put (or, None, drop)."""
 
     counts: Counter[tuple[int, str]] = field(default_factory=Counter)
     micros: Counter[tuple[int, str]] = field(default_factory=Counter)
@@ -107,24 +138,63 @@ class Contribution:
     correct: Counter[int] = field(default_factory=Counter)
     # (version, other version, the other's digit, this version's digit) → drawings
     pairs: Counter[tuple[int, int, int, int]] = field(default_factory=Counter)
-    flips: dict[FlipKey, tuple[int, int]] = field(default_factory=dict)
+    flips: dict[FlipKey, tuple[int, int] | None] = field(default_factory=dict)
 
-    def add_drawing(
-        self, digit_id: uuid.UUID, readings: Sequence[Reading], label: int | None
+    def add(
+        self, digit_id: uuid.UUID, before: Drawing, after: Drawing, compared: Comparisons
     ) -> None:
-        """Count one drawing: its every prediction, and every pair of them."""
-        for r in readings:
-            self.counts[r.version, r.kind] += 1
-            self.micros[r.version, r.kind] += r.micros
-            if label is not None:
-                self.labeled[r.version] += 1
-                self.correct[r.version] += int(r.digit == label)
-            for o in readings:
-                if o.version == r.version:
-                    continue
-                self.pairs[r.version, o.version, o.digit, r.digit] += 1
-                if o.digit != r.digit:
-                    self.flips[r.version, o.version, digit_id] = (o.digit, r.digit)
+        """Count what changed in one drawing. Only the readings that changed, and the pairs they
+        are in, are visited: a new version costs O(versions of the drawing), not their square."""
+        changed = {
+            v
+            for v in before.readings.keys() | after.readings.keys()
+            if before.readings.get(v) != after.readings.get(v)
+        }
+        relabeled = before.label != after.label
+        self._tally(before, changed, relabeled, -1)
+        self._tally(after, changed, relabeled, +1)
+        was, now = (
+            _flips(digit_id, before, changed, compared),
+            _flips(digit_id, after, changed, compared),
+        )
+        for key in was.keys() | now.keys():
+            if was.get(key) != now.get(key):
+                self.flips[key] = now.get(key)
+
+    def _tally(self, drawing: Drawing, changed: set[int], relabeled: bool, sign: int) -> None:
+        for v, r in drawing.readings.items():
+            if drawing.label is not None and (relabeled or v in changed):
+                self.labeled[v] += sign
+                self.correct[v] += sign * int(r.digit == drawing.label)
+            if v not in changed:
+                continue
+            self.counts[v, r.kind] += sign
+            self.micros[v, r.kind] += sign * r.micros
+            for o, other in drawing.readings.items():
+                if o != v:
+                    # Each ordered pair with a changed version once: (v, o) here, and (o, v)
+                    # here too unless o changed (then its own turn counts it).
+                    self.pairs[v, o, other.digit, r.digit] += sign
+                    if o not in changed:
+                        self.pairs[o, v, r.digit, other.digit] += sign
+
+
+def _flips(
+    digit_id: uuid.UUID, drawing: Drawing, changed: set[int], compared: Comparisons
+) -> dict[FlipKey, tuple[int, int]]:
+    """The drawing's flips (from the compared version's digit, to the version's) between the
+    compared versions, among the pairs with a changed version."""
+    flips: dict[FlipKey, tuple[int, int]] = {}
+    for v in changed & drawing.readings.keys():
+        r = drawing.readings[v]
+        for o, other in drawing.readings.items():
+            if other.digit == r.digit:
+                continue
+            if (v, o) in compared:
+                flips[v, o, digit_id] = (other.digit, r.digit)
+            if (o, v) in compared:
+                flips[o, v, digit_id] = (r.digit, other.digit)
+    return flips
 
 
 def micros(confidence: float) -> int:
@@ -132,33 +202,48 @@ def micros(confidence: float) -> int:
     return math.floor(confidence * MICROS)
 
 
-def contribution(rows: Iterable[Any]) -> Contribution:
-    """The figures of the rows `_READ` returns (every prediction of some drawings)."""
-    by_digit: dict[uuid.UUID, list[Reading]] = {}
-    labels: dict[uuid.UUID, int | None] = {}
+def drawings(rows: Iterable[Any]) -> dict[uuid.UUID, Drawing]:
+    """The drawings of the rows `_READ` returns (every prediction of some drawings)."""
+    found: dict[uuid.UUID, Drawing] = {}
     for row in rows:
+        drawing = found.setdefault(row.digit_id, Drawing(label=row.label))
         reading = Reading(row.model_version, row.predicted_digit, row.kind, micros(row.confidence))
-        by_digit.setdefault(row.digit_id, []).append(reading)
-        labels[row.digit_id] = row.label
-    total = Contribution()
-    for digit_id, readings in by_digit.items():
-        total.add_drawing(digit_id, readings, labels[digit_id])
+        drawing.readings[row.model_version] = reading
+    return found
+
+
+def change(
+    before: dict[uuid.UUID, Drawing], after: dict[uuid.UUID, Drawing], compared: Comparisons
+) -> Change:
+    """What the figures gain when the drawings go from `before` to `after`."""
+    total = Change()
+    for digit_id in before.keys() | after.keys():
+        total.add(
+            digit_id, before.get(digit_id, Drawing()), after.get(digit_id, Drawing()), compared
+        )
     return total
 
 
+async def _read(connection: Any, digit_ids: list[uuid.UUID]) -> dict[uuid.UUID, Drawing]:
+    return drawings((await connection.execute(_READ, {"ids": digit_ids})).all())
+
+
+async def _compared(connection: Any) -> Comparisons:
+    return frozenset((v, p) for v, p in (await connection.execute(_COMPARISONS)).all())
+
+
+def nonzero(amounts: Counter[Any]) -> dict[Any, int]:
+    """The amounts that are not 0, in key order."""
+    return {key: n for key, n in sorted(amounts.items()) if n}
+
+
 def _difference(after: Counter[Any], before: Counter[Any]) -> dict[Any, int]:
-    changed = {key: after[key] - before[key] for key in after.keys() | before.keys()}
-    return {key: delta for key, delta in sorted(changed.items()) if delta}
+    return nonzero(Counter({key: after[key] - before[key] for key in after.keys() | before.keys()}))
 
 
-async def _read(connection: Any, digit_ids: list[uuid.UUID]) -> Contribution:
-    return contribution((await connection.execute(_READ, {"ids": digit_ids})).all())
-
-
-async def _apply(connection: Any, before: Contribution, after: Contribution) -> None:
-    """Add after − before to the tables, each in key order (rows are locked in one order)."""
-    counts = _difference(after.counts, before.counts)
-    spent = _difference(after.micros, before.micros)
+async def _apply(connection: Any, delta: Change) -> None:
+    """Add `delta` to the tables, each in key order (rows are locked in one order)."""
+    counts, spent = nonzero(delta.counts), nonzero(delta.micros)
     rows = [
         {
             "version": v,
@@ -168,21 +253,16 @@ async def _apply(connection: Any, before: Contribution, after: Contribution) -> 
         }
         for v, k in sorted(counts.keys() | spent.keys())
     ]
-    labeled = _difference(after.labeled, before.labeled)
-    correct = _difference(after.correct, before.correct)
+    labeled, correct = nonzero(delta.labeled), nonzero(delta.correct)
     label_rows = [
         {"version": v, "labeled": labeled.get(v, 0), "correct": correct.get(v, 0)}
         for v in sorted(labeled.keys() | correct.keys())
     ]
     pair_rows = [
         {"version": v, "other": o, "other_digit": od, "digit": d, "drawings": n}
-        for (v, o, od, d), n in _difference(after.pairs, before.pairs).items()
+        for (v, o, od, d), n in nonzero(delta.pairs).items()
     ]
-    gone = sorted(before.flips.keys() - after.flips.keys(), key=str)
-    new = sorted(
-        ((k, f) for k, f in after.flips.items() if before.flips.get(k) != f),
-        key=lambda kf: str(kf[0]),
-    )
+    flips = sorted(delta.flips.items(), key=lambda kf: str(kf[0]))
     for statement, params in (
         (_ADD_COUNTS, rows),
         (_DROP_EMPTY_COUNTS, [r for r in rows if r["predictions"] < 0]),
@@ -190,12 +270,16 @@ async def _apply(connection: Any, before: Contribution, after: Contribution) -> 
         (_DROP_EMPTY_LABELS, [r for r in label_rows if r["labeled"] < 0]),
         (_ADD_PAIRS, pair_rows),
         (_DROP_EMPTY_PAIRS, [r for r in pair_rows if r["drawings"] < 0]),
-        (_DROP_FLIPS, [{"version": v, "other": o, "digit_id": d} for v, o, d in gone]),
+        (
+            _DROP_FLIPS,
+            [{"version": v, "other": o, "digit_id": d} for (v, o, d), f in flips if f is None],
+        ),
         (
             _PUT_FLIPS,
             [
-                {"version": v, "other": o, "digit_id": d, "from_digit": f, "to_digit": t}
-                for (v, o, d), (f, t) in new
+                {"version": v, "other": o, "digit_id": d, "from_digit": f[0], "to_digit": f[1]}
+                for (v, o, d), f in flips
+                if f is not None
             ],
         ),
     ):
@@ -209,9 +293,22 @@ async def kept_up(connection: Any, digit_ids: Iterable[uuid.UUID]) -> AsyncItera
     the figures change by exactly what the write changed."""
     ids = sorted(set(digit_ids))
     await connection.execute(_LOCK)
+    compared = await _compared(connection)
     before = await _read(connection, ids)
     yield
-    await _apply(connection, before, await _read(connection, ids))
+    await _apply(connection, change(before, await _read(connection, ids), compared))
+
+
+@asynccontextmanager
+async def comparisons_kept_up(connection: Any) -> AsyncIterator[None]:
+    """Around a write of promotions: a comparison the ledger did not have before (a version and
+    the champion before it) gets the flips of the predictions stored so far, in one statement
+    over the two versions' rows (the newly promoted version has few, unless it was evaluated)."""
+    await connection.execute(_LOCK)
+    before = await _compared(connection)
+    yield
+    for version, other in sorted(await _compared(connection) - before):
+        await connection.execute(_FILL_FLIPS, {"version": version, "other": other})
 
 
 _READ_ITEMS = text(
@@ -289,7 +386,8 @@ RECOMPUTE: dict[str, tuple[tuple[str, ...], str]] = {
         "SELECT n.model_version, o.model_version, n.digit_id, o.predicted_digit, n.predicted_digit "
         "FROM predictions n JOIN predictions o "
         "ON o.digit_id = n.digit_id AND o.model_version <> n.model_version "
-        "WHERE o.predicted_digit <> n.predicted_digit",
+        "WHERE o.predicted_digit <> n.predicted_digit AND EXISTS (SELECT FROM promotions c "
+        "WHERE c.version = n.model_version AND c.previous_version = o.model_version)",
     ),
     "job_progress": (
         ("job_id", "done", "skipped"),

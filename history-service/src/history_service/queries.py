@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from history_service.db import (
     Drawing,
@@ -25,7 +26,7 @@ from history_service.db import (
 )
 from history_service.figures import MICROS
 
-FLIPS_SHOWN = 200
+FLIPS_SHOWN = 50
 
 
 async def drawings_page(
@@ -179,7 +180,8 @@ async def version_stats(
     }
     if previous is not None:
         stats.update(await _agreement(conn, version, previous))
-        stats.update(await flips_page(conn, version, previous, flips_limit, flips_before))
+        if flips_limit:  # 0: the figures only (the models panel shows no flip list)
+            stats.update(await flips_page(conn, version, previous, flips_limit, flips_before))
         before_labeled, before_correct = await _label_accuracy(conn, previous)
         stats["previous_label_accuracy"] = (
             before_correct / before_labeled if before_labeled else None
@@ -227,22 +229,25 @@ async def flips_page(
     conn: AsyncConnection, version: int, previous: int, limit: int, before: uuid.UUID | None
 ) -> dict[str, Any]:
     """Drawings `previous` and `version` read differently, newest first, `limit` at a time;
-    `flips_next` is the cursor of the next page (None on the last)."""
-    query = (
-        select(
-            PredictionFlip.digit_id,
-            PredictionFlip.from_digit,
-            PredictionFlip.to_digit,
-            Label.label,
+    `flips_next` is the cursor of the next page (None on the last).
+
+    For a comparison the ledger makes (`version` promoted over `previous`) the flips are kept
+    (`prediction_flips`): a page costs O(page). For any other pair they are read from the two
+    versions' predictions, walking `version`'s newest first: O(page / share of drawings that
+    flip), so a pair that rarely disagrees walks far (the agreement figures beside it are kept
+    for every pair)."""
+    kept = (
+        await conn.execute(
+            select(Promotion.event_id)
+            .where(Promotion.version == version, Promotion.previous_version == previous)
+            .limit(1)
         )
-        .outerjoin(Label, Label.digit_id == PredictionFlip.digit_id)
-        .where(PredictionFlip.model_version == version, PredictionFlip.other_version == previous)
-        .order_by(PredictionFlip.digit_id.desc())
-        .limit(limit + 1)
-    )
+    ).first() is not None
+    query = _kept_flips(version, previous) if kept else _read_flips(version, previous)
+    digit_id = query.selected_columns.digit_id
     if before is not None:
-        query = query.where(PredictionFlip.digit_id < before)
-    rows = (await conn.execute(query)).all()
+        query = query.where(digit_id < before)
+    rows = (await conn.execute(query.order_by(digit_id.desc()).limit(limit + 1))).all()
     page = rows[:limit]
     return {
         "flips": [
@@ -251,6 +256,34 @@ async def flips_page(
         ],
         "flips_next": page[-1].digit_id if len(rows) > limit else None,
     }
+
+
+def _kept_flips(version: int, previous: int) -> Select[uuid.UUID, int, int, int]:
+    return (
+        select(
+            PredictionFlip.digit_id,
+            PredictionFlip.from_digit,
+            PredictionFlip.to_digit,
+            Label.label,
+        )
+        .outerjoin(Label, Label.digit_id == PredictionFlip.digit_id)
+        .where(PredictionFlip.model_version == version, PredictionFlip.other_version == previous)
+    )
+
+
+def _read_flips(version: int, previous: int) -> Select[uuid.UUID, int, int, int]:
+    new, old = aliased(Prediction), aliased(Prediction)
+    return (
+        select(
+            new.digit_id,
+            old.predicted_digit.label("from_digit"),
+            new.predicted_digit.label("to_digit"),
+            Label.label,
+        )
+        .join(old, (old.digit_id == new.digit_id) & (old.model_version == previous))
+        .outerjoin(Label, Label.digit_id == new.digit_id)
+        .where(new.model_version == version, old.predicted_digit != new.predicted_digit)
+    )
 
 
 SKIPPED_SHOWN = 20

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
-from history_service.figures import kept_up, progress_kept_up
+from history_service.figures import comparisons_kept_up, kept_up, progress_kept_up
 
 # When one drawing has several predictions by one version, the row keeps the most telling one:
 # the live answer over a rescore, a rescore over a candidate evaluation.
@@ -270,7 +270,8 @@ class HistoryWriter:
             await connection.execute(_LABELS_UPSERT, rows)
 
     async def promotions(self, events: Sequence[ModelPromoted]) -> None:
-        """Record ledger entries (each promotion event once)."""
+        """Record ledger entries (each promotion event once), and the flips of a comparison
+        they add."""
         rows = [
             {
                 "event_id": e.event_id,
@@ -288,7 +289,7 @@ class HistoryWriter:
             for e in {e.event_id: e for e in events}.values()
         ]
         if rows:
-            async with self._engine.begin() as connection:
+            async with self._engine.begin() as connection, comparisons_kept_up(connection):
                 await connection.execute(_PROMOTIONS_INSERT, rows)
 
 
