@@ -397,6 +397,42 @@ class FakeObjectStore:
             raise ConnectionRefusedError("object storage is down")
 
 
+@dataclass
+class FakeRegistry:
+    """MLflow's model-version REST route, in memory: the versions `mnistream train` would have
+    registered (tags onnx_uri and onnx_sha256), as `promotion` names them; `down` answers 503."""
+
+    versions: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
+    asked: list[tuple[str, int]] = field(default_factory=list)
+    down: bool = False
+
+    def add(self, onnx_bytes: bytes, version: int, name: str = MODEL_NAME) -> None:
+        """Register the model `promotion(onnx_bytes, version)` promotes."""
+        self.versions[name, version] = {
+            "onnx_uri": f"s3://mlflow/models/v{version}.onnx",
+            "onnx_sha256": sha256_hex(onnx_bytes),
+        }
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer GET /api/2.0/mlflow/model-versions/get as MLflow does."""
+        if self.down:
+            return httpx.Response(503, text="registry down")
+        assert request.url.path == "/api/2.0/mlflow/model-versions/get", request.url
+        name, version = request.url.params["name"], int(request.url.params["version"])
+        self.asked.append((name, version))
+        tags = self.versions.get((name, version))
+        if tags is None:
+            return httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST"})
+        listed = [{"key": k, "value": v} for k, v in tags.items()]
+        return httpx.Response(
+            200, json={"model_version": {"name": name, "version": str(version), "tags": listed}}
+        )
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport to this registry."""
+        return httpx.MockTransport(self.handle)
+
+
 def _s3_error(code: str, uri: S3Uri) -> S3Error:
     response = HTTPResponse(body=b"", status=404)
     return S3Error(response, code, "not found", uri.key, "req", "host", uri.bucket, uri.key)

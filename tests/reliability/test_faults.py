@@ -8,6 +8,7 @@ a live prediction by the champion. The counts are printed and summarised at the 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 
@@ -15,6 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from mnistream_common.events import ModelPromoted
+from mnistream_common.settings import S3Settings
+from mnistream_common.storage import make_minio
 from mnistream_common.topics import MODEL_PROMOTED
 
 from tests.e2e.support import (
@@ -24,7 +27,7 @@ from tests.e2e.support import (
     stack_component,
     worker_versions,
 )
-from tests.helpers import promotion
+from tests.helpers import SEVEN, drawing_png, promotion, tiny_onnx_model
 from tests.polling import eventually
 from tests.reliability.support import assert_nothing_lost, flowing
 from tests.stack import require_kafka
@@ -204,6 +207,58 @@ async def test_workers_restarted_after_an_unloadable_promotion_serve_the_champio
             mnistream, "promote", str(old), "--force", "--reason", "chaos: restore the champion"
         )
         await eventually(lambda: _fallbacks_name(system, None), 120, "the fallback over")
+
+
+async def test_a_promotion_the_registry_does_not_vouch_for_is_refused_by_every_worker(
+    system: System, models: Models, s3_settings: S3Settings
+) -> None:
+    """A forged promotion, as someone with write access to Kafka and the artifacts bucket
+    could make it: a loadable model of their own stored in the bucket, its true sha256 in the
+    event, under a registered version's number. Every worker refuses it (the registry holds
+    that version with another sha256) and the champion keeps answering uploads."""
+    old = await champion(system)
+    forged_version = models.better if old != models.better else models.weak
+    forged_bytes = tiny_onnx_model(4242)
+    key = f"forged/v{forged_version}.onnx"
+    make_minio(s3_settings).put_object(
+        s3_settings.artifacts_bucket, key, io.BytesIO(forged_bytes), len(forged_bytes)
+    )
+    forged = promotion(forged_bytes, version=forged_version, previous=old).model_copy(
+        update={"onnx_uri": f"s3://{s3_settings.artifacts_bucket}/{key}"}
+    )
+    await publish_promotion(forged)
+    try:
+        await eventually(
+            lambda: _workers_refused(system, "refused as forged"), 60, "every worker refusing"
+        )
+        assert await worker_versions(system) == {old}
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            answer = await client.post(
+                "/api/predictions",
+                params={"wait": 5000},
+                files={"image": ("digit.png", drawing_png(SEVEN), "image/png")},
+            )
+        assert answer.status_code == 200, answer.text
+        model = answer.json()["prediction"]["model"]
+        assert model["version"] == old and model["sha256"] != forged.model.sha256, model
+    finally:
+        await asyncio.to_thread(
+            mnistream, "promote", str(old), "--force", "--reason", "chaos: after a forgery"
+        )
+        await eventually(lambda: _fallbacks_name(system, None), 120, "the fallback over")
+
+
+async def _workers_refused(system: System, reason: str) -> bool:
+    """Every running inference worker's last error says `reason`."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        errors = [
+            (await client.get(f"http://127.0.0.1:{s.env['INFERENCE_HTTP_PORT']}/readyz")).json()[
+                "last_error"
+            ]
+            for name, s in system.services.items()
+            if name.startswith("inference-") and s.running
+        ]
+    return bool(errors) and all(reason in (e or "") for e in errors)
 
 
 async def publish_promotion(event: ModelPromoted) -> None:

@@ -25,7 +25,10 @@ async def label_accuracy(
 ) -> float:
     """Share of labeled drawings that `version` reads as their label (the model from object
     storage's `bucket`, the drawings' model inputs from history-service)."""
-    model = await fetch_and_build(store, version.ref, version.onnx_uri, RuntimeOptions(), bucket)
+    # The version was read from the registry: no need to ask it again.
+    model = await fetch_and_build(
+        store, version.ref, version.onnx_uri, RuntimeOptions(), bucket, registry=None
+    )
     truth = {item.digit_id: item.label for item in labeled}
     hits = 0
     ids = list(truth)

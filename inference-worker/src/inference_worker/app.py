@@ -34,6 +34,7 @@ from mnistream_common.topics import (
 )
 from mnistream_serving.loader import fetch_and_build
 from mnistream_serving.model import LoadedModel, RuntimeOptions
+from mnistream_serving.registry import RegistryCheck
 from prometheus_client import make_asgi_app
 
 from inference_worker.handlers import SERVICE, BatchHandler
@@ -114,15 +115,17 @@ def build_worker(settings: Settings, overrides: Overrides | None = None) -> Work
 
 
 def _store_loader(settings: Settings) -> Loader:
-    """Models from object storage; the client is made on the first load, not at build time."""
+    """Models from object storage, each checked with the registry first; the client is made on
+    the first load, not at build time."""
     options = RuntimeOptions(settings.onnx_threads, settings.prefer_gpu, settings.max_batch_size)
     stores: list[ObjectStore] = []
+    registry = RegistryCheck(settings.mlflow_tracking_uri)
 
     async def load(event: ModelPromoted) -> LoadedModel:
         if not stores:
             stores.append(ObjectStore(make_minio(settings)))
         return await fetch_and_build(
-            stores[0], event.model, event.onnx_uri, options, settings.artifacts_bucket
+            stores[0], event.model, event.onnx_uri, options, settings.artifacts_bucket, registry
         )
 
     return load

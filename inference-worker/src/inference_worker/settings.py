@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import socket
 
-from mnistream_common.settings import BaseServiceSettings, KafkaSettings, S3Settings
+from mnistream_common.settings import (
+    BaseServiceSettings,
+    KafkaSettings,
+    MLflowSettings,
+    S3Settings,
+)
 from pydantic import Field
 
 
@@ -14,8 +19,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Settings(BaseServiceSettings, KafkaSettings, S3Settings):
-    """Inference worker: Kafka in and out, models from object storage."""
+class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
+    """Inference worker: Kafka in and out, models from object storage, checked with the
+    registry."""
 
     worker_id: str = Field(default_factory=default_worker_id)
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Drawings per session.run.")

@@ -39,6 +39,7 @@ from mnistream_common.topics import (
 )
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
+from mnistream_serving.registry import RegistryCheck
 from prometheus_client import make_asgi_app
 
 from rescore_worker.handlers import ChunkScorer, Pace, Planner
@@ -55,12 +56,13 @@ SKIP_INVALID_PROMOTIONS = LogRejects("an invalid promotion; history-service dead
 @dataclass(frozen=True)
 class Overrides:
     """What the worker talks to, replaced in component tests. Left empty, the lifespan connects
-    to the real ones: object storage (models), history-service (ids and model inputs), and
-    Kafka for the ledger's end."""
+    to the real ones: object storage (models), history-service (ids and model inputs), the
+    MLflow registry (each promoted model checked there), and Kafka for the ledger's end."""
 
     store: ObjectStore | None = None
     history_transport: httpx.AsyncBaseTransport | None = None
     ledger_end: Callable[[], Awaitable[int]] | None = None
+    registry_transport: httpx.AsyncBaseTransport | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def build_parts(
     )
     ledger = Ledger()
     ledger_end = overrides.ledger_end or partial(_ledger_end, settings)
-    models = ModelCache(store, options, settings.artifacts_bucket)
+    registry = RegistryCheck(settings.mlflow_tracking_uri, overrides.registry_transport)
+    models = ModelCache(store, options, settings.artifacts_bucket, registry)
     planner = Planner(
         history,
         broker.publisher(RESCORE_TASKS.name),

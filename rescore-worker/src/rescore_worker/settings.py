@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import socket
 
-from mnistream_common.settings import BaseServiceSettings, KafkaSettings, S3Settings
+from mnistream_common.settings import (
+    BaseServiceSettings,
+    KafkaSettings,
+    MLflowSettings,
+    S3Settings,
+)
 from pydantic import Field, model_validator
 
 
-class Settings(BaseServiceSettings, KafkaSettings, S3Settings):
+class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
     """Rescore worker: plans jobs on promotion, rescores chunks of stored drawings."""
 
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

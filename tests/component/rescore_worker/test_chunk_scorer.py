@@ -15,6 +15,7 @@ from mnistream_common.history_client import HistoryClient, HistoryUnavailableErr
 from mnistream_common.rescore import job_id_for, plan_chunks, task_key
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
+from mnistream_serving.registry import RegistryCheck
 from rescore_worker.handlers import ChunkScorer, Planner
 from rescore_worker.ledger import Ledger
 
@@ -24,6 +25,7 @@ from tests.helpers import (
     FakeHistory,
     FakeObjectStore,
     FakePublisher,
+    FakeRegistry,
     drawing_png,
     encode_ink,
     promotion,
@@ -46,11 +48,14 @@ class Rescore:
         self.predicted = FakePublisher()
         self.skipped = FakePublisher()
         self.promotions: list[ModelPromoted] = []
+        self.registry = FakeRegistry()
         for version, onnx_bytes in ONNX.items():
             self.store.add(f"s3://mlflow/models/v{version}.onnx", onnx_bytes)
+            self.registry.add(onnx_bytes, version)
         options = RuntimeOptions(intra_op_threads=1, prefer_gpu=False, warmup_batch=4)
+        registry = RegistryCheck("http://mlflow.test", self.registry.transport())
         self.scorer = ChunkScorer(
-            ModelCache(self.store.as_store(), options, "mlflow"),
+            ModelCache(self.store.as_store(), options, "mlflow", registry),
             self.history.client(),
             self.predicted,
             self.skipped,

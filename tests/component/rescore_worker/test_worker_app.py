@@ -33,6 +33,7 @@ from tests.helpers import (
     SEVEN,
     FakeHistory,
     FakeObjectStore,
+    FakeRegistry,
     drawing_png,
     promotion,
     tiny_onnx_model,
@@ -49,6 +50,8 @@ class Worker:
     broker: Any
     history: FakeHistory
     backoff: Backoff
+    store: FakeObjectStore
+    registry: FakeRegistry
     predicted: list[DigitPredicted] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
@@ -66,20 +69,23 @@ async def worker() -> AsyncIterator[Worker]:
         log_json=False,
         log_level="WARNING",
     )
-    store, history = FakeObjectStore(), FakeHistory()
+    store, history, registry = FakeObjectStore(), FakeHistory(), FakeRegistry()
     store.add("s3://mlflow/models/v1.onnx", ONNX)
+    registry.add(ONNX, 1)
 
     async def ledger_end() -> int:
         return 1
 
     broker = make_broker(settings, client_id=settings.worker_id)
     metrics = RescoreMetrics()
-    overrides = Overrides(store.as_store(), httpx.MockTransport(history.handle), ledger_end)
+    overrides = Overrides(
+        store.as_store(), httpx.MockTransport(history.handle), ledger_end, registry.transport()
+    )
     parts = dataclasses.replace(
         build_parts(settings, broker, metrics, overrides), backoff=Backoff(0.01, 0.04)
     )
     subscribe(broker, parts, metrics)
-    running = Worker(broker, history, parts.backoff)
+    running = Worker(broker, history, parts.backoff, store, registry)
 
     @broker.subscriber(DIGITS_PREDICTED.name, group_id="test-predicted")
     async def on_predicted(msg: KafkaMessage) -> None:
@@ -136,6 +142,7 @@ async def test_a_task_whose_model_cannot_be_read_is_dead_lettered_with_the_reaso
 ) -> None:
     ids = store_drawings(worker, 2)
     missing: ModelPromoted = promotion(tiny_onnx_model(302), 2)
+    worker.registry.add(tiny_onnx_model(302), 2)  # registered, but its object is gone
     [task] = plan_chunks(uuid.uuid4(), "candidate", missing.model, missing.onnx_uri, ids, 10)
 
     await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
@@ -143,6 +150,28 @@ async def test_a_task_whose_model_cannot_be_read_is_dead_lettered_with_the_reaso
     [letter] = worker.dead
     assert letter.original == task.to_bytes()
     assert "model v2 rejected" in letter.error and "NoSuchKey" in letter.error
+    assert worker.predicted == []
+
+
+async def test_a_task_for_a_model_the_registry_does_not_hold_is_dead_lettered_unread(
+    worker: Worker,
+) -> None:
+    """A forged promotion's task: the object exists and matches the event's sha256, but the
+    registry holds no such version (or holds it with another sha256); no model is read."""
+    ids = store_drawings(worker, 2)
+    for version, registered in ((2, None), (3, tiny_onnx_model(304))):
+        forged: ModelPromoted = promotion(tiny_onnx_model(303), version)
+        worker.store.add(forged.onnx_uri, tiny_onnx_model(303))
+        if registered is not None:
+            worker.registry.add(registered, version)
+        [task] = plan_chunks(uuid.uuid4(), "candidate", forged.model, forged.onnx_uri, ids, 10)
+
+        await worker.broker.publish(task.to_bytes(), RESCORE_TASKS.name, key=b"job:0")
+
+        assert forged.onnx_uri not in worker.store.reads
+    first, second = worker.dead
+    assert "not in the model registry" in first.error, first.error
+    assert "registered with sha256" in second.error and "forged" in second.error, second.error
     assert worker.predicted == []
 
 

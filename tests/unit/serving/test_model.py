@@ -119,9 +119,15 @@ async def test_a_promotion_outside_the_artifacts_bucket_is_refused_unread() -> N
             "s3://drawings/0190/2f/abc.png",
             OPTIONS,
             "mlflow",
+            registry=None,
         )
     assert store.reads == []
     loaded = await fetch_and_build(
-        cast(ObjectStore, store), model_ref(onnx_bytes, 1), "s3://mlflow/m.onnx", OPTIONS, "mlflow"
+        cast(ObjectStore, store),
+        model_ref(onnx_bytes, 1),
+        "s3://mlflow/m.onnx",
+        OPTIONS,
+        "mlflow",
+        registry=None,
     )
     assert loaded.ref.version == 1

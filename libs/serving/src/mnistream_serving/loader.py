@@ -10,19 +10,26 @@ from mnistream_common.events import ModelRef
 from mnistream_common.storage import ObjectStore, S3Uri
 
 from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
+from mnistream_serving.registry import ModelUnavailableError, RegistryCheck
 
-
-class ModelUnavailableError(Exception):
-    """The model could not be fetched right now (storage down); trying again may succeed."""
+__all__ = ["ModelCache", "ModelUnavailableError", "fetch_and_build"]
 
 
 async def fetch_and_build(
-    store: ObjectStore, ref: ModelRef, onnx_uri: str, options: RuntimeOptions, bucket: str
+    store: ObjectStore,
+    ref: ModelRef,
+    onnx_uri: str,
+    options: RuntimeOptions,
+    bucket: str,
+    registry: RegistryCheck | None,
 ) -> LoadedModel:
-    """Download, verify (sha256), build and warm a model; the build runs off the event loop.
+    """Check with the registry, download, verify (sha256), build and warm a model; the build
+    runs off the event loop.
 
     Models are only read from `bucket` (ARTIFACTS_BUCKET, where MLflow keeps them): a
-    promotion pointing anywhere else, the drawings bucket say, is refused.
+    promotion pointing anywhere else, the drawings bucket say, is refused. With a `registry`,
+    a version it does not hold with this URI and sha256 is refused before any read (None: the
+    caller read the version from the registry itself, as the CLI does).
     """
     try:
         uri = S3Uri.parse(onnx_uri)
@@ -32,6 +39,8 @@ async def fetch_and_build(
         raise ModelRejectedError(
             f"{onnx_uri} is outside the artifacts bucket {bucket!r}; models are read only there"
         )
+    if registry is not None:
+        await registry.verify(ref, onnx_uri)
     try:
         onnx_bytes = await store.get(uri)
     except S3Error as exc:
@@ -47,9 +56,15 @@ class ModelCache:
     """The few most recently used models by sha256, so rescore chunks reuse one session."""
 
     def __init__(
-        self, store: ObjectStore, options: RuntimeOptions, bucket: str, capacity: int = 2
+        self,
+        store: ObjectStore,
+        options: RuntimeOptions,
+        bucket: str,
+        registry: RegistryCheck | None,
+        capacity: int = 2,
     ) -> None:
         self._store = store
+        self._registry = registry
         self._options = options
         self._bucket = bucket
         self._capacity = capacity
@@ -62,7 +77,7 @@ class ModelCache:
             model = self._models.get(ref.sha256)
             if model is None:
                 model = await fetch_and_build(
-                    self._store, ref, onnx_uri, self._options, self._bucket
+                    self._store, ref, onnx_uri, self._options, self._bucket, self._registry
                 )
                 self._models[ref.sha256] = model
                 while len(self._models) > self._capacity:
