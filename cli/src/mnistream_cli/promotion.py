@@ -18,10 +18,8 @@ from mnistream_common.history_client import (
     HistoryUnavailableError,
 )
 from mnistream_common.kafka import read_ledger
-from mnistream_common.storage import ObjectStore, make_minio
 
 from mnistream_cli.kafka_ops import publish_promotion
-from mnistream_cli.labels import label_accuracy
 from mnistream_cli.registry import RegisteredVersion, Registry, UnknownVersionError
 from mnistream_cli.settings import Settings
 
@@ -111,6 +109,12 @@ class Promoter:
         return gate(report)
 
     async def _label_scores(self, report: GateReport) -> None:
+        # Scoring the labels needs ONNX Runtime, numpy and MinIO's client (a quarter of a
+        # second to import): only the promotions that score them pay it, not every command.
+        from mnistream_common.storage import ObjectStore, make_minio
+
+        from mnistream_cli.labels import label_accuracy
+
         async with HistoryClient.at(self.settings.history_url) as history:
             try:
                 labeled = await history.labeled()
