@@ -168,7 +168,7 @@ run: install data ## Run everything: stack, first model if none, all services (I
 
 .PHONY: stop
 stop: ## Stop `make run` (services, then the stack); returns once every process has exited
-	@pid_file=.data/run/run.pid
+	@pid_file="$${MNISTREAM_DATA:-.data}/run/run.pid"
 	if [ -f "$$pid_file" ] && kill -0 "$$(cat "$$pid_file")" 2>/dev/null; then
 	  pid="$$(cat "$$pid_file")"
 	  kill -TERM "$$pid"

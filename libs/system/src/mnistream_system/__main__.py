@@ -28,7 +28,13 @@ COLOURS = ("36", "33", "35", "32", "34", "31")
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
-    ports = Ports(gateway=setting("GATEWAY_PORT", 8000), history=setting("HISTORY_PORT", 8001))
+    ports = Ports(
+        gateway=setting("GATEWAY_PORT", 8000),
+        history=setting("HISTORY_PORT", 8001),
+        # The first worker's port; the others take the next ones.
+        inference=setting("INFERENCE_HTTP_PORT", 8300),
+        rescore=setting("RESCORE_HTTP_PORT", 8400),
+    )
     system = System(args.inference_workers, args.rescore_workers, ports)
     _say(
         f"{args.inference_workers} inference worker(s) (metrics on ports {ports.inference}..), "
