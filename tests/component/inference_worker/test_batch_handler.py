@@ -279,3 +279,37 @@ async def test_a_model_failing_on_everything_pauses_longer_each_time_and_commits
     await handle(model, batch)
     assert backoff.failures == 0
     assert len(predicted.sent) == 2
+
+
+async def test_drawings_to_decode_follow_in_parts_within_the_pixel_budget(
+    model: LoadedModel,
+) -> None:
+    """A batch of three large version 1 records (to decode) around a drawing that carries its
+    input: the ready drawing is predicted and published first, then the large ones in parts of
+    at most the budget (one 512 × 512 image each here), each part its own session.run."""
+    large = drawing_png(FOUR, size=512)
+    batch = [
+        submitted(large, schema_version=1),
+        submitted(drawing_png(SEVEN)),
+        submitted(large, schema_version=1),
+        submitted(large, schema_version=1),
+    ]
+    published = FakePublisher()
+    batch_handler = BatchHandler(WORKER, published, WorkerMetrics(), pixel_budget=512 * 512)
+    deliveries = [
+        Delivery(e, FakeRecord("digits.submitted", 0, n, None, e.to_bytes()))
+        for n, e in enumerate(batch)
+    ]
+
+    rejected = await batch_handler(model, deliveries)
+
+    assert rejected == []
+    order = [p.digit_id for p in predictions(published)]
+    assert order == [batch[1].digit_id, batch[0].digit_id, batch[2].digit_id, batch[3].digit_id]
+    assert [p.timings.batch_size for p in predictions(published)] == [1, 1, 1, 1]
+
+    # Within the budget they go together: the three large ones in one part.
+    together = FakePublisher()
+    roomy = BatchHandler(WORKER, together, WorkerMetrics(), pixel_budget=3 * 512 * 512)
+    await roomy(model, deliveries)
+    assert [p.timings.batch_size for p in predictions(together)] == [1, 3, 3, 3]
