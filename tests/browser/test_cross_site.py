@@ -143,6 +143,7 @@ def test_a_page_of_another_site_cannot_label_a_drawing(
     finally:
         context.close()
         other_site.shutdown()
+        other_site.server_close()
 
     # What the page saw: no answer it may read, and the JSON fetch stopped at its preflight.
     assert outcomes == {

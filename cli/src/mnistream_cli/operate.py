@@ -29,6 +29,7 @@ from mnistream_cli.registry import RegistryError
 from mnistream_cli.replay import replay_dead_letters
 from mnistream_cli.settings import Settings
 
+FLIPS_PRINTED = 20  # flips the flip report lists
 console = Console()
 
 
@@ -164,7 +165,7 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
         console.print(f"evaluating v{version} on {total} drawings (job {job.job_id})")
         report_job = await _follow_job(history, job.job_id, total, wait_s)
         against = ledger[-1].model.version if ledger else None
-        report = await history.version_stats(version, against)
+        report = await history.version_stats(version, against, flips=FLIPS_PRINTED)
     _print_flip_report(report)
     _print_skipped(report_job)
 
@@ -205,7 +206,7 @@ def _print_flip_report(report: VersionStats) -> None:
         table = Table(title="flips (old → new, label)")
         for column in ("digit id", "old", "new", "label"):
             table.add_column(column)
-        for flip in report.flips[:20]:
+        for flip in report.flips[:FLIPS_PRINTED]:
             label = "-" if flip.label is None else str(flip.label)
             table.add_row(str(flip.digit_id), str(flip.from_), str(flip.to), label)
         console.print(table)

@@ -181,7 +181,9 @@ async def model_version(
     ] = None,
 ) -> VersionStats:
     """How `version` reads the stored drawings compared with the champion before it (read from
-    figures kept up as predictions arrive: the same cost at any number of drawings)."""
+    figures kept up as predictions arrive: the same cost at any number of drawings). Against
+    another version (`against`, or a candidate against the champion) the page of flips is read
+    from the predictions and walks further the less often the two disagree."""
     async with context.engine.connect() as conn:
         ledger = await queries.promotions(conn)
         previous = against if against is not None else _previous_of(version, ledger)

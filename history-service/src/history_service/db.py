@@ -172,7 +172,8 @@ class VersionPair(Base):
 
 
 class PredictionFlip(Base):
-    """A drawing two versions read differently (both directions are kept), for paging flips."""
+    """A drawing a promoted version reads differently from the champion before it (the ledger's
+    comparisons only), for paging flips."""
 
     __tablename__ = "prediction_flips"
 

@@ -303,7 +303,9 @@ async def kept_up(connection: Any, digit_ids: Iterable[uuid.UUID]) -> AsyncItera
 async def comparisons_kept_up(connection: Any) -> AsyncIterator[None]:
     """Around a write of promotions: a comparison the ledger did not have before (a version and
     the champion before it) gets the flips of the predictions stored so far, in one statement
-    over the two versions' rows (the newly promoted version has few, unless it was evaluated)."""
+    over the two versions' rows, under the lock: cheap for a version with few predictions, a
+    join over every stored drawing for one that was evaluated (or a rollback), which holds up
+    the other writes meanwhile (not measured at scale yet)."""
     await connection.execute(_LOCK)
     before = await _compared(connection)
     yield

@@ -180,7 +180,9 @@ async def version_stats(
     }
     if previous is not None:
         stats.update(await _agreement(conn, version, previous))
-        if flips_limit:  # 0: the figures only (the models panel shows no flip list)
+        # 0: the figures only (the models panel shows no flip list); none flipped: no page to
+        # look for (read from the predictions, it would walk every row of the version).
+        if flips_limit and stats["flipped"]:
             stats.update(await flips_page(conn, version, previous, flips_limit, flips_before))
         before_labeled, before_correct = await _label_accuracy(conn, previous)
         stats["previous_label_accuracy"] = (

@@ -109,21 +109,38 @@ class BatchHandler:
 
         Drawings that carry their model input are scored and published first, at once; those
         that must be decoded (version 1 records) follow in parts of at most `pixel_budget`
-        pixels, so a burst of huge images delays nobody else's prediction and no part holds a
-        worker thread for long. The batch is committed after every part."""
+        pixels, so a burst of huge images delays no other drawing of the batch by more than a
+        part, and no part holds a worker thread for long. The caller commits once, after every
+        part. The model failing on every drawing of the batch (not of one part) fails it."""
         ready = [d for d in deliveries if d.event.model_input is not None]
         older = [d for d in deliveries if d.event.model_input is None]
         rejected: list[Rejected] = []
+        raised: list[Exception] = []
         for part in (ready, *within_budget(older, self.pixel_budget)):
             if part:
-                rejected += await self._predict(model, part)
+                rejected += await self._predict(model, part, raised)
+        if deliveries and len(raised) == len(deliveries):
+            delay = await self.backoff.wait()
+            log.error(
+                "the model fails on every drawing; the batch will be read again",
+                model_version=model.ref.version,
+                error=str(raised[0]),
+                paused_s=delay,
+            )
+            raise ModelFailingError(f"v{model.ref.version} failed on a whole batch: {raised[0]}")
+        self.backoff.reset()
         return rejected
 
     async def _predict(
-        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]]
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        raised: list[Exception],
     ) -> list[Rejected]:
+        """Score and publish one part; what the model raised on, drawing by drawing, is added
+        to `raised`."""
         started = utc_now()
-        result = await self._score(model, deliveries)
+        result = await self._score(model, deliveries, raised)
         predictions = [
             self._prediction(model, s.item.event, s.probabilities, started, result)
             for s in result.scored
@@ -146,41 +163,35 @@ class BatchHandler:
         return [Rejected(f.item.record, f.error) for f in result.failed]
 
     async def _score(
-        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]]
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        raised: list[Exception],
     ) -> BatchResult[Delivery[DigitSubmitted]]:
         # CPU work off the event loop: the loop keeps polling Kafka and answering probes.
         try:
-            result = await asyncio.to_thread(score_drawings, model, deliveries)
-        except Exception as exc:  # onnxruntime raises untyped errors
-            result = await self._one_by_one(model, deliveries, exc)
-        self.backoff.reset()
-        return result
+            return await asyncio.to_thread(score_drawings, model, deliveries)
+        except Exception:  # onnxruntime raises untyped errors
+            return await self._one_by_one(model, deliveries, raised)
 
     async def _one_by_one(
-        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]], error: Exception
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        raised: list[Exception],
     ) -> BatchResult[Delivery[DigitSubmitted]]:
-        """The batch failed: score each drawing alone to find the ones the model fails on."""
+        """The part failed: score each drawing alone to find the ones the model fails on."""
         scored: list[Scored[Delivery[DigitSubmitted]]] = []
         failed: list[Failed[Delivery[DigitSubmitted]]] = []
-        raised = 0
         for delivery in deliveries:
             try:
                 alone = await asyncio.to_thread(score_drawings, model, [delivery])
             except Exception as exc:  # onnxruntime raises untyped errors
-                raised += 1
+                raised.append(exc)
                 failed.append(Failed(delivery, f"the model failed on this drawing: {exc}"))
                 continue
             scored += alone.scored
             failed += alone.failed
-        if deliveries and raised == len(deliveries):
-            delay = await self.backoff.wait()
-            log.error(
-                "the model fails on every drawing; the batch will be read again",
-                model_version=model.ref.version,
-                error=str(error),
-                paused_s=delay,
-            )
-            raise ModelFailingError(f"v{model.ref.version} failed on a whole batch: {error}")
         return BatchResult(scored, failed, 0.0, 0.0)
 
     def _prediction(

@@ -10,7 +10,7 @@ from mnistream_common.logs import get_logger
 from mnistream_serving.loader import ModelUnavailableError
 from mnistream_serving.model import LoadedModel, ModelRejectedError
 
-from inference_worker.swap import SwapDecision, Wanted, decide
+from inference_worker.swap import Refusal, SwapDecision, Wanted, decide, refusal
 
 log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ class ModelKeeper:
         self.fallback: str | None = None
         self._wanted: Wanted | None = None
         self._ledger: dict[int, ModelPromoted] = {}  # every promotion read, by offset
-        self._rejected: set[str] = set()
+        self._rejected: set[Refusal] = set()
         self._loader = loader
         self._on_swap = on_swap
         self._retry_seconds = retry_seconds
@@ -83,7 +83,7 @@ class ModelKeeper:
         try:
             model = await self._loader(wanted.event)
         except ModelRejectedError as exc:
-            self._rejected.add(ref.sha256)
+            self._rejected.add(refusal(wanted.event))
             self.last_error = f"v{ref.version} rejected: {exc}"
             log.error(
                 "model rejected; the old model keeps serving",
@@ -119,12 +119,15 @@ class ModelKeeper:
         promotion): serve the newest earlier champion that loads."""
         for offset in sorted((o for o in self._ledger if o < rejected_offset), reverse=True):
             event = self._ledger[offset]
-            if event.model.sha256 in self._rejected:
+            if refusal(event) in self._rejected:
                 continue
             try:
                 model = await self._loader(event)
             except (ModelRejectedError, ModelUnavailableError) as exc:
-                self._rejected.add(event.model.sha256)
+                # Unavailable (storage or the registry down) is not a refusal: the next start,
+                # or the next promotion, tries it again.
+                if isinstance(exc, ModelRejectedError):
+                    self._rejected.add(refusal(event))
                 log.error(
                     "older champion not loadable either",
                     version=event.model.version,

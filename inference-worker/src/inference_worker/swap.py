@@ -17,6 +17,17 @@ class SwapDecision(Enum):
     WAIT_FOR_LEDGER = "wait-for-ledger"
 
 
+# A refused promotion is remembered by what was checked: the model, version and object the
+# registry vouched for or not. By sha256 alone, a forged promotion reusing a real model's hash
+# under another version would make every worker refuse that real model until restarted.
+Refusal = tuple[str, int, str, str]
+
+
+def refusal(event: ModelPromoted) -> Refusal:
+    """What a refused promotion is remembered by."""
+    return (event.model.name, event.model.version, event.model.sha256, event.onnx_uri)
+
+
 @dataclass(frozen=True)
 class Wanted:
     """The latest promotion seen, with its offset in the ledger."""
@@ -28,7 +39,7 @@ class Wanted:
 def decide(
     wanted: Wanted | None,
     serving: ModelRef | None,
-    rejected: set[str],
+    rejected: set[Refusal],
     ledger_end_at_start: int,
 ) -> SwapDecision:
     """Load only the newest promotion, once the ledger has been read up to where it ended at start.
@@ -40,6 +51,6 @@ def decide(
         return SwapDecision.WAIT_FOR_LEDGER
     if serving is not None and serving.sha256 == wanted.event.model.sha256:
         return SwapDecision.ALREADY_SERVING
-    if wanted.event.model.sha256 in rejected:
+    if refusal(wanted.event) in rejected:
         return SwapDecision.PREVIOUSLY_REJECTED
     return SwapDecision.LOAD

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from inference_worker.handlers import SERVICE, BatchHandler, ModelFailingError
+from inference_worker.handlers import PIXEL_BUDGET, SERVICE, BatchHandler, ModelFailingError
 from inference_worker.metrics import WorkerMetrics
 from mnistream_common.consume import (
     Backoff,
@@ -21,7 +21,7 @@ from mnistream_common.consume import (
     typed_batch,
 )
 from mnistream_common.events import DeadLetter, DigitPredicted, DigitSubmitted
-from mnistream_common.preprocessing import inputs_to_batch, preprocess, to_batch
+from mnistream_common.preprocessing import inputs_to_batch, prepare, preprocess, to_batch
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
 from tests.helpers import (
@@ -53,12 +53,14 @@ Handle = Callable[[LoadedModel, Sequence[FakeRecord]], Awaitable[None]]
 
 
 def handler(
-    predicted: Publisher | None = None, backoff: Backoff | None = None
+    predicted: Publisher | None = None,
+    backoff: Backoff | None = None,
+    pixel_budget: int = PIXEL_BUDGET,
 ) -> tuple[Handle, FakePublisher, FakePublisher]:
     """The worker's batch handler behind the typed subscriber seam, as the worker wires it."""
     published, deadletter = FakePublisher(), FakePublisher()
     batch_handler = BatchHandler(
-        WORKER, predicted or published, WorkerMetrics(), backoff or Backoff()
+        WORKER, predicted or published, WorkerMetrics(), backoff or Backoff(), pixel_budget
     )
     rejects = DeadLetterRejects(deadletter, SERVICE)
 
@@ -313,3 +315,38 @@ async def test_drawings_to_decode_follow_in_parts_within_the_pixel_budget(
     roomy = BatchHandler(WORKER, together, WorkerMetrics(), pixel_budget=3 * 512 * 512)
     await roomy(model, deliveries)
     assert [p.timings.batch_size for p in predictions(together)] == [1, 3, 3, 3]
+
+
+class FailingOnInput(LoadedModel):
+    """A model whose session.run fails on any batch holding one given input."""
+
+    def __init__(self, model: LoadedModel, bad: bytes) -> None:
+        super().__init__(model.ref, model.session, model.provider)
+        self.bad = inputs_to_batch([bad])[0]
+
+    def predict(self, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if any(np.allclose(row, self.bad) for row in pixels):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+        return super().predict(pixels)
+
+
+async def test_a_part_the_model_fails_on_alone_is_dead_lettered_not_taken_for_a_failing_model(
+    model: LoadedModel,
+) -> None:
+    """The one version 1 drawing of a batch is a part of its own, and the model fails on it:
+    it is dead-lettered and the rest is predicted, as in a batch of one part. Only the model
+    failing on every drawing of the batch fails the batch."""
+    ready = submitted(drawing_png(SEVEN))
+    large = drawing_png(FOUR, size=512)
+    older = submitted(large, schema_version=1)
+    handle, predicted, deadletter = handler(pixel_budget=1)
+
+    await handle(
+        FailingOnInput(model, prepare(large).model_input),
+        records([ready.to_bytes(), older.to_bytes()]),
+    )
+
+    assert [p.digit_id for p in predictions(predicted)] == [ready.digit_id]
+    [letter] = dead_letters(deadletter)
+    assert letter.original == older.to_bytes()
+    assert "the model failed on this drawing" in letter.error

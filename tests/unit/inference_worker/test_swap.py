@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from inference_worker.swap import SwapDecision, Wanted, decide
+from inference_worker.swap import SwapDecision, Wanted, decide, refusal
 
 from tests.helpers import model_ref, promotion, tiny_onnx_model
 
@@ -54,15 +54,24 @@ def test_a_rollback_to_the_same_bytes_under_a_new_promotion_is_already_serving()
 
 
 def test_a_model_rejected_before_is_not_tried_again() -> None:
-    rejected = {model_ref(NEW).sha256}
+    rejected = {refusal(wanted(NEW, 1).event)}
 
     decision = decide(wanted(NEW, 1), model_ref(OLD, 1), rejected, 1)
 
     assert decision is SwapDecision.PREVIOUSLY_REJECTED
 
 
+def test_a_refusal_of_one_promotion_does_not_refuse_the_same_model_promoted_as_registered() -> None:
+    """A forged promotion reusing a real model's sha256 under another version was refused: the
+    real promotion of that model (its own version and object) is still loaded."""
+    forged = Wanted(promotion(NEW, 9), 1)
+    rejected = {refusal(forged.event)}
+
+    assert decide(wanted(NEW, 2), model_ref(OLD, 1), rejected, 1) is SwapDecision.LOAD
+
+
 def test_waiting_for_the_ledger_comes_before_every_other_check() -> None:
     serving = model_ref(NEW, 2)
-    rejected = {serving.sha256}
+    rejected = {refusal(wanted(NEW, 0).event)}
 
     assert decide(wanted(NEW, 0), serving, rejected, 10) is SwapDecision.WAIT_FOR_LEDGER

@@ -87,9 +87,14 @@ class HistoryClient:
         """Champion, ledger and the versions seen."""
         return ModelsOut.model_validate(await self._json("GET", "/api/models"))
 
-    async def version_stats(self, version: int, against: int | None = None) -> VersionStats:
-        """How `version` reads the stored drawings, against the champion before it or `against`."""
-        params = {"against": against} if against is not None else None
+    async def version_stats(
+        self, version: int, against: int | None = None, flips: int | None = None
+    ) -> VersionStats:
+        """How `version` reads the stored drawings, against the champion before it or `against`,
+        with the newest `flips` flips (the service's default page when None)."""
+        params: dict[str, int] = {} if against is None else {"against": against}
+        if flips is not None:
+            params["flips_limit"] = flips
         return VersionStats.model_validate(
             await self._json("GET", f"/api/models/{version}", params=params)
         )

@@ -53,7 +53,7 @@ async def fetch_and_build(
 
 
 class ModelCache:
-    """The few most recently used models by sha256, so rescore chunks reuse one session."""
+    """The few most recently used models, so rescore chunks reuse one session."""
 
     def __init__(
         self,
@@ -68,19 +68,22 @@ class ModelCache:
         self._options = options
         self._bucket = bucket
         self._capacity = capacity
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, int, str, str], LoadedModel] = OrderedDict()
         self._lock = asyncio.Lock()
 
     async def get(self, ref: ModelRef, onnx_uri: str) -> LoadedModel:
         """The model for `ref`, loading it once."""
+        # Keyed by all the registry vouched for: a task naming another version (or object)
+        # with a cached model's sha256 is checked with the registry again, not served.
+        key = (ref.name, ref.version, ref.sha256, onnx_uri)
         async with self._lock:
-            model = self._models.get(ref.sha256)
+            model = self._models.get(key)
             if model is None:
                 model = await fetch_and_build(
                     self._store, ref, onnx_uri, self._options, self._bucket, self._registry
                 )
-                self._models[ref.sha256] = model
+                self._models[key] = model
                 while len(self._models) > self._capacity:
                     self._models.popitem(last=False)
-            self._models.move_to_end(ref.sha256)
+            self._models.move_to_end(key)
             return model

@@ -4,7 +4,9 @@ Anyone who can write to Kafka can publish `model.promoted`, and the sha256 in th
 proves that the bytes are the ones the event names, not that anyone registered them. A version
 is promotable when `mnistream train` registered it with its ONNX object's URI and sha256 as
 tags; a worker loads a promotion only if the registry holds that version with those same tags.
-A forged event must then also forge the registry, which has its own credentials.
+A forged event must then also forge the registry: here that only raises the bar, since the
+native stack and compose run MLflow without authentication (Kafka ACLs and per-service
+credentials are what would close it).
 
 Read over MLflow's REST API with httpx: the live path does not import MLflow (a second to
 import, and most of the trainer's dependencies).
