@@ -25,13 +25,20 @@ from mnistream_common.consume import (
 )
 from mnistream_common.events import ModelPromoted, RescoreTask
 from mnistream_common.history_client import HistoryClient
-from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
+from mnistream_common.kafka import (
+    LONG_POLL_MS,
+    KafkaProbe,
+    committed_offsets,
+    end_offsets,
+    make_broker,
+)
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.storage import ObjectStore, make_minio
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_PREDICTED,
+    DIGITS_SUBMITTED,
     MODEL_PROMOTED,
     RESCORE_SKIPPED,
     RESCORE_TASKS,
@@ -63,6 +70,7 @@ class Overrides:
     history_transport: httpx.AsyncBaseTransport | None = None
     ledger_end: Callable[[], Awaitable[int]] | None = None
     registry_transport: httpx.AsyncBaseTransport | None = None
+    history_caught_up: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ def build_parts(
         ledger_end,
         settings.rescore_chunk_size,
         models,
+        overrides.history_caught_up or partial(_history_caught_up, settings),
     )
     scorer = ChunkScorer(
         models,
@@ -134,6 +143,39 @@ def build_parts(
 
 async def _ledger_end(settings: Settings) -> int:
     return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
+
+
+CATCH_UP_S = 60.0
+
+
+async def _history_caught_up(settings: Settings, within_s: float = CATCH_UP_S) -> None:
+    """Until the history group has committed, on every partition of digits.submitted, the end
+    offset seen now (it commits after storing), or `within_s` has passed: then, or if Kafka
+    cannot say, planning goes on with what is stored, and says so."""
+    servers = settings.kafka_bootstrap_servers
+    deadline = asyncio.get_running_loop().time() + within_s
+    try:
+        target = await end_offsets(servers, DIGITS_SUBMITTED)
+        while True:
+            committed = await committed_offsets(servers, Groups.HISTORY, DIGITS_SUBMITTED)
+            behind = sum(
+                end - max(committed[p], 0) for p, end in target.items() if committed[p] < end
+            )
+            if not behind:
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning(
+                    "history-service is still behind on digits.submitted; planning with the "
+                    "drawings it has stored",
+                    behind=behind,
+                    waited_s=within_s,
+                )
+                return
+            await asyncio.sleep(0.5)
+    except Exception as exc:  # Kafka unreachable: the plan must not wait on it
+        log.warning(
+            "history-service's progress unknown; planning with what it has stored", error=repr(exc)
+        )
 
 
 def subscribe(broker: KafkaBroker, parts: Parts, metrics: RescoreMetrics) -> Any:

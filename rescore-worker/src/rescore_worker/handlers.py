@@ -46,6 +46,10 @@ class Planner:
     # When set, a promotion whose model cannot be used (no such object, a wrong checksum) is
     # not planned: every chunk of its job would only be dead-lettered.
     models: ModelCache | None = None
+    # When set, awaited before the stored drawings are listed: until history-service has
+    # stored what was submitted before the promotion (bounded), so a drawing uploaded just
+    # before it, read live by the old champion, is in the plan too.
+    history_caught_up: Callable[[], Awaitable[None]] | None = None
 
     async def __call__(self, event: ModelPromoted, offset: int) -> int:
         """Plan (unless a newer promotion exists); returns the number of chunks published."""
@@ -67,6 +71,8 @@ class Planner:
                 # chunks wait for storage with their own backoff.
                 log.warning("model not checked before planning", error=str(exc))
         job = JobSpec(job_id_for(event), "rescore", event.model, event.onnx_uri)
+        if self.history_caught_up is not None:
+            await self.history_caught_up()
         drawings = await self._publish_plan(job)
         log.info(
             "rescore planned",
@@ -95,8 +101,8 @@ class Planner:
             ),
         ):
             with attempt:
-                # Drawings stored by now: those arriving while the plan is published are read
-                # by the new champion live.
+                # Drawings stored by now (history has caught up with what was submitted before
+                # the promotion): those arriving later are read by the new champion live.
                 until = datetime.now(UTC)
                 return await publish_plan(self.history, publish, job, self.chunk_size, until)
         raise AssertionError("unreachable: tenacity reraises")

@@ -242,6 +242,31 @@ def history_with(ids: list[uuid.UUID]) -> HistoryClient:
     return FakeHistory(dict.fromkeys(ids, b"")).client()
 
 
+async def test_the_planner_lists_the_drawings_only_once_history_has_caught_up() -> None:
+    """Drawings submitted before the promotion but stored only while the planner waits for
+    history-service to catch up are in the plan: without the wait they were left out (read live
+    by the old champion, never by the new one)."""
+    stored = [uuid.uuid4() for _ in range(5)]
+    late = [uuid.uuid4() for _ in range(3)]
+    fake = FakeHistory(dict.fromkeys(stored, b""))
+    tasks = FakePublisher()
+
+    async def ledger_end() -> int:
+        return 1
+
+    async def caught_up() -> None:
+        for digit_id in late:  # history stores the drawings it was still behind on
+            fake.images[digit_id] = b""
+
+    async with fake.client() as history:
+        await Planner(history, tasks, ledger_end, 10, history_caught_up=caught_up)(
+            promotion(ONNX[1], 1), 0
+        )
+
+    published = [RescoreTask.from_bytes(body) for body in tasks.bodies]
+    assert sorted(d for t in published for d in t.digit_ids) == sorted(stored + late)
+
+
 async def test_the_planner_puts_every_stored_drawing_in_exactly_one_chunk() -> None:
     ids = [uuid.uuid4() for _ in range(25)]
     tasks = FakePublisher()

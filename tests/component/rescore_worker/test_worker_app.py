@@ -78,8 +78,16 @@ async def worker() -> AsyncIterator[Worker]:
 
     broker = make_broker(settings, client_id=settings.worker_id)
     metrics = RescoreMetrics()
+
+    async def caught_up() -> None:  # history is never behind here
+        return None
+
     overrides = Overrides(
-        store.as_store(), httpx.MockTransport(history.handle), ledger_end, registry.transport()
+        store.as_store(),
+        httpx.MockTransport(history.handle),
+        ledger_end,
+        registry.transport(),
+        caught_up,
     )
     parts = dataclasses.replace(
         build_parts(settings, broker, metrics, overrides), backoff=Backoff(0.01, 0.04)

@@ -281,6 +281,21 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
         await consumer.stop()
 
 
+async def committed_offsets(bootstrap_servers: str, group: str, topic: TopicSpec) -> dict[int, int]:
+    """The offset `group` has committed on each partition of `topic` (-1: none yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream")
+    try:
+        await admin.start()
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    found = {p: -1 for p in range(topic.partitions)}
+    for tp, meta in committed.items():
+        if tp.topic == topic.name:
+            found[tp.partition] = int(meta.offset)
+    return found
+
+
 async def rewind_group(
     bootstrap_servers: str, group: str, topics: Iterable[TopicSpec], since: datetime | None
 ) -> dict[str, int]:
