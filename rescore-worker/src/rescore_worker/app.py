@@ -28,9 +28,9 @@ from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import (
     LONG_POLL_MS,
     KafkaProbe,
-    committed_offsets,
     end_offsets,
     make_broker,
+    wait_for_group,
 )
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
@@ -152,29 +152,21 @@ async def _history_caught_up(settings: Settings, within_s: float = CATCH_UP_S) -
     """Until the history group has committed, on every partition of digits.submitted, the end
     offset seen now (it commits after storing), or `within_s` has passed: then, or if Kafka
     cannot say, planning goes on with what is stored, and says so."""
-    servers = settings.kafka_bootstrap_servers
-    deadline = asyncio.get_running_loop().time() + within_s
     try:
-        target = await end_offsets(servers, DIGITS_SUBMITTED)
-        while True:
-            committed = await committed_offsets(servers, Groups.HISTORY, DIGITS_SUBMITTED)
-            behind = sum(
-                end - max(committed[p], 0) for p, end in target.items() if committed[p] < end
-            )
-            if not behind:
-                return
-            if asyncio.get_running_loop().time() >= deadline:
-                log.warning(
-                    "history-service is still behind on digits.submitted; planning with the "
-                    "drawings it has stored",
-                    behind=behind,
-                    waited_s=within_s,
-                )
-                return
-            await asyncio.sleep(0.5)
+        behind = await wait_for_group(
+            settings.kafka_bootstrap_servers, Groups.HISTORY, DIGITS_SUBMITTED, within_s
+        )
     except Exception as exc:  # Kafka unreachable: the plan must not wait on it
         log.warning(
             "history-service's progress unknown; planning with what it has stored", error=repr(exc)
+        )
+        return
+    if behind:
+        log.warning(
+            "history-service is still behind on digits.submitted; planning with the drawings "
+            "it has stored",
+            behind=behind,
+            waited_s=within_s,
         )
 
 

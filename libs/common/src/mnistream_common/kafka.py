@@ -281,19 +281,31 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap_servers: str, group: str, topic: TopicSpec) -> dict[int, int]:
-    """The offset `group` has committed on each partition of `topic` (-1: none yet)."""
+async def wait_for_group(
+    bootstrap_servers: str, group: str, topic: TopicSpec, within_s: float, poll_s: float = 0.5
+) -> int:
+    """Until `group` has committed, on every partition of `topic`, the end offset seen now (a
+    group that commits after its effect has then handled every record written so far), or
+    `within_s` has passed; the records it is still behind on (0: caught up). One admin client
+    for the whole wait."""
+    target = await end_offsets(bootstrap_servers, topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream")
     try:
         await admin.start()
-        committed = await admin.list_consumer_group_offsets(group)
+        while True:
+            committed = {
+                tp.partition: int(meta.offset)
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+                if tp.topic == topic.name
+            }
+            behind = sum(max(0, end - max(committed.get(p, -1), 0)) for p, end in target.items())
+            if not behind or loop.time() >= deadline:
+                return behind
+            await asyncio.sleep(poll_s)
     finally:
         await admin.close()
-    found = {p: -1 for p in range(topic.partitions)}
-    for tp, meta in committed.items():
-        if tp.topic == topic.name:
-            found[tp.partition] = int(meta.offset)
-    return found
 
 
 async def rewind_group(
