@@ -20,14 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_common.topics import DIGITS_LABELED
 from playwright.sync_api import Browser
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser.support import off_the_loop, upload, wait_for_label
+from tests.e2e.support import topic_records
 from tests.helpers import FOUR, drawing_png
-from tests.stack import require_kafka
 from tests.system import System
 
 pytestmark = pytest.mark.browser
@@ -99,26 +98,8 @@ def labels_published(digit_id: str) -> list[int]:
     read from the beginning to its end)."""
 
     async def read() -> list[int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=require_kafka(), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(DIGITS_LABELED.name, p) for p in range(DIGITS_LABELED.partitions)
-            ]
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            for tp, offset in (await consumer.beginning_offsets(partitions)).items():
-                consumer.seek(tp, offset)
-            found: list[int] = []
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    for record in records:
-                        event = json.loads(record.value or b"{}")
-                        if event.get("digit_id") == digit_id:
-                            found.append(int(event["label"]))
-            return found
-        finally:
-            await consumer.stop()
+        values = await topic_records(DIGITS_LABELED, digit_id.encode())
+        return [int(json.loads(v)["label"]) for v in values if v is not None]
 
     return off_the_loop(lambda: asyncio.run(read()))
 

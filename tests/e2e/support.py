@@ -95,6 +95,27 @@ async def upload_all(
         return list(await asyncio.gather(*(one(image) for image in images)))
 
 
+async def topic_records(topic: TopicSpec, key: bytes) -> list[bytes | None]:
+    """The value of every record of `topic` with this key, from the beginning to the end
+    offsets seen at the start, in each partition's order (a tombstone's value is None)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=require_kafka(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        values: list[bytes | None] = []
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                values += [r.value for r in batch.get(tp, []) if r.key == key]
+        return values
+    finally:
+        await consumer.stop()
+
+
 async def upload_predicted(gateway_url: str, image: bytes, wait_ms: int = 5000) -> uuid.UUID:
     """Upload one drawing and wait for its prediction: the id, once answered 200 `predicted`
     (a 202, any other status or an answer without a prediction fails)."""

@@ -57,6 +57,7 @@ TABLES = {
     "version_labels": "model_version",
     "version_pairs": "model_version, other_version, other_digit, digit",
     "prediction_flips": "model_version, other_version, digit_id",
+    "erasures": "digit_id",
 }
 
 

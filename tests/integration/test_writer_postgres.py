@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from history_service import figures, queries
 from history_service.migrate import upgrade
 from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     ModelPromoted,
@@ -28,7 +29,7 @@ from mnistream_common.events import (
     SkippedDrawing,
 )
 from mnistream_common.settings import S3Settings
-from mnistream_common.storage import ObjectStore, make_minio
+from mnistream_common.storage import ObjectStore, drawing_key, make_minio
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -259,6 +260,7 @@ class Scenario:
     labels: list[DigitLabeled]
     skipped: list[RescoreSkipped]
     promotions: list[ModelPromoted]
+    erasures: list[DigitErased]
 
 
 def scenario(base: int, seed: int = 7) -> Scenario:
@@ -317,18 +319,29 @@ def scenario(base: int, seed: int = 7) -> Scenario:
         promotion(b"scenario", base + version, previous=base + previous)
         for version, previous in ((2, 1), (3, 2), (1, 3))
     ]
-    return Scenario(predictions, labels, skipped, promotions)
+    erasures = [
+        DigitErased(
+            digit_id=digit,
+            erased_at=AT,
+            requested_by="it",
+            event_id=uuid.UUID(int=base * 2**64 + 30_000 + n),
+        )
+        for n, digit in enumerate(digits[::9])
+    ]
+    return Scenario(predictions, labels, skipped, promotions, erasures)
 
 
 async def write_shuffled(history: HistoryWriter, events: Scenario, seed: int) -> None:
     """Every event of `events`, in a shuffled order, in batches of 1 to 6 of one kind: a
-    promotion may arrive before or after the predictions it compares."""
+    promotion may arrive before or after the predictions it compares, an erasure before or
+    after what it erases."""
     rng = random.Random(seed)
     tagged: list[tuple[str, Any]] = [
         *(("p", e) for e in events.predictions),
         *(("l", e) for e in events.labels),
         *(("s", e) for e in events.skipped),
         *(("m", e) for e in events.promotions),
+        *(("e", e) for e in events.erasures),
     ]
     rng.shuffle(tagged)
     while tagged:
@@ -342,6 +355,8 @@ async def write_shuffled(history: HistoryWriter, events: Scenario, seed: int) ->
             await history.labels(batch)
         elif kind == "m":
             await history.promotions(batch)
+        elif kind == "e":
+            await history.erasures(batch)
         else:
             await history.skipped(batch)
 
@@ -399,6 +414,89 @@ async def test_the_kept_figures_equal_a_recomputation_whatever_the_order_of_writ
     assert len(jobs) == 1, jobs  # the two jobs alike: the same total, done and skipped
     [(_, total, done, skipped)] = jobs
     assert 0 < skipped < done <= total, jobs
+    erased = [e.digit_id for e in scenario(first).erasures + scenario(second).erasures]
+    assert await stored_of(engine, erased) == {"drawings": 0, "predictions": 0, "labels": 0}
+
+
+async def stored_of(engine: AsyncEngine, digit_ids: Sequence[uuid.UUID]) -> dict[str, int]:
+    """How many rows of these drawings each table holds."""
+    counts: dict[str, int] = {}
+    async with engine.connect() as connection:
+        for table in ("drawings", "predictions", "labels"):
+            query = text(f"SELECT count(*) FROM {table} WHERE digit_id = ANY(:ids)")
+            found = await connection.execute(query, {"ids": list(digit_ids)})
+            counts[table] = found.scalar_one()
+    return counts
+
+
+@ORDERS
+async def test_an_erased_drawing_is_removed_and_never_stored_again_in_either_order(
+    history: HistoryWriter,
+    engine: AsyncEngine,
+    s3_settings: S3Settings,
+    bucket: str,
+    reverse: bool,
+) -> None:
+    """A drawing, its predictions by two versions (one promoted over the other) and its label,
+    with its erasure written after all of them or before any: either way nothing of it is left,
+    its image is gone, the figures are what the remaining rows add up to, and a drawing written
+    with it in the same batches is untouched."""
+    base = 400 if reverse else 500  # versions of its own, below the other tests'
+    kept, erased = submitted(b"kept-image"), submitted(b"erased-image")
+    ids = [kept.digit_id, erased.digit_id]
+    events: list[tuple[str, Any]] = [
+        ("d", [InputDrawing(e, bytes([3]) * 784, 1) for e in (kept, erased)]),
+        ("m", [promotion(b"erasure", base + 2, previous=base + 1)]),
+        *(
+            (
+                "p",
+                [
+                    prediction(d, ModelRef(name="m", version=v, sha256="ab" * 32), digit=digit)
+                    for d in ids
+                ],
+            )
+            for v, digit in ((base + 1, 4), (base + 2, 9))
+        ),
+        ("l", [DigitLabeled(digit_id=d, label=4, labeled_at=AT) for d in ids]),
+    ]
+    erasure = ("e", [DigitErased(digit_id=erased.digit_id, erased_at=AT, requested_by="it")])
+    writers: dict[str, Callable[[Any], Awaitable[None]]] = {
+        "d": history.drawings,
+        "m": history.promotions,
+        "p": history.predictions,
+        "l": history.labels,
+        "e": history.erasures,
+    }
+    for kind, batch in [erasure, *events] if reverse else [*events, erasure]:
+        await writers[kind](batch)
+
+    assert await stored_of(engine, [erased.digit_id]) == {
+        "drawings": 0,
+        "predictions": 0,
+        "labels": 0,
+    }
+    assert await stored_of(engine, [kept.digit_id]) == {
+        "drawings": 1,
+        "predictions": 2,
+        "labels": 1,
+    }
+    objects = {o.object_name for o in make_minio(s3_settings).list_objects(bucket, recursive=True)}
+    assert drawing_key(kept.digit_id) in objects
+    assert drawing_key(erased.digit_id) not in objects
+    for table, (_, recompute) in figures.RECOMPUTE.items():
+        assert await figure_rows(engine, figures.maintained(table)) == await figure_rows(
+            engine, recompute
+        ), table
+    flips = await figure_rows(
+        engine, f"SELECT digit_id FROM prediction_flips WHERE model_version = {base + 2}"
+    )
+    assert flips == {(kept.digit_id,)}
+    counts = await figure_rows(
+        engine,
+        "SELECT model_version, predictions FROM version_counts "
+        f"WHERE model_version BETWEEN {base + 1} AND {base + 2}",
+    )
+    assert counts == {(base + 1, 1), (base + 2, 1)}
 
 
 async def all_flips(engine: AsyncEngine, version: int, previous: int) -> list[tuple[Any, ...]]:

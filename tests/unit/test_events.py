@@ -14,6 +14,7 @@ from mnistream_common.events import (
     ALL_EVENTS,
     ClientInfo,
     DeadLetter,
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
@@ -88,6 +89,7 @@ def sample_events() -> list[Event]:
             skipped=[SkippedDrawing(digit_id=digit_id, reason="not stored")],
             worker_id="rescore-0",
         ),
+        DigitErased(digit_id=digit_id, erased_at=AT, requested_by="ada", reason="request 42"),
         DeadLetter(
             source_topic="digits.submitted",
             source_partition=4,
@@ -323,6 +325,7 @@ DESIGN_TOPICS = {
     "model.promoted": ("model name", 1, UNLIMITED),
     "rescore.tasks": ("job id", 12, SEVEN_DAYS_MS),
     "rescore.skipped": ("job id", 12, UNLIMITED),
+    "digits.erased": ("digit id", 12, UNLIMITED),
     "digits.deadletter": ("source key", 3, UNLIMITED),
 }
 

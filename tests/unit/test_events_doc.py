@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mnistream_common.events import (
     DeadLetter,
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
@@ -90,7 +91,7 @@ def retention_text(retention_ms: int) -> str:
 def expected_key(event: Event) -> str:
     """The record key a producer writes for an event."""
     match event:
-        case DigitSubmitted() | DigitPredicted() | DigitLabeled():
+        case DigitSubmitted() | DigitPredicted() | DigitLabeled() | DigitErased():
             return str(event.digit_id)
         case ModelPromoted():
             return event.model.name

@@ -9,7 +9,7 @@ from mnistream_cli.settings import Settings
 
 app = typer.Typer(
     name="mnistream",
-    help="Operate mnistream: train, list and promote models, evaluate, replay, status.",
+    help="Operate mnistream: train, list and promote models, evaluate, replay, erase, status.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -17,7 +17,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root() -> None:
-    """Operate mnistream: train, list and promote models, evaluate, replay, status."""
+    """Operate mnistream: train, list and promote models, evaluate, replay, erase, status."""
 
 
 @app.command()
@@ -41,6 +41,7 @@ app.command()(operate.rollback)
 app.command()(operate.evaluate)
 app.command()(operate.status)
 app.command()(operate.bootstrap)
+app.command()(operate.erase)
 app.add_typer(operate.replay_app, name="replay")
 
 

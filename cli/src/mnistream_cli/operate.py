@@ -1,4 +1,4 @@
-"""`models`, `promote`, `rollback`, `evaluate`, `status`: the operator commands."""
+"""`models`, `promote`, `rollback`, `evaluate`, `status`, `erase`: the operator commands."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from mnistream_common.groups import group_lag, group_status
-from mnistream_common.history_api import RescoreJobOut, VersionStats
+from mnistream_common.history_api import EraseIn, RescoreJobOut, VersionStats
 from mnistream_common.history_client import (
     HistoryClient,
     HistoryRefusedError,
@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mnistream_cli.kafka_ops import publish_job
-from mnistream_cli.promotion import GateReport, Promoter, PromotionError
+from mnistream_cli.promotion import GateReport, Promoter, PromotionError, promoted_by
 from mnistream_cli.registry import RegistryError
 from mnistream_cli.replay import replay_dead_letters
 from mnistream_cli.settings import Settings
@@ -282,6 +282,53 @@ async def _print_jobs(history_url: str) -> None:
         console.print(
             f"{job.kind} job {job.job_id} v{job.model_version}: {job.done}/{job.total} {state}"
         )
+
+
+def erase(
+    digit_ids: Annotated[list[uuid.UUID], typer.Argument(help="The drawings' ids.")],
+    reason: Annotated[
+        str, typer.Option(help="Why: a request's reference, kept in the erasure ledger.")
+    ] = "",
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: an erased drawing cannot be brought back.")
+    ] = False,
+) -> None:
+    """Erase drawings for good (needs ADMIN_TOKEN): their rows, images and predictions go, their
+    records in digits.submitted are compacted away within a day, and no replay restores them."""
+    if not yes:
+        raise fail("an erased drawing cannot be brought back; run again with --yes to confirm")
+    settings = Settings()
+    token = settings.admin_token.get_secret_value()
+    if not token:
+        raise fail("an erasure needs the admin token: set ADMIN_TOKEN (history-service's) first")
+    asyncio.run(_erase(settings, token, digit_ids, reason[:2000]))
+
+
+async def _erase(settings: Settings, token: str, digit_ids: list[uuid.UUID], reason: str) -> None:
+    failed = 0
+    async with HistoryClient.at(settings.history_url, timeout=60) as history:
+        for digit_id in digit_ids:
+            request = EraseIn(digit_id=digit_id, requested_by=promoted_by(), reason=reason)
+            try:
+                erased = await history.erase(token, request)
+            except HistoryUnavailableError as exc:
+                raise fail(f"{exc}; it applies erasures, so start it first (`make run`)") from exc
+            except HistoryRefusedError as exc:
+                console.print(
+                    f"[bold red]{digit_id}[/] not erased ({exc.status_code}): {exc.detail}"
+                )
+                failed += 1
+                continue
+            state = (
+                "was already erased"
+                if erased.already_erased
+                else "erased"
+                if erased.applied
+                else "erasure recorded; history-service applies it shortly"
+            )
+            console.print(f"{digit_id} {state} ({erased.erased_at:%Y-%m-%d %H:%M:%S} UTC)")
+    if failed:
+        raise typer.Exit(1)
 
 
 replay_app = typer.Typer(help="Rebuild the history from the topics; re-publish dead letters.")

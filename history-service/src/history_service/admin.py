@@ -1,7 +1,8 @@
-"""The operator's HTTP surface of history-service: a replay, behind a bearer token.
+"""The operator's HTTP surface of history-service: a replay and erasures, behind a bearer token.
 
 Not behind the gateway: the gateway forwards only the public read API (`/api/...`), so the admin
-routes are reached on history-service's own port, by the `mnistream replay history` command.
+routes are reached on history-service's own port, by `mnistream replay history` and
+`mnistream erase`.
 With no `ADMIN_TOKEN` set the routes answer 403 and do nothing.
 """
 
@@ -11,9 +12,9 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from mnistream_common.history_api import ReplayIn, ReplayOut
+from mnistream_common.history_api import EraseIn, EraseOut, ReplayIn, ReplayOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN of history-service")
@@ -23,6 +24,16 @@ class Replayer(Protocol):
     """What a replay needs from the running service: its own consumers, stopped and restarted."""
 
     async def replay(self, since: datetime | None) -> dict[str, int]: ...
+
+
+class Eraser(Protocol):
+    """What an erasure needs: the ledger written, and this service seen applying it."""
+
+    async def erase(self, request: EraseIn) -> EraseOut: ...
+
+
+class NotStoredError(LookupError):
+    """No such drawing is stored (nor was it erased)."""
 
 
 class ReplayRefusedError(Exception):
@@ -65,3 +76,29 @@ async def replay(body: ReplayIn, request: Request) -> ReplayOut:
     except ReplayRefusedError as exc:
         raise HTTPException(409, str(exc)) from exc
     return ReplayOut(records=records, total=sum(records.values()))
+
+
+@admin_router.post(
+    "/erasures",
+    response_model=EraseOut,
+    dependencies=[Depends(require_admin)],
+    summary="Erase a drawing for good",
+    responses={
+        202: {"description": "In the ledger, not applied yet", "model": EraseOut},
+        401: {"description": "No or wrong token"},
+        403: {"description": "Admin off"},
+        404: {"description": "No such drawing is stored"},
+    },
+)
+async def erase(body: EraseIn, request: Request, response: Response) -> EraseOut:
+    """Erase a drawing: its rows, its image, and its record in digits.submitted (compacted
+    away within a day); a replay never brings it back. 200 once this service has removed it
+    (an erased drawing asked again answers 200 with `already_erased`), 202 while pending."""
+    eraser: Eraser = request.app.state.eraser
+    try:
+        erased = await eraser.erase(body)
+    except NotStoredError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if not erased.applied:
+        response.status_code = 202
+    return erased

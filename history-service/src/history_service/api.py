@@ -115,7 +115,9 @@ async def _original(context: ReadContext, digit_id: uuid.UUID) -> tuple[bytes, s
         raise HTTPException(503, "object storage is unavailable; try again shortly") from exc
 
 
-IMAGE_CACHE = {"Cache-Control": "public, max-age=31536000, immutable"}
+# A drawing's bytes never change, but it can be erased: caches may keep it an hour, and only
+# the browser's own (no shared proxy keeps a copy that outlives the erasure).
+IMAGE_CACHE = {"Cache-Control": "private, max-age=3600"}
 
 
 @router.get(
@@ -143,7 +145,7 @@ async def model_input(digit_id: uuid.UUID, context: Context) -> Response:
         raise HTTPException(422, f"this drawing cannot be preprocessed: {found.unusable[0].reason}")
     png = await asyncio.to_thread(input_png, found.inputs[0].model_input)
     # Not immutable: a new preprocessing version makes another image of the same drawing.
-    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    return Response(png, media_type="image/png", headers=IMAGE_CACHE)
 
 
 @router.get("/api/models", response_model=ModelsOut, summary="Champion, ledger, versions")

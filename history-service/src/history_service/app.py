@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from history_service.admin import admin_router
 from history_service.api import ReadContext, router
 from history_service.consumers import SERVICE, Consumers, Health
+from history_service.erase import Eraser
 from history_service.inputs import InputSource
 from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade_async
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(admin_router)
     app.router.routes.extend(metrics_routes(metrics.registry))
-    # /admin/replay's token is checked after its body is parsed: the body is capped first.
+    # The admin routes' token is checked after their body is parsed: the body is capped first.
     app.add_middleware(
         BodyLimit,
         default=JSON_BODY_LIMIT,
@@ -68,6 +69,7 @@ def _lifespan(
             InputSource(engine, store, consumers.writer),
         )
         app.state.replayer = consumers
+        app.state.eraser = Eraser(settings.kafka_bootstrap_servers, engine)
         app.state.admin_token = settings.admin_token.get_secret_value()
         await consumers.start()
         log.info("history-service consuming", group="history", port=settings.history_port)

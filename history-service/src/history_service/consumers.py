@@ -19,6 +19,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, Route, typed_topics
 from mnistream_common.events import (
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
@@ -27,12 +28,13 @@ from mnistream_common.events import (
     ModelPromoted,
     RescoreSkipped,
 )
-from mnistream_common.kafka import LONG_POLL_MS, make_broker, rewind_group
+from mnistream_common.kafka import LONG_POLL_MS, make_broker, read_topic, rewind_group
 from mnistream_common.logs import get_logger
 from mnistream_common.metrics import report_lag
 from mnistream_common.preprocessing import PREPROCESSING_VERSION, PreprocessError, peek, prepare
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
+    DIGITS_ERASED,
     DIGITS_LABELED,
     DIGITS_PREDICTED,
     DIGITS_SUBMITTED,
@@ -105,15 +107,17 @@ def subscribe_all(
     retry_s: float,
     metrics: HistoryMetrics | None = None,
 ) -> list[Any]:
-    """Register the history subscriber (one consumer of its five topics) on `broker`; returns
+    """Register the history subscriber (one consumer of its six topics) on `broker`; returns
     it in a list (for lag metrics)."""
     metrics = metrics or HistoryMetrics()
     rejects = DeadLetterRejects(
         broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters
     )
     store = _Store(writer, health, metrics, retry_s)
-    # Drawings first: a batch holding a drawing and its prediction stores both rows in turn.
+    # Erasures first, so a batch holding a drawing and its erasure never stores the drawing;
+    # then drawings: a batch holding a drawing and its prediction stores both rows in turn.
     routes: dict[str, Route[Any]] = {
+        DIGITS_ERASED.name: Route(DigitErased, store.store_erasures),
         DIGITS_SUBMITTED.name: Route(DigitSubmitted, store.store_drawings, _unreadable),
         DIGITS_PREDICTED.name: Route(DigitPredicted, store.store_predictions),
         DIGITS_LABELED.name: Route(DigitLabeled, store.store_labels),
@@ -171,6 +175,10 @@ class _Store:
     async def store_skipped(self, deliveries: list[Delivery[RescoreSkipped]]) -> list[Rejected]:
         """Count the drawings a job skipped as done, with why."""
         return await self._store(RESCORE_SKIPPED, self.writer.skipped, deliveries)
+
+    async def store_erasures(self, deliveries: list[Delivery[DigitErased]]) -> list[Rejected]:
+        """Remove erased drawings' rows and images, and keep them out from now on."""
+        return await self._store(DIGITS_ERASED, self.writer.erasures, deliveries)
 
     async def _store(
         self,
@@ -350,10 +358,22 @@ class Consumers:
             await self.stop()
             try:
                 records = await self._rewind(since)
+                await self._erasures_first()
             finally:
                 await self.start()
         log.info("history replay", since=str(since) if since else "beginning", records=records)
         return records
+
+    async def _erasures_first(self) -> None:
+        """Apply the whole erasure ledger before the group reads anything again: replayed into
+        an emptied database, an erased drawing's submission (until compaction removes it from
+        digits.submitted) is then refused on arrival instead of stored until its erasure is
+        read again. The group re-reads the ledger too, which changes nothing."""
+        erasures = await read_topic(
+            self.settings.kafka_bootstrap_servers, DIGITS_ERASED, DigitErased
+        )
+        for start in range(0, len(erasures), 1000):
+            await self.writer.erasures(erasures[start : start + 1000])
 
     async def _rewind(self, since: datetime | None) -> dict[str, int]:
         # Leaving the group takes the coordinator a moment; another instance never leaves.

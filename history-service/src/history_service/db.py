@@ -134,6 +134,19 @@ class RescoreJobItem(Base):
     skipped: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+class Erasure(Base):
+    """A drawing an operator erased (the erasure ledger, digits.erased, as a table): nothing of it
+    is stored again, whatever arrives later or is replayed."""
+
+    __tablename__ = "erasures"
+
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+
+
 # Per-version figures, kept up as predictions and labels are written (history_service.figures):
 # a function of the rows above, whatever order the events arrived in.
 

@@ -287,12 +287,18 @@ async def _apply(connection: Any, delta: Change) -> None:
             await connection.execute(statement, params)
 
 
+async def lock(connection: Any) -> None:
+    """Take the figures' lock in `connection`'s transaction (held until it ends): the writers of
+    drawings take it too, so an erasure never interleaves with a write of the drawing it erases."""
+    await connection.execute(_LOCK)
+
+
 @asynccontextmanager
 async def kept_up(connection: Any, digit_ids: Iterable[uuid.UUID]) -> AsyncIterator[None]:
     """Around a write of these drawings' predictions or labels (in `connection`'s transaction):
     the figures change by exactly what the write changed."""
     ids = sorted(set(digit_ids))
-    await connection.execute(_LOCK)
+    await lock(connection)
     compared = await _compared(connection)
     before = await _read(connection, ids)
     yield

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnistream_common.events import (
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
@@ -21,11 +22,20 @@ from mnistream_common.events import (
     RescoreSkipped,
 )
 from mnistream_common.storage import ObjectStore, drawing_key, sha256_hex
-from sqlalchemy import bindparam, case, func, or_, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, case, func, or_, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from history_service.db import Drawing, Label, Prediction, Promotion, RescoreJob, RescoreJobItem
+from history_service import figures
+from history_service.db import (
+    Drawing,
+    Erasure,
+    Label,
+    Prediction,
+    Promotion,
+    RescoreJob,
+    RescoreJobItem,
+)
 from history_service.figures import comparisons_kept_up, kept_up, progress_kept_up
 
 # When one drawing has several predictions by one version, the row keeps the most telling one:
@@ -120,6 +130,18 @@ def _job_items_upsert() -> Any:
     )
 
 
+def _erasures_upsert() -> Any:
+    table = Erasure.__table__
+    statement = insert(Erasure)
+    # A drawing erased twice keeps its first erasure, whichever arrives first.
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.digit_id],
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != "digit_id"},
+        where=tuple_(statement.excluded.erased_at, statement.excluded.event_id)
+        < tuple_(table.c.erased_at, table.c.event_id),
+    )
+
+
 @dataclass(frozen=True)
 class _JobSeen:
     """What one event says about its job."""
@@ -136,6 +158,15 @@ _PREDICTIONS_UPSERT = _predictions_upsert()
 _LABELS_UPSERT = _labels_upsert()
 _JOBS_UPSERT = _jobs_upsert()
 _JOB_ITEMS_UPSERT = _job_items_upsert()
+_ERASURES_UPSERT = _erasures_upsert()
+_IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
+_ERASED = text("SELECT digit_id FROM erasures WHERE digit_id = ANY(:ids)").bindparams(_IDS)
+# Each drawing's rows; a job's item keeps its id (a job counts the drawing as done).
+_ERASE_ROWS = (
+    text("DELETE FROM predictions WHERE digit_id = ANY(:ids)").bindparams(_IDS),
+    text("DELETE FROM labels WHERE digit_id = ANY(:ids)").bindparams(_IDS),
+    text("DELETE FROM drawings WHERE digit_id = ANY(:ids)").bindparams(_IDS),
+)
 _PROMOTIONS_INSERT = insert(Promotion).on_conflict_do_nothing()
 _INPUTS_UPDATE = (
     update(Drawing)
@@ -156,13 +187,19 @@ class HistoryWriter:
     async def drawings(self, drawings: Sequence[InputDrawing]) -> None:
         """Put every image in object storage, then record the drawings with their inputs."""
         unique = {d.event.digit_id: d for d in drawings}
+        if not unique:
+            return
         await self.store.put_many(
             self._bucket, [(drawing_key(d.event.digit_id), d.event.image) for d in unique.values()]
         )
-        rows = [self._drawing_row(d) for d in unique.values()]
-        if rows:
-            async with self._engine.begin() as connection:
+        async with self._engine.begin() as connection:
+            await figures.lock(connection)  # an erasure of one of them is committed, or waits
+            erased = await _erased(connection, unique)
+            rows = [self._drawing_row(d) for i, d in unique.items() if i not in erased]
+            if rows:
                 await connection.execute(_DRAWINGS_UPSERT, rows)
+        if erased:  # erased before it arrived (or replayed after its erasure): its image goes
+            await self.store.delete_many(self._bucket, [drawing_key(i) for i in sorted(erased)])
 
     async def model_inputs(self, inputs: Sequence[tuple[uuid.UUID, bytes, int]]) -> None:
         """Store inputs derived later (rows from before inputs were kept, or an older
@@ -204,7 +241,8 @@ class HistoryWriter:
             return
         async with self._engine.begin() as connection:
             async with kept_up(connection, (r["digit_id"] for r in rows)):
-                await connection.execute(_PREDICTIONS_UPSERT, rows)
+                await _upsert_unerased(connection, _PREDICTIONS_UPSERT, rows)
+            # A job still counts an erased drawing it scored as done (its id, nothing more).
             await self._job_progress(connection, [e for e in events if e.job_id is not None])
 
     async def _job_progress(self, connection: Any, events: list[DigitPredicted]) -> None:
@@ -267,7 +305,34 @@ class HistoryWriter:
             self._engine.begin() as connection,
             kept_up(connection, (r["digit_id"] for r in rows)),
         ):
-            await connection.execute(_LABELS_UPSERT, rows)
+            await _upsert_unerased(connection, _LABELS_UPSERT, rows)
+
+    async def erasures(self, events: Sequence[DigitErased]) -> None:
+        """Record erasures and remove what was stored of each drawing: its rows (the figures
+        lose what they counted of it), then its image. Safe to repeat: an erasure retried after
+        an outage, or replayed, finds less to remove and removes the image again."""
+        rows = _keep_first(
+            (
+                {
+                    "digit_id": e.digit_id,
+                    "erased_at": e.erased_at,
+                    "requested_by": e.requested_by,
+                    "reason": e.reason,
+                    "event_id": e.event_id,
+                }
+                for e in events
+            ),
+            key=lambda r: r["digit_id"],
+            order=lambda r: (r["erased_at"], str(r["event_id"])),
+        )
+        if not rows:
+            return
+        ids = sorted(r["digit_id"] for r in rows)
+        async with self._engine.begin() as connection, kept_up(connection, ids):
+            await connection.execute(_ERASURES_UPSERT, rows)
+            for statement in _ERASE_ROWS:
+                await connection.execute(statement, {"ids": ids})
+        await self.store.delete_many(self._bucket, [drawing_key(i) for i in ids])
 
     async def promotions(self, events: Sequence[ModelPromoted]) -> None:
         """Record ledger entries (each promotion event once), and the flips of a comparison
@@ -291,6 +356,20 @@ class HistoryWriter:
         if rows:
             async with self._engine.begin() as connection, comparisons_kept_up(connection):
                 await connection.execute(_PROMOTIONS_INSERT, rows)
+
+
+async def _erased(connection: Any, digit_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these drawings were erased (read under the figures' lock, so an erasure being
+    written either is committed and seen here, or waits for this transaction)."""
+    found = await connection.execute(_ERASED, {"ids": sorted(digit_ids)})
+    return {digit_id for (digit_id,) in found.all()}
+
+
+async def _upsert_unerased(connection: Any, statement: Any, rows: list[dict[str, Any]]) -> None:
+    erased = await _erased(connection, {r["digit_id"] for r in rows})
+    kept = [r for r in rows if r["digit_id"] not in erased]
+    if kept:
+        await connection.execute(statement, kept)
 
 
 async def _upsert_jobs(connection: Any, seen: Sequence[_JobSeen]) -> None:

@@ -28,7 +28,7 @@ def test_good_and_invalid_records_are_split_and_none_is_lost() -> None:
         [
             good[0].to_bytes(),
             b"\xff\xfe not json",
-            None,
+            b"",
             good[1].to_bytes(),
             json.dumps(foreign).encode(),
             b'{"digit_id": "not-a-uuid"}',
@@ -44,6 +44,15 @@ def test_good_and_invalid_records_are_split_and_none_is_lost() -> None:
     reasons = {r.record.offset: r.reason for r in rejected}
     assert "schema_version" in reasons[4]
     assert "digit_id" in reasons[5]
+
+
+def test_a_tombstone_is_neither_an_event_nor_a_rejected_record() -> None:
+    # An erasure's mark on digits.submitted: compaction removes the drawing it follows, and no
+    # consumer should dead-letter it (an empty value, by contrast, is a broken record).
+    good = submitted()
+    deliveries, rejected = parse_records(records([None, good.to_bytes(), b""]), DigitSubmitted)
+    assert [d.record.offset for d in deliveries] == [1]
+    assert [r.record.offset for r in rejected] == [2]
 
 
 def test_an_event_of_another_type_is_rejected_by_name() -> None:

@@ -65,12 +65,18 @@ def records_of(message: KafkaMessage) -> tuple[Record, ...]:
 def parse_records(
     records: Sequence[Record], event_type: type[E], check: Check[E] | None = None
 ) -> tuple[list[Delivery[E]], list[Rejected]]:
-    """Split records into deliveries of `event_type` and rejected records (with the reason)."""
+    """Split records into deliveries of `event_type` and rejected records (with the reason).
+
+    A tombstone (a record with no value) is neither: it is an erasure's mark on a compacted
+    topic (digits.submitted), left for compaction to remove the drawing it follows.
+    """
     deliveries: list[Delivery[E]] = []
     rejected: list[Rejected] = []
     for record in records:
+        if record.value is None:
+            continue
         try:
-            event = event_type.from_bytes(record.value or b"")
+            event = event_type.from_bytes(record.value)
         except InvalidEventError as exc:
             rejected.append(Rejected(record, str(exc)))
             continue

@@ -243,6 +243,22 @@ class RescoreSkipped(Event):
     worker_id: str = Field(min_length=1, max_length=200)
 
 
+class DigitErased(Event):
+    """An operator erased a drawing: it leaves the history's tables, its image leaves object
+    storage, and a replay never brings it back. The topic is the erasure ledger.
+
+    The erasure carries no part of the drawing (its id only), so the ledger keeps nothing of what
+    it erased.
+    """
+
+    event_type: ClassVar[str] = "digit.erased"
+    schema_version: Literal[1] = 1
+    digit_id: DigitId
+    erased_at: AwareDatetime
+    requested_by: str = Field(min_length=1, max_length=200, description="Who erased it.")
+    reason: str = Field(default="", max_length=2000, description="Why (a request's reference).")
+
+
 class DeadLetter(Event):
     """A record some consumer could not process, kept with the reason for a later replay."""
 
@@ -265,5 +281,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ModelPromoted,
     RescoreTask,
     RescoreSkipped,
+    DigitErased,
     DeadLetter,
 )

@@ -159,6 +159,26 @@ class ReplayOut(BaseModel):
     total: int
 
 
+class EraseIn(BaseModel):
+    """Which drawing to erase, who asks and why."""
+
+    digit_id: uuid.UUID
+    requested_by: str = Field(min_length=1, max_length=200, description="Who erases it.")
+    reason: str = Field(default="", max_length=2000, description="Why (a request's reference).")
+
+
+class EraseOut(BaseModel):
+    """What became of an erasure."""
+
+    digit_id: uuid.UUID
+    erased_at: AwareDatetime
+    applied: bool = Field(
+        description="history-service has removed the drawing's rows (its image follows at "
+        "once); false: the erasure is in the ledger and will be applied shortly."
+    )
+    already_erased: bool = Field(description="It was erased before; nothing new was written.")
+
+
 MAX_MODEL_INPUT_IDS = 10_000
 # A JSON list of that many ids: 36 characters, quotes and a comma each, and the envelope.
 MODEL_INPUTS_BODY_LIMIT = MAX_MODEL_INPUT_IDS * 40 + 1024

@@ -15,6 +15,8 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mnistream_common.history_api import (
+    EraseIn,
+    EraseOut,
     LabeledOut,
     ModelInputsIn,
     ModelInputsOut,
@@ -160,6 +162,16 @@ class HistoryClient:
             headers={"Authorization": f"Bearer {token}"},
         )
         return _parse(ReplayOut, response)
+
+    async def erase(self, token: str, request: EraseIn) -> EraseOut:
+        """Ask history-service to erase a drawing for good (admin token)."""
+        response = await self._request(
+            "POST",
+            "/admin/erasures",
+            json=request.model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        return _parse(EraseOut, response)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._request(method, path, **kwargs)).json()

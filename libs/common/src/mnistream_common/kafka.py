@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,10 +19,12 @@ from faststream import BaseMiddleware
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
-from mnistream_common.events import DeadLetter, InvalidEventError, ModelPromoted, utc_now
+from mnistream_common.events import DeadLetter, Event, InvalidEventError, ModelPromoted, utc_now
 from mnistream_common.logs import get_logger
 from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import ALL_TOPICS, MODEL_PROMOTED, TopicSpec
+
+E = TypeVar("E", bound=Event)
 
 # Headroom over the largest event (a 512 KB upload, base64-encoded, inside a dead letter).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -49,11 +51,17 @@ LONG_POLL_MS = 2000
 
 
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
-    """A FastStream Kafka broker whose producer is durable: acks=all and idempotent."""
+    """A FastStream Kafka broker whose producer is durable: acks=all and idempotent.
+
+    It never creates topics: `mnistream setup` does, from topics.py. FastStream's own creation
+    made a topic a service subscribed to before setup ran with one partition and no config
+    (digits.erased did, on a stack upgraded while running), which setup then cannot repair.
+    """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
         logger=logging.getLogger("mnistream.kafka"),
+        allow_auto_create_topics=False,
         **DURABLE_PRODUCER,
         **kwargs,
     )
@@ -155,21 +163,35 @@ async def durable_producer(
 async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first (invalid records are skipped:
     history-service dead-letters them)."""
+    return await read_topic(bootstrap_servers, MODEL_PROMOTED, ModelPromoted)
+
+
+async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: type[E]) -> list[E]:
+    """Every valid event of a topic up to its end offsets now, in each partition's order,
+    partition by partition (invalid records and tombstones are skipped: the topic's group
+    consumers dead-letter the first)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     try:
         await consumer.start()
-        partition = TopicPartition(MODEL_PROMOTED.name, 0)
-        consumer.assign([partition])
-        end = (await consumer.end_offsets([partition]))[partition]
+        await consumer.topics()  # the metadata: the partitions the topic has, not the spec's
+        found = consumer.partitions_for_topic(spec.name) or set()
+        partitions = [TopicPartition(spec.name, p) for p in sorted(found)]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
         # An explicit seek: seek_to_beginning right after end_offsets left the position at
         # the end here (aiokafka 0.14), silently reading an empty ledger.
-        consumer.seek(partition, (await consumer.beginning_offsets([partition]))[partition])
-        events: list[ModelPromoted] = []
-        while await consumer.position(partition) < end:
-            batch = await consumer.getmany(partition, timeout_ms=1000)
-            for record in batch.get(partition, []):
-                with contextlib.suppress(InvalidEventError):
-                    events.append(ModelPromoted.from_bytes(record.value or b""))
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        events: list[E] = []
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    with contextlib.suppress(InvalidEventError):
+                        if record.value is not None:
+                            events.append(event_type.from_bytes(record.value))
         return events
     finally:
         await consumer.stop()

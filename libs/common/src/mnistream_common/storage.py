@@ -115,6 +115,17 @@ class ObjectStore:
             [SnowballObject(key, data=io.BytesIO(data), length=len(data)) for key, data in objects],
         )
 
+    async def delete_many(self, bucket: str, keys: list[str]) -> None:
+        """Delete objects (one request per thousand); a key already gone is no error, so an
+        erasure retried after an outage finishes where it stopped."""
+        if keys:
+            await asyncio.to_thread(self._delete_sync, bucket, keys)
+
+    def _delete_sync(self, bucket: str, keys: list[str]) -> None:
+        errors = list(self._client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
+        if errors:
+            raise RuntimeError(f"{len(errors)} objects in {bucket} not deleted: {errors[0]}")
+
     async def get(self, uri: S3Uri) -> bytes:
         """Read a whole object."""
         return await asyncio.to_thread(self._get_sync, uri)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mnistream_common.events import (
     DeadLetter,
+    DigitErased,
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
@@ -16,7 +17,8 @@ from mnistream_common.events import (
 )
 
 UNLIMITED = -1
-SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+ONE_DAY_MS = 24 * 3600 * 1000
+SEVEN_DAYS_MS = 7 * ONE_DAY_MS
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class TopicSpec:
 # Every consumed topic has this limit, so that the dead letter of any record (the record
 # base64-encoded, about 1.4 MiB) fits digits.deadletter (2 MiB).
 _BIG_RECORDS = {"max.message.bytes": str(1024 * 1024)}
+# digits.submitted holds one record per digit id (ids are never reused), so compaction keeps
+# every drawing and removes only what an erasure marked with a tombstone (a null record of the
+# drawing's key): within a day (`max.compaction.lag.ms`, which also rolls a quiet segment), the
+# image and the client's details leave the log; the tombstone itself goes a day later
+# (`delete.retention.ms`, Kafka's default).
+_ERASABLE = {"cleanup.policy": "compact", "max.compaction.lag.ms": str(ONE_DAY_MS)}
 
 DIGITS_SUBMITTED = TopicSpec(
     name="digits.submitted",
@@ -50,7 +58,7 @@ DIGITS_SUBMITTED = TopicSpec(
     retention_ms=UNLIMITED,
     producers=("gateway",),
     consumers=("inference-worker (group inference)", "history-service (group history)"),
-    extra_config=_BIG_RECORDS,
+    extra_config=_BIG_RECORDS | _ERASABLE,
 )
 DIGITS_PREDICTED = TopicSpec(
     name="digits.predicted",
@@ -106,6 +114,15 @@ RESCORE_SKIPPED = TopicSpec(
     consumers=("history-service (group history)",),
     extra_config=_BIG_RECORDS,
 )
+DIGITS_ERASED = TopicSpec(
+    name="digits.erased",
+    event=DigitErased,
+    key="digit id",
+    partitions=12,
+    retention_ms=UNLIMITED,
+    producers=("history-service (POST /admin/erasures: mnistream erase)",),
+    consumers=("history-service (group history)",),
+)
 DIGITS_DEADLETTER = TopicSpec(
     name="digits.deadletter",
     event=DeadLetter,
@@ -124,6 +141,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     MODEL_PROMOTED,
     RESCORE_TASKS,
     RESCORE_SKIPPED,
+    DIGITS_ERASED,
     DIGITS_DEADLETTER,
 )
 
@@ -134,6 +152,7 @@ HISTORY_TOPICS: tuple[TopicSpec, ...] = (
     DIGITS_LABELED,
     MODEL_PROMOTED,
     RESCORE_SKIPPED,
+    DIGITS_ERASED,
 )
 
 
