@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from mnistream_common.events import DigitLabeled, utc_now
 from mnistream_common.kafka import KafkaProbe
+from mnistream_common.s3_users import SERVICES, S3User
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio
 from mnistream_common.topics import ALL_TOPICS
@@ -179,7 +180,8 @@ def test_setup_is_idempotent(kafka_bootstrap_servers: str, s3_settings: S3Settin
     )
     actions = {line.split()[1]: line.split()[2] for line in second.stdout.splitlines()}
     buckets = [s3_settings.drawings_bucket, s3_settings.artifacts_bucket]
-    expected = [t.name for t in ALL_TOPICS] + buckets
+    users = [S3User(service, "").access_key for service in SERVICES]
+    expected = [t.name for t in ALL_TOPICS] + buckets + users
     assert actions == dict.fromkeys(expected, "unchanged"), second.stdout
 
 

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 from history_service import figures, queries
+from history_service.consumers import Consumers, Health
+from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade
+from history_service.settings import Settings
 from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
     DigitErased,
@@ -28,8 +31,10 @@ from mnistream_common.events import (
     RescoreSkipped,
     SkippedDrawing,
 )
+from mnistream_common.kafka import durable_producer
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, drawing_key, make_minio
+from mnistream_common.topics import DIGITS_ERASED
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -618,3 +623,30 @@ OLD_JOB = text(
     "INSERT INTO rescore_jobs (job_id, kind, model_version, total, started_at, updated_at) "
     "VALUES (:j, 'rescore', 2, 30, now(), now())"
 )
+
+
+async def test_a_replay_applies_the_whole_erasure_ledger_before_it_consumes(
+    history: HistoryWriter, engine: AsyncEngine, kafka_bootstrap_servers: str
+) -> None:
+    """The erasures in digits.erased reach an emptied database before the group reads anything
+    again, so a replayed submission of an erased drawing is refused on arrival (not stored
+    until its erasure is read again, in whatever order the group's fetches go)."""
+    erasure = DigitErased(digit_id=uuid.uuid4(), erased_at=AT, requested_by="it")
+    async with durable_producer(kafka_bootstrap_servers) as producer:
+        await producer.send_and_wait(
+            DIGITS_ERASED.name, erasure.to_bytes(), key=str(erasure.digit_id).encode()
+        )
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap_servers)
+    await Consumers(settings, history, Health(), HistoryMetrics()).apply_erasure_ledger()
+
+    row = await one_row(
+        engine, "SELECT event_id FROM erasures WHERE digit_id = :d", d=erasure.digit_id
+    )
+    assert row["event_id"] == erasure.event_id
+    drawing = submitted(digit_id=erasure.digit_id)
+    await history.drawings([InputDrawing(drawing, bytes([1]) * 784, 1)])
+    assert await stored_of(engine, [erasure.digit_id]) == {
+        "drawings": 0,
+        "predictions": 0,
+        "labels": 0,
+    }

@@ -20,6 +20,7 @@ from gateway.settings import Settings as GatewaySettings
 from history_service.settings import Settings as HistorySettings
 from inference_worker.settings import Settings as InferenceSettings
 from mnistream_cli.settings import Settings as CliSettings
+from mnistream_common.s3_users import S3User
 from pydantic_settings import BaseSettings
 from rescore_worker.settings import Settings as RescoreSettings
 from trainer.settings import Settings as TrainerSettings
@@ -221,3 +222,32 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     for name, settings in OUR_SERVICES.items():
         missing = {f.upper() for f in settings.model_fields} - listed
         assert not missing, f"{name}: {sorted(missing)} missing from .env.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "user"),
+    [
+        ("history-service", "history"),
+        ("inference-worker", "inference"),
+        ("rescore-worker", "rescore"),
+    ],
+)
+def test_each_service_with_objects_uses_its_own_minio_user_which_setup_creates(
+    name: str, user: str
+) -> None:
+    services = compose()["services"]
+    environment = services[name]["environment"]
+    secret = f"{user.upper()}_S3_SECRET"
+    assert environment["S3_ACCESS_KEY_ID"] == S3User(user, "x").access_key
+    assert environment["S3_SECRET_ACCESS_KEY"].startswith("${" + secret + ":-")
+    assert services["setup"]["environment"][secret] == environment["S3_SECRET_ACCESS_KEY"]
+
+
+def test_only_the_operator_side_holds_the_root_minio_user() -> None:
+    root = "${S3_ACCESS_KEY_ID:-mnistream}"
+    holders = {
+        name
+        for name, service in compose()["services"].items()
+        if root in (service.get("environment") or {}).values()
+    }
+    assert holders <= {"setup", "mlflow", "cli", "trainer", "minio"}, holders

@@ -19,7 +19,13 @@ from gateway.app import create_app
 from gateway.settings import Settings as GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = ("S3_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD")
+SECRETS = (
+    "S3_SECRET_ACCESS_KEY",
+    "POSTGRES_PASSWORD",
+    "HISTORY_S3_SECRET",
+    "INFERENCE_S3_SECRET",
+    "RESCORE_S3_SECRET",
+)
 LOCALHOST = "127.0.0.1"
 
 _VARIABLE = re.compile(
@@ -129,7 +135,7 @@ def test_production_refuses_short_secrets() -> None:
 
 def test_production_starts_with_secrets_of_its_own() -> None:
     checked = run_credentials_check(
-        {"S3_SECRET_ACCESS_KEY": "9f1c0b7e3d2a5f44", "POSTGRES_PASSWORD": "c4e8a1d9b7f20e63"}
+        {secret: f"{n}f1c0b7e3d2a5f44c4e8" for n, secret in enumerate(SECRETS)}
     )
     assert checked.returncode == 0, checked.stderr
 

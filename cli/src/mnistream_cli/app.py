@@ -22,16 +22,21 @@ def _root() -> None:
 
 @app.command()
 def setup() -> None:
-    """Create the Kafka topics (partitions, retention) and MinIO buckets; safe to re-run."""
+    """Create the Kafka topics (partitions, retention), the MinIO buckets and each service's
+    MinIO user (its secret in MNISTREAM_DATA/credentials/); safe to re-run."""
     from mnistream_cli.setup import provision
 
     settings = Settings()
-    changes, buckets = provision(settings)
-    for change in changes:
+    done = provision(settings)
+    for change in done.topics:
         detail = f" ({change.detail})" if change.detail else ""
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")
     for bucket in (settings.drawings_bucket, settings.artifacts_bucket):
-        typer.echo(f"bucket {bucket:<18} {'created' if bucket in buckets else 'unchanged'}")
+        typer.echo(
+            f"bucket {bucket:<18} {'created' if bucket in done.buckets_created else 'unchanged'}"
+        )
+    for user, action in done.s3_users.items():
+        typer.echo(f"user   {user:<19} {action}")
 
 
 app.command()(train.train)

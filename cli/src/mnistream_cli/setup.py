@@ -1,19 +1,38 @@
-"""`mnistream setup`: create the topics and buckets mnistream needs (idempotent)."""
+"""`mnistream setup`: create the topics, buckets and service users mnistream needs
+(idempotent)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from mnistream_common.kafka import TopicChange, ensure_topics
+from mnistream_common.s3_users import credentials_dir, ensure_s3_users, ensure_user_files
 from mnistream_common.storage import ensure_buckets, make_minio
 
 from mnistream_cli.settings import Settings
 
 
-def provision(settings: Settings) -> tuple[list[TopicChange], list[str]]:
-    """Create or align every topic of docs/design.md and create the missing buckets."""
+@dataclass(frozen=True)
+class Provisioned:
+    """What setup did."""
+
+    topics: list[TopicChange]
+    buckets_created: list[str]
+    s3_users: dict[str, str]  # user: created, updated or unchanged
+
+
+def provision(settings: Settings) -> Provisioned:
+    """Create or align every topic of docs/design.md, create the missing buckets, and give each
+    service its own MinIO user (mnistream_common.s3_users)."""
     changes = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers))
-    created = ensure_buckets(
-        make_minio(settings), [settings.drawings_bucket, settings.artifacts_bucket]
-    )
-    return changes, created
+    buckets = [settings.drawings_bucket, settings.artifacts_bucket]
+    created = ensure_buckets(make_minio(settings), buckets)
+    given = {
+        "history": settings.history_s3_secret.get_secret_value(),
+        "inference": settings.inference_s3_secret.get_secret_value(),
+        "rescore": settings.rescore_s3_secret.get_secret_value(),
+    }
+    users = ensure_user_files(credentials_dir(settings.mnistream_data), given)
+    names = ensure_s3_users(settings, users, settings.drawings_bucket, settings.artifacts_bucket)
+    return Provisioned(changes, created, names)

@@ -358,13 +358,13 @@ class Consumers:
             await self.stop()
             try:
                 records = await self._rewind(since)
-                await self._erasures_first()
+                await self.apply_erasure_ledger()
             finally:
                 await self.start()
         log.info("history replay", since=str(since) if since else "beginning", records=records)
         return records
 
-    async def _erasures_first(self) -> None:
+    async def apply_erasure_ledger(self) -> None:
         """Apply the whole erasure ledger before the group reads anything again: replayed into
         an emptied database, an erased drawing's submission (until compaction removes it from
         digits.submitted) is then refused on arrival instead of stored until its erasure is

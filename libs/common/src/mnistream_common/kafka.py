@@ -173,11 +173,7 @@ async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: type[E
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     try:
         await consumer.start()
-        await consumer.topics()  # the metadata: the partitions the topic has, not the spec's
-        found = consumer.partitions_for_topic(spec.name) or set()
-        partitions = [TopicPartition(spec.name, p) for p in sorted(found)]
-        if not partitions:
-            return []
+        partitions = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         # An explicit seek: seek_to_beginning right after end_offsets left the position at

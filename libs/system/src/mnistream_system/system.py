@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from mnistream_system.processes import STACK, Service, ServiceError, answers, stop_orphans
 
 # A development package: it runs from the repository (an editable workspace member), whose root
@@ -79,7 +81,12 @@ class System:
 
     def build(self) -> None:
         """Describe every service process (nothing starts yet)."""
-        self.add("history", ["history-service", "serve"], {}, f"{self.history_url}/readyz")
+        self.add(
+            "history",
+            ["history-service", "serve"],
+            self.own_settings("history"),
+            f"{self.history_url}/readyz",
+        )
         self.add("gateway", ["gateway"], {}, f"{self.gateway_url}/healthz")
         for index in range(self.inference_workers):
             self._add_inference(index)
@@ -88,9 +95,21 @@ class System:
             self.add(
                 f"rescore-{index}",
                 ["rescore-worker"],
-                {"RESCORE_HTTP_PORT": str(port), "WORKER_ID": self._worker_id("rescore", index)},
+                {
+                    "RESCORE_HTTP_PORT": str(port),
+                    "WORKER_ID": self._worker_id("rescore", index),
+                    **self.own_settings("rescore"),
+                },
                 f"http://127.0.0.1:{port}/healthz",
             )
+
+    def own_settings(self, service: str) -> dict[str, str]:
+        """The secrets `mnistream setup` made for `service` alone (its MinIO user), from
+        `credentials/<service>.env` in the data folder; nothing where the stack has none (set
+        up before there were users): then the service uses the stack's own."""
+        path = data_folder() / "credentials" / f"{service}.env"
+        found = dotenv_values(path) if path.exists() else {}
+        return {k: v for k, v in found.items() if v is not None}
 
     def add(self, name: str, command: list[str], env: dict[str, str], ready_url: str) -> Service:
         """Describe one more service: a console script of the workspace and its settings."""
@@ -111,7 +130,11 @@ class System:
         return self.add(
             f"inference-{index}",
             ["inference-worker"],
-            {"INFERENCE_HTTP_PORT": str(port), "WORKER_ID": self._worker_id("inference", index)},
+            {
+                "INFERENCE_HTTP_PORT": str(port),
+                "WORKER_ID": self._worker_id("inference", index),
+                **self.own_settings("inference"),
+            },
             f"http://127.0.0.1:{port}/healthz",
         )
 
