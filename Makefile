@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List every target with what it does
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # ---------------------------------------------------------------- set-up
 
@@ -98,12 +98,42 @@ browser: ## Install headless Chromium for the browser tests (Debian's `chromium`
 	fi
 	"$(CHROMIUM)" --version 2>/dev/null | grep -i chromium
 
+# The Kubernetes chart's offline checks (tests/unit/test_helm_chart.py): pinned tools built from
+# the Go module proxy once, each binary named with its version, and KEDA's CRDs from its module.
+TOOLS := $(HOME)/.cache/mnistream/bin
+HELM_VERSION ?= v4.3.2
+KUBECTL_VALIDATE_VERSION ?= v0.0.4
+KEDA_VERSION ?= v2.20.2
+
+.PHONY: k8s-tools
+k8s-tools: ## helm, kubectl-validate and KEDA's CRDs (pinned; built once into ~/.cache/mnistream/bin)
+	@mkdir -p $(TOOLS)
+	if [ ! -x "$(TOOLS)/helm-$(HELM_VERSION)" ]; then
+	  echo "building helm $(HELM_VERSION) from the Go module proxy (once, a few minutes)"
+	  GOBIN=$(TOOLS) GOFLAGS=-trimpath go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	  mv $(TOOLS)/helm $(TOOLS)/helm-$(HELM_VERSION)
+	fi
+	if [ ! -x "$(TOOLS)/kubectl-validate-$(KUBECTL_VALIDATE_VERSION)" ]; then
+	  echo "building kubectl-validate $(KUBECTL_VALIDATE_VERSION) (once, a few minutes)"
+	  GOBIN=$(TOOLS) GOFLAGS=-trimpath go install sigs.k8s.io/kubectl-validate@$(KUBECTL_VALIDATE_VERSION)
+	  mv $(TOOLS)/kubectl-validate $(TOOLS)/kubectl-validate-$(KUBECTL_VALIDATE_VERSION)
+	fi
+	if [ ! -d "$(TOOLS)/crds-keda-$(KEDA_VERSION)" ]; then
+	  dir=$$(go mod download -json github.com/kedacore/keda/v2@$(KEDA_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+	  mkdir -p $(TOOLS)/crds-keda-$(KEDA_VERSION)
+	  cp $$dir/config/crd/bases/keda.sh_*.yaml $(TOOLS)/crds-keda-$(KEDA_VERSION)/
+	fi
+
+.PHONY: k8s-check
+k8s-check: install k8s-tools ## The Helm chart offline: lint, render (default, GPU, production), validate, policies
+	$(UV) run --frozen pytest tests/unit/test_helm_chart.py -q $(PYTEST_ARGS)
+
 .PHONY: test
-test: install lint typecheck test-web test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
+test: install lint typecheck test-web k8s-tools test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
 	$(TEST_STACK) $(UV) run --frozen pytest -m "not chaos" $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: install test-web ## Unit and component tests only (no stack needed)
+test-unit: install test-web k8s-tools ## Unit and component tests only (no stack needed)
 	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
 
 .PHONY: test-web

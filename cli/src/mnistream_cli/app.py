@@ -21,13 +21,20 @@ def _root() -> None:
 
 
 @app.command()
-def setup() -> None:
+def setup(
+    users: bool = typer.Option(
+        True,
+        "--users/--no-users",
+        help="Also give each service its MinIO user (MinIO's admin API; with another S3, make "
+        "the users in its own IAM and pass --no-users).",
+    ),
+) -> None:
     """Create the Kafka topics (partitions, retention), the MinIO buckets and each service's
     MinIO user (its secret in MNISTREAM_DATA/credentials/); safe to re-run."""
     from mnistream_cli.setup import provision
 
     settings = Settings()
-    done = provision(settings)
+    done = provision(settings, users=users)
     for change in done.topics:
         detail = f" ({change.detail})" if change.detail else ""
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")

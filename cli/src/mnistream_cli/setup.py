@@ -22,9 +22,9 @@ class Provisioned:
     s3_users: dict[str, str]  # user: created, updated or unchanged
 
 
-def provision(settings: Settings) -> Provisioned:
-    """Create or align every topic of docs/design.md, create the missing buckets, and give each
-    service its own MinIO user (mnistream_common.s3_users)."""
+def provision(settings: Settings, *, users: bool = True) -> Provisioned:
+    """Create or align every topic of docs/design.md, create the missing buckets, and (unless
+    told not to) give each service its own MinIO user (mnistream_common.s3_users)."""
     changes = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers))
     buckets = [settings.drawings_bucket, settings.artifacts_bucket]
     created = ensure_buckets(make_minio(settings), buckets)
@@ -33,6 +33,8 @@ def provision(settings: Settings) -> Provisioned:
         "inference": settings.inference_s3_secret.get_secret_value(),
         "rescore": settings.rescore_s3_secret.get_secret_value(),
     }
-    users = ensure_user_files(credentials_dir(settings.mnistream_data), given)
-    names = ensure_s3_users(settings, users, settings.drawings_bucket, settings.artifacts_bucket)
+    if not users:
+        return Provisioned(changes, created, {})
+    made = ensure_user_files(credentials_dir(settings.mnistream_data), given)
+    names = ensure_s3_users(settings, made, settings.drawings_bucket, settings.artifacts_bucket)
     return Provisioned(changes, created, names)

@@ -1,0 +1,83 @@
+{{/* The image of one component: <registry>/<name>:<tag>. */}}
+{{- define "mnistream.image" -}}
+{{ .root.Values.images.registry }}/{{ index .root.Values.images .name }}:{{ .root.Values.images.tag }}
+{{- end }}
+
+{{- define "mnistream.labels" -}}
+app.kubernetes.io/name: mnistream
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{- define "mnistream.selector" -}}
+app.kubernetes.io/name: mnistream
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Settings every service reads. */}}
+{{- define "mnistream.commonEnv" -}}
+- name: LOG_JSON
+  value: "true"
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+{{- end }}
+
+{{- define "mnistream.s3Env" -}}
+- name: S3_ENDPOINT_URL
+  value: {{ .root.Values.s3.endpoint | quote }}
+- name: DRAWINGS_BUCKET
+  value: {{ .root.Values.s3.drawingsBucket | quote }}
+- name: ARTIFACTS_BUCKET
+  value: {{ .root.Values.s3.artifactsBucket | quote }}
+- name: S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ index .root.Values.s3.secrets .user }}, key: accessKey}
+- name: S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ index .root.Values.s3.secrets .user }}, key: secretKey}
+{{- end }}
+
+{{- define "mnistream.mlflowEnv" -}}
+- name: MLFLOW_TRACKING_URI
+  value: {{ .Values.mlflow.trackingUri | quote }}
+- name: REGISTERED_MODEL_NAME
+  value: {{ .Values.mlflow.registeredModelName | quote }}
+{{- end }}
+
+{{/* DATABASE_URL from CloudNativePG's application Secret (Kubernetes expands $(VAR)). */}}
+{{- define "mnistream.databaseEnv" -}}
+- name: DB_USER
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.postgres.secretName }}, key: username}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.postgres.secretName }}, key: password}
+- name: DATABASE_URL
+  value: "postgresql+asyncpg://$(DB_USER):$(DB_PASSWORD)@{{ .Values.postgres.host }}:{{ .Values.postgres.port }}/{{ .Values.postgres.database }}"
+{{- end }}
+
+{{/* Probes on a service's own /healthz (alive) and /readyz (ready to take work). */}}
+{{- define "mnistream.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 5
+  failureThreshold: 2
+{{- end }}
+
+{{/* The pod-level parts every workload shares: security, a writable /tmp. */}}
+{{- define "mnistream.podSecurity" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+automountServiceAccountToken: false
+{{- end }}
