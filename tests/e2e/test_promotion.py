@@ -22,7 +22,9 @@ from tests.e2e.support import (
 )
 from tests.polling import eventually
 from tests.stack import require_kafka, require_postgres
-from tests.system import System
+from tests.system import ADMIN_TOKEN, System
+
+TOKEN = {"ADMIN_TOKEN": ADMIN_TOKEN}
 
 pytestmark = pytest.mark.e2e
 
@@ -120,6 +122,61 @@ def test_the_gate_refuses_a_worse_model_unless_forced(system: System, models: Mo
     assert "--force" in refused.stdout
     forced = mnistream("promote", str(models.weak), "--force", "--reason", "e2e: forced")
     assert forced.returncode == 0 and "promoted" in forced.stdout
+
+
+async def test_the_gate_refuses_a_model_that_misreads_what_the_champion_reads_right(
+    system: System, models: Models, drawings: list[bytes]
+) -> None:
+    """Labels that agree with the better model, then the weak one proposed over it: the gate
+    counts the labeled drawings the champion reads right and the candidate misreads, and with a
+    zero tolerance refuses on them alone. The drawings are erased afterwards, so their labels do
+    not weigh on the other tests' gates."""
+    mnistream("promote", str(models.better), "--force", "--reason", "e2e: champion to flip from")
+
+    async def better_serving() -> bool:
+        return await worker_versions(system) == {models.better}
+
+    await eventually(better_serving, 30, "better serving")
+    read: dict[uuid.UUID, int] = {}
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        for image in drawings[40:70]:
+            answer = (
+                await client.post(
+                    "/api/predictions",
+                    params={"wait": 5000},
+                    files={"image": ("digit.png", image, "image/png")},
+                )
+            ).json()
+            assert answer["prediction"]["model"]["version"] == models.better, answer
+            read[uuid.UUID(answer["digit_id"])] = answer["prediction"]["predicted_digit"]
+        for digit_id, digit in read.items():
+            labeled = await client.post(f"/api/digits/{digit_id}/label", json={"label": digit})
+            assert labeled.status_code == 202, labeled.text
+    try:
+        await eventually(lambda: labels_stored(set(read)), 60, "the labels stored")
+        strict = {"MAX_NEGATIVE_FLIP_SHARE": "0", "NEGATIVE_FLIP_MIN_LABELS": "5"}
+        refused = mnistream("promote", str(models.weak), check=False, env=strict)
+        assert refused.returncode == 1, refused.stdout
+        found = re.search(r"the candidate misreads: (\d+) of (\d+)", refused.stdout)
+        assert found, refused.stdout
+        broken, right = int(found[1]), int(found[2])
+        assert right >= len(read) and broken >= 1, refused.stdout
+        assert f"it misreads {broken} of the {right} user-labeled drawings" in refused.stdout
+    finally:
+        ids = [str(d) for d in read]
+        mnistream("erase", *ids, "--yes", "--reason", "e2e: labels for the flip gate", env=TOKEN)
+
+
+async def labels_stored(ids: set[uuid.UUID]) -> bool:
+    engine = create_async_engine(require_postgres())
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT count(*) FROM labels WHERE digit_id = ANY(:ids)"), {"ids": list(ids)}
+            )
+            return int(found.scalar_one()) == len(ids)
+    finally:
+        await engine.dispose()
 
 
 async def test_a_killed_rescore_worker_still_completes_the_job(

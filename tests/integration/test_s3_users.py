@@ -28,7 +28,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("history", "artifacts"): set(),
     ("inference", "drawings"): set(),
     ("inference", "artifacts"): {"read", "list"},
-    ("rescore", "drawings"): {"read", "list"},
+    ("rescore", "drawings"): set(),
     ("rescore", "artifacts"): {"read", "list"},
 }
 

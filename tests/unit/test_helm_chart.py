@@ -46,19 +46,27 @@ HELPER_VARIABLES = {"DB_USER", "DB_PASSWORD"}
 UNVALIDATED_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "Cluster"}
 
 
-def tool(name: str) -> Path:
-    """A pinned tool `make k8s-tools` installed, or a failure saying to run it."""
-    found = sorted(TOOLS.glob(f"{name}-v*"))
+def newest(pattern: str, what: str) -> Path:
+    """The newest version `make k8s-tools` installed (by version, not by name), or a failure
+    saying to run it."""
+
+    def version(path: Path) -> tuple[int, ...]:
+        number = path.name.rsplit("-v", 1)[1]
+        return tuple(int(part) for part in number.split(".") if part.isdigit())
+
+    found = sorted(TOOLS.glob(pattern), key=version)
     if not found:
-        pytest.fail(f"{name} is not installed in {TOOLS}: run `make k8s-tools`")
+        pytest.fail(f"{what} is not installed in {TOOLS}: run `make k8s-tools`")
     return found[-1]
+
+
+def tool(name: str) -> Path:
+    """A pinned tool `make k8s-tools` installed."""
+    return newest(f"{name}-v*", name)
 
 
 def keda_crds() -> Path:
-    found = sorted(TOOLS.glob("crds-keda-v*"))
-    if not found:
-        pytest.fail(f"KEDA's CRDs are not in {TOOLS}: run `make k8s-tools`")
-    return found[-1]
+    return newest("crds-keda-v*", "KEDA's CRDs")
 
 
 def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
@@ -161,6 +169,18 @@ def test_each_variable_is_a_settings_field_of_its_program(variant: str) -> None:
                 fields |= {"HISTORY_S3_SECRET", "INFERENCE_S3_SECRET", "RESCORE_S3_SECRET"}
             names = {v["name"] for v in container["env"]} - HELPER_VARIABLES
             assert names <= fields, (container["name"], sorted(names - fields))
+
+
+def test_topics_can_be_left_to_strimzi_with_the_buckets_still_made() -> None:
+    jobs = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]
+        for d in yaml.safe_load_all(rendered_text("default", "setup.topics=false"))
+        if d and d["kind"] == "Job"
+    }
+    setup = jobs["mnistream-setup"]
+    assert setup["command"] == ["mnistream", "setup", "--no-topics", "--no-users"]
+    replication = {v["name"]: v.get("value") for v in setup["env"]}["KAFKA_REPLICATION_FACTOR"]
+    assert replication == "3"
 
 
 @pytest.mark.parametrize("variant", VALUES)

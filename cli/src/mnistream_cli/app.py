@@ -22,6 +22,11 @@ def _root() -> None:
 
 @app.command()
 def setup(
+    topics: bool = typer.Option(
+        True,
+        "--topics/--no-topics",
+        help="Create and align the topics (--no-topics where Strimzi KafkaTopics own them).",
+    ),
     users: bool = typer.Option(
         True,
         "--users/--no-users",
@@ -34,7 +39,7 @@ def setup(
     from mnistream_cli.setup import provision
 
     settings = Settings()
-    done = provision(settings, users=users)
+    done = provision(settings, topics=topics, users=users)
     for change in done.topics:
         detail = f" ({change.detail})" if change.detail else ""
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")

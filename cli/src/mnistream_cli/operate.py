@@ -115,6 +115,14 @@ def _show_gate(report: GateReport) -> None:
             f"user labels ({report.labeled}): candidate {report.candidate_label_accuracy:.4f}, "
             f"champion {report.champion_label_accuracy:.4f}"
         )
+    if report.negative_flips is not None:
+        console.print(
+            f"labeled drawings the champion reads right and the candidate misreads: "
+            f"{report.negative_flips} of {report.champion_right}; the other way round: "
+            f"{report.positive_flips}"
+        )
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
 
 
 def rollback(
@@ -312,7 +320,9 @@ async def _erase(settings: Settings, token: str, digit_ids: list[uuid.UUID], rea
             try:
                 erased = await history.erase(token, request)
             except HistoryUnavailableError as exc:
-                raise fail(f"{exc}; it applies erasures, so start it first (`make run`)") from exc
+                raise fail(
+                    f"{exc} (history-service applies erasures: is it running, and Kafka up?)"
+                ) from exc
             except HistoryRefusedError as exc:
                 console.print(
                     f"[bold red]{digit_id}[/] not erased ({exc.status_code}): {exc.detail}"

@@ -39,11 +39,28 @@ class GateReport:
     labeled: int = 0
     candidate_label_accuracy: float | None = None
     champion_label_accuracy: float | None = None
+    # Of the labeled drawings the champion reads right, how many the candidate misreads
+    # (negative flips), and of those it misreads, how many the candidate reads right.
+    champion_right: int = 0
+    negative_flips: int | None = None
+    positive_flips: int | None = None
     objections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def gate(report: GateReport) -> GateReport:
-    """Object when the candidate is worse than the champion on test data or on user labels."""
+@dataclass(frozen=True)
+class FlipRule:
+    """How many negative flips the gate tolerates: a share of the labeled drawings the champion
+    reads right, judged once there are enough of those for a share to mean something."""
+
+    max_share: float = 0.05
+    min_labels: int = 50
+
+
+def gate(report: GateReport, flips: FlipRule | None = None) -> GateReport:
+    """Object when the candidate is worse than the champion on test data or on user labels, or
+    misreads too many labeled drawings the champion reads right."""
+    flips = flips or FlipRule()
     candidate, champion = report.candidate, report.champion
     if champion is None:
         return report
@@ -64,7 +81,26 @@ def gate(report: GateReport) -> GateReport:
             f"accuracy on {report.labeled} user-labeled drawings {new:.4f} is below the "
             f"champion's {old:.4f}"
         )
+    _judge_flips(report, flips)
     return report
+
+
+def _judge_flips(report: GateReport, flips: FlipRule) -> None:
+    broken, right = report.negative_flips, report.champion_right
+    if broken is None or report.champion is None:
+        return
+    if right < flips.min_labels:
+        report.notes.append(
+            f"negative flips not judged: the champion reads {right} labeled drawings right, "
+            f"fewer than the {flips.min_labels} a share needs"
+        )
+        return
+    if broken > flips.max_share * right:
+        report.objections.append(
+            f"it misreads {broken} of the {right} user-labeled drawings the champion "
+            f"(v{report.champion.version}) reads right ({broken / right:.1%}, more than "
+            f"{flips.max_share:.1%})"
+        )
 
 
 def promoted_by() -> str:
@@ -106,14 +142,17 @@ class Promoter:
         champion = report.champion
         if champion is not None and champion.version != candidate.version:
             await self._label_scores(report)
-        return gate(report)
+        rule = FlipRule(
+            self.settings.max_negative_flip_share, self.settings.negative_flip_min_labels
+        )
+        return gate(report, rule)
 
     async def _label_scores(self, report: GateReport) -> None:
         # Scoring the labels needs ONNX Runtime, numpy and MinIO's client (a quarter of a
         # second to import): only the promotions that score them pay it, not every command.
         from mnistream_common.storage import ObjectStore, make_minio
 
-        from mnistream_cli.labels import label_accuracy
+        from mnistream_cli.labels import compare, label_readings
 
         async with HistoryClient.at(self.settings.history_url) as history:
             try:
@@ -121,14 +160,17 @@ class Promoter:
                 if not labeled or report.champion is None:
                     return
                 store = ObjectStore(make_minio(self.settings))
-                report.labeled = len(labeled)
                 bucket = self.settings.artifacts_bucket
-                report.candidate_label_accuracy = await label_accuracy(
-                    store, bucket, history, report.candidate, labeled
+                compared = compare(
+                    labeled,
+                    await label_readings(store, bucket, history, report.candidate, labeled),
+                    await label_readings(store, bucket, history, report.champion, labeled),
                 )
-                report.champion_label_accuracy = await label_accuracy(
-                    store, bucket, history, report.champion, labeled
-                )
+                report.labeled = compared.labeled
+                report.candidate_label_accuracy = compared.candidate_accuracy
+                report.champion_label_accuracy = compared.champion_accuracy
+                report.champion_right = compared.champion_right
+                report.negative_flips, report.positive_flips = compared.broken, compared.fixed
             except (HistoryUnavailableError, HistoryRefusedError) as exc:
                 report.objections.append(f"accuracy on user labels cannot be checked: {exc}")
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from mnistream_common.events import (
     DeadLetter,
+    DigitErased,
     Event,
     InvalidEventError,
     RescoreSkipped,
     RescoreTask,
 )
-from mnistream_common.kafka import durable_producer
+from mnistream_common.kafka import durable_producer, read_topic
 from mnistream_common.rescore import task_key
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
+    DIGITS_ERASED,
     DIGITS_LABELED,
     DIGITS_PREDICTED,
     DIGITS_SUBMITTED,
@@ -55,10 +59,15 @@ class DeadLetterReplay:
     refused: dict[str, int] = field(default_factory=dict)
 
 
-def refusal(letter: DeadLetter, destinations: Mapping[str, TopicSpec]) -> str | None:
+def refusal(
+    letter: DeadLetter,
+    destinations: Mapping[str, TopicSpec],
+    erased: AbstractSet[uuid.UUID] = frozenset(),
+) -> str | None:
     """Why `letter` must not go back to its source topic, or None: the topic must be one whose
-    records are replayed, the original must now be a valid event of that topic, and its key
-    the one that event's producer writes."""
+    records are replayed, the original must now be a valid event of that topic, its key the one
+    that event's producer writes, and its drawing not erased (re-published after the erasure's
+    tombstone, it would be the record compaction keeps)."""
     spec = destinations.get(letter.source_topic)
     if spec is None:
         allowed = ", ".join(destinations)
@@ -69,6 +78,8 @@ def refusal(letter: DeadLetter, destinations: Mapping[str, TopicSpec]) -> str | 
         return f"still not a valid {exc.event_name}"
     if letter.source_key != _key_of(event):
         return f"its key is not the {spec.event.__name__}'s own"
+    if getattr(event, "digit_id", None) in erased:
+        return "its drawing was erased"
     return None
 
 
@@ -98,9 +109,11 @@ async def replay_dead_letters(
     )
     try:
         await consumer.start()
+        ledger = await read_topic(bootstrap_servers, DIGITS_ERASED, DigitErased)
+        erased = {e.digit_id for e in ledger}
         async with durable_producer(bootstrap_servers) as producer:
             return await _replay_loop(
-                consumer, producer, _Filter(letters, topic, destinations), progress
+                consumer, producer, _Filter(letters, topic, destinations, erased), progress
             )
     finally:
         await consumer.stop()
@@ -111,6 +124,7 @@ class _Filter:
     letters: TopicSpec
     topic: str | None
     destinations: Mapping[str, TopicSpec]
+    erased: AbstractSet[uuid.UUID] = frozenset()
 
 
 async def _replay_loop(
@@ -147,7 +161,7 @@ async def _replay_one(
 ) -> None:
     if letter is None or (only.topic and letter.source_topic != only.topic):
         result.skipped += 1
-    elif reason := refusal(letter, only.destinations):
+    elif reason := refusal(letter, only.destinations, only.erased):
         result.refused[reason] = result.refused.get(reason, 0) + 1
     else:
         await producer.send_and_wait(letter.source_topic, letter.original, key=letter.source_key)

@@ -21,6 +21,25 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
     admin_token: SecretStr = Field(
         default=SecretStr(""), description="history-service's admin token (for replays)."
     )
+    kafka_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic `mnistream setup` creates: 1 on the one-broker "
+        "stack, 3 on a cluster of three (whose min.insync.replicas is 2).",
+    )
+    max_negative_flip_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="The promotion gate refuses a candidate that misreads more than this share "
+        "of the user-labeled drawings the champion reads right.",
+    )
+    negative_flip_min_labels: int = Field(
+        default=50,
+        ge=1,
+        description="Negative flips are judged once the champion reads this many labeled "
+        "drawings right (fewer make the share noise).",
+    )
     history_s3_secret: SecretStr = Field(
         default=SecretStr(""), description="history-service's MinIO secret; empty: setup's own."
     )

@@ -22,10 +22,20 @@ class Provisioned:
     s3_users: dict[str, str]  # user: created, updated or unchanged
 
 
-def provision(settings: Settings, *, users: bool = True) -> Provisioned:
-    """Create or align every topic of docs/design.md, create the missing buckets, and (unless
-    told not to) give each service its own MinIO user (mnistream_common.s3_users)."""
-    changes = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers))
+def provision(settings: Settings, *, topics: bool = True, users: bool = True) -> Provisioned:
+    """Create or align every topic of docs/design.md (unless something else owns them), create
+    the missing buckets, and (unless told not to) give each service its own MinIO user
+    (mnistream_common.s3_users)."""
+    changes = (
+        asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap_servers,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        )
+        if topics
+        else []
+    )
     buckets = [settings.drawings_bucket, settings.artifacts_bucket]
     created = ensure_buckets(make_minio(settings), buckets)
     given = {

@@ -36,6 +36,10 @@ class NotStoredError(LookupError):
     """No such drawing is stored (nor was it erased)."""
 
 
+class ErasureUnavailableError(RuntimeError):
+    """Kafka did not take the erasure; nothing was erased."""
+
+
 class ReplayRefusedError(Exception):
     """The group cannot be rewound now; the message says why and what to do."""
 
@@ -88,6 +92,7 @@ async def replay(body: ReplayIn, request: Request) -> ReplayOut:
         401: {"description": "No or wrong token"},
         403: {"description": "Admin off"},
         404: {"description": "No such drawing is stored"},
+        503: {"description": "Kafka did not take it; nothing was erased"},
     },
 )
 async def erase(body: EraseIn, request: Request, response: Response) -> EraseOut:
@@ -99,6 +104,8 @@ async def erase(body: EraseIn, request: Request, response: Response) -> EraseOut
         erased = await eraser.erase(body)
     except NotStoredError as exc:
         raise HTTPException(404, str(exc)) from exc
+    except ErasureUnavailableError as exc:
+        raise HTTPException(503, str(exc)) from exc
     if not erased.applied:
         response.status_code = 202
     return erased

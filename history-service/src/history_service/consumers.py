@@ -63,6 +63,8 @@ SERVICE = "history-service"
 # How long an idle consumer waits for records before it polls again. The history's rows are
 # not on anyone's critical path, so it polls a few times a second, not a hundred.
 BATCH_POLL_MS = 250
+# How long a start waits to apply the erasure ledger before it consumes anyway.
+ERASURES_FIRST_S = 30.0
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
 Item = TypeVar("Item")  # an item of a batch (a delivery, or a delivery with its model input)
@@ -336,7 +338,12 @@ class Consumers:
         return broker
 
     async def start(self) -> None:
-        """Subscribe to the history topics and consume from the group's committed offsets."""
+        """Apply the erasure ledger, then subscribe to the history topics and consume from the
+        group's committed offsets."""
+        try:
+            await asyncio.wait_for(self.apply_erasure_ledger(), ERASURES_FIRST_S)
+        except Exception as exc:  # Kafka not there yet: the group reads the ledger anyway
+            log.warning("the erasure ledger was not applied before consuming", error=repr(exc))
         broker = self.build()
         await broker.start()
         self.broker = broker
@@ -358,17 +365,17 @@ class Consumers:
             await self.stop()
             try:
                 records = await self._rewind(since)
-                await self.apply_erasure_ledger()
             finally:
-                await self.start()
+                await self.start()  # which applies the erasure ledger first
         log.info("history replay", since=str(since) if since else "beginning", records=records)
         return records
 
     async def apply_erasure_ledger(self) -> None:
-        """Apply the whole erasure ledger before the group reads anything again: replayed into
-        an emptied database, an erased drawing's submission (until compaction removes it from
-        digits.submitted) is then refused on arrival instead of stored until its erasure is
-        read again. The group re-reads the ledger too, which changes nothing."""
+        """Apply the whole erasure ledger before the group reads anything (at every start, so
+        after a replay's rewind too): replayed into an emptied database, read by a new group or
+        into a database restored from a backup, an erased drawing's submission (until compaction
+        removes it from digits.submitted) is refused on arrival instead of stored until its
+        erasure is read again. The group re-reads the ledger too, which changes nothing."""
         erasures = await read_topic(
             self.settings.kafka_bootstrap_servers, DIGITS_ERASED, DigitErased
         )

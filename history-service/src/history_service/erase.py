@@ -1,8 +1,8 @@
 """Erasing a drawing: the operator's request becomes an entry of the erasure ledger.
 
-    POST /admin/erasures ──▶ digits.erased (DigitErased, the ledger)
-                        └──▶ digits.submitted (a tombstone of the drawing's key: compaction
-                             removes the drawing, image and client details, from the log)
+    POST /admin/erasures ──▶ digits.submitted (a tombstone of the drawing's key: compaction
+                        │    removes the drawing, image and client details, from the log)
+                        └──▶ digits.erased (DigitErased, the ledger)
 
 history-service applies the ledger like any topic it consumes (`HistoryWriter.erasures`): the
 drawing's rows leave PostgreSQL, its image leaves MinIO, and from then on nothing of it is stored
@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from aiokafka.errors import KafkaError
 from mnistream_common.events import DigitErased, utc_now
 from mnistream_common.history_api import EraseIn, EraseOut
 from mnistream_common.kafka import durable_producer
@@ -26,7 +27,7 @@ from mnistream_common.topics import DIGITS_ERASED, DIGITS_SUBMITTED
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from history_service.admin import NotStoredError
+from history_service.admin import ErasureUnavailableError, NotStoredError
 from history_service.db import Drawing, Erasure
 
 # How long a request waits to see its erasure applied before it answers "pending".
@@ -47,6 +48,9 @@ class Eraser:
         digit_id = request.digit_id
         earlier = await self._erased_at(digit_id)
         if earlier is not None:
+            # Its tombstone again: the request that erased it may have failed after the ledger
+            # took it and before the tombstone was written (a repeated tombstone is harmless).
+            await self._publish(digit_id, None)
             return EraseOut(digit_id=digit_id, erased_at=earlier, applied=True, already_erased=True)
         if not await self._stored(digit_id):
             raise NotStoredError(
@@ -59,16 +63,28 @@ class Eraser:
             requested_by=request.requested_by,
             reason=request.reason,
         )
-        key = str(digit_id).encode()
-        async with durable_producer(self.bootstrap_servers) as producer:
-            await producer.send_and_wait(DIGITS_ERASED.name, event.to_bytes(), key=key)
-            await producer.send_and_wait(DIGITS_SUBMITTED.name, None, key=key)
+        await self._publish(digit_id, event)
         return EraseOut(
             digit_id=digit_id,
             erased_at=event.erased_at,
             applied=await self._applied(digit_id),
             already_erased=False,
         )
+
+    async def _publish(self, digit_id: uuid.UUID, event: DigitErased | None) -> None:
+        """The tombstone first, then (for a new erasure) the ledger entry: a failure between
+        the two leaves no ledger entry, so the request is simply repeated."""
+        key = str(digit_id).encode()
+        try:
+            async with durable_producer(self.bootstrap_servers) as producer:
+                await producer.send_and_wait(DIGITS_SUBMITTED.name, None, key=key)
+                if event is not None:
+                    await producer.send_and_wait(DIGITS_ERASED.name, event.to_bytes(), key=key)
+        except (KafkaError, TimeoutError) as exc:
+            raise ErasureUnavailableError(
+                f"Kafka did not take the erasure ({exc!r}); nothing was erased: try again "
+                "once Kafka answers"
+            ) from exc
 
     async def _applied(self, digit_id: uuid.UUID) -> bool:
         deadline = time.monotonic() + self.wait_s

@@ -189,6 +189,11 @@ class HistoryWriter:
         unique = {d.event.digit_id: d for d in drawings}
         if not unique:
             return
+        async with self._engine.connect() as connection:  # erased already: not put again
+            for digit_id in await _erased(connection, unique):
+                del unique[digit_id]
+        if not unique:
+            return
         await self.store.put_many(
             self._bucket, [(drawing_key(d.event.digit_id), d.event.image) for d in unique.values()]
         )

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from history_service.admin import ReplayRefusedError, admin_router
+from history_service.admin import (
+    ErasureUnavailableError,
+    NotStoredError,
+    ReplayRefusedError,
+    admin_router,
+)
+from mnistream_common.history_api import EraseIn, EraseOut
 
 
 class FakeReplayer:
@@ -137,3 +144,48 @@ async def test_a_huge_replay_body_is_refused_before_the_token_is_even_looked_at(
         )
     assert response.status_code == 413
     assert sent <= 2 * 64 * 1024
+
+
+class FakeEraser:
+    """Answers as the real one does for each outcome, by the id asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[EraseIn] = []
+
+    async def erase(self, request: EraseIn) -> EraseOut:
+        self.asked.append(request)
+        if request.reason == "not stored":
+            raise NotStoredError(f"no drawing {request.digit_id} is stored")
+        if request.reason == "kafka down":
+            raise ErasureUnavailableError("Kafka did not take the erasure; nothing was erased")
+        applied = request.reason != "behind"
+        return EraseOut(
+            digit_id=request.digit_id,
+            erased_at=datetime(2026, 3, 1, tzinfo=UTC),
+            applied=applied,
+            already_erased=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [("request 42", 200), ("behind", 202), ("not stored", 404), ("kafka down", 503)],
+)
+async def test_an_erasure_answers_what_became_of_it(reason: str, status: int) -> None:
+    eraser = FakeEraser()
+    app = app_with("s3cret-admin-token", FakeReplayer())
+    app.state.eraser = eraser
+    body = {"digit_id": str(uuid.uuid4()), "requested_by": "ada@ops", "reason": reason}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://history"
+    ) as client:
+        response = await client.post(
+            "/admin/erasures", json=body, headers=bearer("s3cret-admin-token")
+        )
+        untokened = await client.post("/admin/erasures", json=body)
+
+    assert response.status_code == status, response.text
+    assert untokened.status_code == 401
+    assert len(eraser.asked) == 1  # the request without the token reached nothing
+    if status >= 400:
+        assert "erase" in response.json()["detail"] or "stored" in response.json()["detail"]

@@ -10,7 +10,7 @@ from mnistream_common.events import DeadLetter, DigitLabeled, ModelRef, utc_now
 from mnistream_common.rescore import plan_chunks, task_key
 from mnistream_common.topics import DIGITS_DEADLETTER, MODEL_PROMOTED
 
-from tests.helpers import promotion
+from tests.helpers import promotion, submitted
 
 
 def letter(topic: str, original: bytes, key: bytes | None) -> DeadLetter:
@@ -72,3 +72,12 @@ def test_a_rescore_task_goes_back_under_its_own_job_and_chunk_key() -> None:
     assert refusal(letter("rescore.tasks", task.to_bytes(), task_key(task)), REPLAYABLE) is None
     wrong = letter("rescore.tasks", task.to_bytes(), str(task.job_id).encode())
     assert "key is not" in (refusal(wrong, REPLAYABLE) or "")
+
+
+def test_a_letter_of_an_erased_drawing_is_refused() -> None:
+    drawing = submitted()
+    key = str(drawing.digit_id).encode()
+    held = letter("digits.submitted", drawing.to_bytes(), key)
+
+    assert refusal(held, REPLAYABLE) is None
+    assert refusal(held, REPLAYABLE, erased={drawing.digit_id}) == "its drawing was erased"

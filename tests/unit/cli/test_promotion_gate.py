@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
-from mnistream_cli.promotion import GateReport, gate
+from mnistream_cli.labels import LabelComparison, compare
+from mnistream_cli.promotion import FlipRule, GateReport, gate
 from mnistream_cli.registry import RegisteredVersion
+from mnistream_common.history_api import LabeledOut
 
 
 def version(number: int, test_accuracy: float | None) -> RegisteredVersion:
@@ -104,3 +107,58 @@ def test_unknown_accuracies_are_not_objections() -> None:
     )
 
     assert report.objections == []
+
+
+def flipped(broken: int, right: int, fixed: int = 0) -> GateReport:
+    return GateReport(
+        version(3, 0.99),
+        version(2, 0.98),
+        labeled=right + 20,
+        candidate_label_accuracy=0.9,
+        champion_label_accuracy=0.9,
+        champion_right=right,
+        negative_flips=broken,
+        positive_flips=fixed,
+    )
+
+
+def test_a_candidate_misreading_too_many_drawings_the_champion_reads_right_is_refused() -> None:
+    # Better on the whole (it fixes 30) but it breaks 7 of the 120 the champion got right.
+    report = gate(flipped(broken=7, right=120, fixed=30), FlipRule(max_share=0.05, min_labels=50))
+
+    assert report.objections == [
+        "it misreads 7 of the 120 user-labeled drawings the champion (v2) reads right "
+        "(5.8%, more than 5.0%)"
+    ]
+
+
+def test_negative_flips_within_the_share_pass() -> None:
+    report = gate(flipped(broken=6, right=120), FlipRule(max_share=0.05, min_labels=50))
+
+    assert report.objections == [] and report.notes == []
+
+
+def test_negative_flips_are_not_judged_on_too_few_labels_and_the_report_says_so() -> None:
+    report = gate(flipped(broken=5, right=20), FlipRule(max_share=0.05, min_labels=50))
+
+    assert report.objections == []
+    assert report.notes == [
+        "negative flips not judged: the champion reads 20 labeled drawings right, fewer than "
+        "the 50 a share needs"
+    ]
+
+
+def test_the_comparison_counts_each_labeled_drawing_once() -> None:
+    ids = [uuid.UUID(int=n) for n in range(5)]
+    labeled = [LabeledOut(digit_id=d, label=7) for d in ids]
+    # d0 both right, d1 only the champion (broken), d2 only the candidate (fixed), d3 neither,
+    # d4 unreadable by the candidate (counts as misread by it).
+    candidate = {ids[0]: 7, ids[1]: 1, ids[2]: 7, ids[3]: 2}
+    champion = {ids[0]: 7, ids[1]: 7, ids[2]: 3, ids[3]: 2, ids[4]: 7}
+
+    compared = compare(labeled, candidate, champion)
+
+    assert compared == LabelComparison(
+        labeled=5, candidate_right=2, champion_right=3, broken=2, fixed=1
+    )
+    assert (compared.candidate_accuracy, compared.champion_accuracy) == (0.4, 0.6)

@@ -43,6 +43,8 @@ class RecordingEngine:
     async def begin(self) -> AsyncIterator[RecordingEngine]:
         yield self
 
+    connect = begin  # reads outside a transaction: the same recording
+
     figures: list[str] = field(default_factory=list)
 
     async def execute(self, statement: Any, rows: Any = None) -> Any:

@@ -243,9 +243,10 @@ class TopicChange:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec] = ALL_TOPICS
+    bootstrap_servers: str, specs: Iterable[TopicSpec] = ALL_TOPICS, *, replication_factor: int = 1
 ) -> list[TopicChange]:
-    """Create missing topics and align existing ones' configs; a second run changes nothing."""
+    """Create missing topics (with `replication_factor` replicas) and align existing ones'
+    configs; a second run changes nothing."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-setup")
     await admin.start()
     try:
@@ -256,7 +257,14 @@ async def ensure_topics(
                 changes.append(await _align_topic(admin, spec))
             else:
                 response = await admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config())]
+                    [
+                        NewTopic(
+                            spec.name,
+                            spec.partitions,
+                            replication_factor,
+                            topic_configs=spec.config(),
+                        )
+                    ]
                 )
                 _raise_for_errors(f"creating topic {spec.name}", response.to_object())
                 changes.append(TopicChange(spec.name, "created", f"{spec.partitions} partitions"))

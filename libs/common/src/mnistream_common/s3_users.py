@@ -4,12 +4,11 @@
 |---|---|---|
 | `mnistream-history` | read, write, delete (it stores and erases drawings) | none |
 | `mnistream-inference` | none | read |
-| `mnistream-rescore` | read | read |
+| `mnistream-rescore` | none (model inputs come from history-service) | read |
 
 The gateway touches no object. The operator (`mnistream`, the trainer) and the MLflow server keep
 the stack's root credentials: they create buckets and users and write models. So a service whose
-credentials leak cannot replace a model, and the workers cannot read or change the drawings
-beyond what their work reads.
+credentials leak cannot replace a model, and the workers cannot read or change the drawings.
 
 The secrets: `<SERVICE>_S3_SECRET` of `mnistream setup`'s settings where it is set (compose sets
 them, for the setup container and for each service), otherwise random, made once by
@@ -68,7 +67,7 @@ def policy(service: str, drawings_bucket: str, artifacts_bucket: str) -> dict[st
     objects = {
         "history": {drawings_bucket: _WRITE},
         "inference": {artifacts_bucket: _READ},
-        "rescore": {drawings_bucket: _READ, artifacts_bucket: _READ},
+        "rescore": {artifacts_bucket: _READ},
     }[service]
     statements = [
         {"Effect": "Allow", "Action": _LIST, "Resource": [f"arn:aws:s3:::{bucket}"]}

@@ -45,9 +45,10 @@ class TopicSpec:
 _BIG_RECORDS = {"max.message.bytes": str(1024 * 1024)}
 # digits.submitted holds one record per digit id (ids are never reused), so compaction keeps
 # every drawing and removes only what an erasure marked with a tombstone (a null record of the
-# drawing's key): within a day (`max.compaction.lag.ms`, which also rolls a quiet segment), the
-# image and the client's details leave the log; the tombstone itself goes a day later
-# (`delete.retention.ms`, Kafka's default).
+# drawing's key): once its segment is closed and a day has passed (`max.compaction.lag.ms`),
+# the image and the client's details leave the log; the tombstone itself goes a day later
+# (`delete.retention.ms`, Kafka's default). Kafka closes a segment when it appends to the
+# partition, so on a partition that receives nothing more the record stays until it does.
 _ERASABLE = {"cleanup.policy": "compact", "max.compaction.lag.ms": str(ONE_DAY_MS)}
 
 DIGITS_SUBMITTED = TopicSpec(
@@ -122,6 +123,7 @@ DIGITS_ERASED = TopicSpec(
     retention_ms=UNLIMITED,
     producers=("history-service (POST /admin/erasures: mnistream erase)",),
     consumers=("history-service (group history)",),
+    extra_config=_BIG_RECORDS,
 )
 DIGITS_DEADLETTER = TopicSpec(
     name="digits.deadletter",
