@@ -265,6 +265,8 @@ async def test_evaluate_reads_every_drawing_with_a_candidate_and_promotes_nothin
     summary = f"v{models.better} vs v{models.weak}: {report['compared']} compared"
     assert summary in evaluated.stdout, evaluated.stdout
     assert report["compared"] == stored, "every stored drawing has both versions' answers"
+    # The gate's verdict, as `promote` would give it (the better model passes it here).
+    assert "`mnistream promote` would accept it" in evaluated.stdout, evaluated.stdout
     # A candidate is never promoted: same ledger, same model in every worker.
     assert len(await read_ledger(require_kafka())) == len(ledger_before)
     assert await worker_versions(system) == {models.weak}

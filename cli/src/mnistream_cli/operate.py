@@ -149,7 +149,8 @@ def evaluate(
     version: Annotated[int, typer.Argument(help="Registered version to evaluate.")],
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the rescore.")] = 600.0,
 ) -> None:
-    """Read every stored drawing with VERSION without promoting it, then print the flip report."""
+    """Read every stored drawing with VERSION without promoting it, then print the flip report
+    and what the promotion gate would say (negative flips on labeled drawings included)."""
     settings = Settings()
     asyncio.run(_evaluate(settings, Promoter(settings), version, timeout))
 
@@ -176,6 +177,28 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
         report = await history.version_stats(version, against, flips=FLIPS_PRINTED)
     _print_flip_report(report)
     _print_skipped(report_job)
+    await _print_verdict(promoter, version)
+
+
+async def _print_verdict(promoter: Promoter, version: int) -> None:
+    """The promotion gate's verdict on the candidate, without promoting it."""
+    try:
+        verdict = await promoter.check(version)
+    except (RegistryError, PromotionError) as exc:
+        console.print(f"[yellow]the promotion gate could not judge it: {exc}[/]")
+        return
+    if verdict.negative_flips is not None:
+        console.print(
+            f"labeled drawings the champion reads right and v{version} misreads: "
+            f"{verdict.negative_flips} of {verdict.champion_right}; the other way round: "
+            f"{verdict.positive_flips}"
+        )
+    for note in verdict.notes:
+        console.print(f"[yellow]{note}[/]")
+    if verdict.objections:
+        console.print("`mnistream promote` would refuse it: " + "; ".join(verdict.objections))
+    else:
+        console.print("`mnistream promote` would accept it")
 
 
 async def _follow_job(
