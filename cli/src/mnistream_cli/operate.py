@@ -115,6 +115,11 @@ def _show_gate(report: GateReport) -> None:
             f"user labels ({report.labeled}): candidate {report.candidate_label_accuracy:.4f}, "
             f"champion {report.champion_label_accuracy:.4f}"
         )
+    _print_flips(report)
+
+
+def _print_flips(report: GateReport) -> None:
+    """The gate's negative flips on labeled drawings, and why they were not judged if not."""
     if report.negative_flips is not None:
         console.print(
             f"labeled drawings the champion reads right and the candidate misreads: "
@@ -187,14 +192,7 @@ async def _print_verdict(promoter: Promoter, version: int) -> None:
     except (RegistryError, PromotionError) as exc:
         console.print(f"[yellow]the promotion gate could not judge it: {exc}[/]")
         return
-    if verdict.negative_flips is not None:
-        console.print(
-            f"labeled drawings the champion reads right and v{version} misreads: "
-            f"{verdict.negative_flips} of {verdict.champion_right}; the other way round: "
-            f"{verdict.positive_flips}"
-        )
-    for note in verdict.notes:
-        console.print(f"[yellow]{note}[/]")
+    _print_flips(verdict)
     if verdict.objections:
         console.print("`mnistream promote` would refuse it: " + "; ".join(verdict.objections))
     else:

@@ -376,11 +376,12 @@ class Consumers:
         into a database restored from a backup, an erased drawing's submission (until compaction
         removes it from digits.submitted) is refused on arrival instead of stored until its
         erasure is read again. The group re-reads the ledger too, which changes nothing."""
-        erasures = await read_topic(
-            self.settings.kafka_bootstrap_servers, DIGITS_ERASED, DigitErased
-        )
-        for start in range(0, len(erasures), 1000):
-            await self.writer.erasures(erasures[start : start + 1000])
+        ledger = await read_topic(self.settings.kafka_bootstrap_servers, DIGITS_ERASED, DigitErased)
+        # Only what the database does not hold yet: a start over a full database (every
+        # restart) writes nothing. One whose image delete failed is redone by the group.
+        new = await self.writer.unrecorded_erasures(ledger)
+        for start in range(0, len(new), 1000):
+            await self.writer.erasures(new[start : start + 1000])
 
     async def _rewind(self, since: datetime | None) -> dict[str, int]:
         # Leaving the group takes the coordinator a moment; another instance never leaves.

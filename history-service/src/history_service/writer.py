@@ -312,6 +312,14 @@ class HistoryWriter:
         ):
             await _upsert_unerased(connection, _LABELS_UPSERT, rows)
 
+    async def unrecorded_erasures(self, events: Sequence[DigitErased]) -> list[DigitErased]:
+        """The erasures whose drawing has no erasure row yet."""
+        if not events:
+            return []
+        async with self._engine.connect() as connection:
+            recorded = await _erased(connection, {e.digit_id for e in events})
+        return [e for e in events if e.digit_id not in recorded]
+
     async def erasures(self, events: Sequence[DigitErased]) -> None:
         """Record erasures and remove what was stored of each drawing: its rows (the figures
         lose what they counted of it), then its image. Safe to repeat: an erasure retried after
