@@ -70,21 +70,23 @@ def document(service: str, broker: KafkaBroker) -> dict[str, Any]:
         description=f"Kafka topics {service} consumes and produces. See docs/events.md.",
     ).to_specification()
     doc: dict[str, Any] = json.loads(spec.to_json())
-    events = {t.name: t.event for t in ALL_TOPICS}
+    topics = {t.name: t.events for t in ALL_TOPICS}
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for channel in doc.get("channels", {}).values():
-        event = events.get(channel["address"])
-        if event is None:
+        events = topics.get(channel["address"])
+        if events is None:
             continue
-        schemas[event.__name__] = event.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        for defs_name, sub in schemas[event.__name__].pop("$defs", {}).items():
-            schemas[defs_name] = sub
+        for event in events:
+            schemas[event.__name__] = event.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            for defs_name, sub in schemas[event.__name__].pop("$defs", {}).items():
+                schemas[defs_name] = sub
+        refs = [{"$ref": f"#/components/schemas/{e.__name__}"} for e in events]
         for ref in channel["messages"].values():
             message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
-            message["payload"] = {"$ref": f"#/components/schemas/{event.__name__}"}
-            message["title"] = event.__name__
+            message["payload"] = refs[0] if len(refs) == 1 else {"oneOf": refs}
+            message["title"] = " or ".join(e.__name__ for e in events)
     schemas.pop("EmptyPayload", None)
     for name in [n for n in schemas if n.endswith(":Payload")]:
         schemas.pop(name)

@@ -10,6 +10,7 @@ from mnistream_system.system import BIN, ROOT, Ports, System
 ADMIN_TOKEN = "test-admin-token-0123456789"
 TEST_ENV = {
     "RATE_LIMIT_PER_MINUTE": "0",
+    "LABEL_RATE_LIMIT_PER_MINUTE": "0",
     "RESCORE_CHUNK_SIZE": "100",
     "ADMIN_TOKEN": ADMIN_TOKEN,
     "LOG_JSON": "true",

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
@@ -205,16 +206,30 @@ async def collect_predictions() -> AsyncIterator[Predictions]:
             task.cancel()
 
 
-async def worker_versions(system: System) -> set[int]:
-    """The model version each running inference worker serves (its /readyz)."""
-    versions = set()
+async def worker_states(system: System) -> list[dict[str, Any]]:
+    """The /readyz answer of each running inference worker."""
+    states = []
     async with httpx.AsyncClient(timeout=5) as client:
         for name, service in system.services.items():
             if name.startswith("inference-") and service.process and service.process.poll() is None:
                 port = service.env["INFERENCE_HTTP_PORT"]
-                body = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
-                versions.add(body["model"]["version"])
-    return versions
+                states.append((await client.get(f"http://127.0.0.1:{port}/readyz")).json())
+    return states
+
+
+async def worker_versions(system: System) -> set[int]:
+    """The model version each running inference worker serves (its /readyz)."""
+    return {state["model"]["version"] for state in await worker_states(system)}
+
+
+async def worker_rollouts(system: System) -> list[tuple[str, bool] | None]:
+    """The rollout each running inference worker applies: (id, candidate loaded), or None."""
+    return [
+        None
+        if s["rollout"] is None
+        else (s["rollout"]["rollout_id"], s["rollout"]["candidate_loaded"])
+        for s in await worker_states(system)
+    ]
 
 
 def canvas_drawings(count: int) -> list[bytes]:

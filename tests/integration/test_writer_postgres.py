@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from history_service import figures, queries
+from history_service import figures, queries, rollouts
 from history_service.consumers import Consumers, Health
 from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade
@@ -27,6 +27,7 @@ from mnistream_common.events import (
     DigitPredicted,
     ModelPromoted,
     ModelRef,
+    ModelRollout,
     PredictionKind,
     RescoreSkipped,
     SkippedDrawing,
@@ -650,3 +651,135 @@ async def test_a_replay_applies_the_whole_erasure_ledger_before_it_consumes(
         "predictions": 0,
         "labels": 0,
     }
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+def rollout_start(version: int, mode: str = "canary", percent: float = 30.0) -> ModelRollout:
+    candidate = promotion(f"rollout-{version}".encode(), version)
+    return ModelRollout(
+        rollout_id=uuid.uuid4(),
+        action="started",
+        mode=mode,  # type: ignore[arg-type]
+        candidate=candidate.model,
+        onnx_uri=candidate.onnx_uri,
+        architecture="linear",
+        champion_version=1,
+        percent=100.0 if mode == "shadow" else percent,
+        requested_by="ada",
+        reason="try it",
+    )
+
+
+def reading(
+    digit_id: uuid.UUID,
+    version: int,
+    digit: int,
+    rollout_id: uuid.UUID,
+    latency_ms: float,
+    **kw: Any,
+) -> DigitPredicted:
+    model = promotion(f"rollout-{version}".encode(), version).model
+    return prediction(
+        digit_id,
+        model,
+        digit=digit,
+        rollout_id=rollout_id,
+        submitted_at=AT,
+        occurred_at=AT + timedelta(milliseconds=latency_ms),
+        **kw,
+    )
+
+
+@ORDERS
+async def test_a_rollouts_course_and_figures_come_from_the_ledger_and_its_readings(
+    database_url: str, s3_settings: S3Settings, bucket: str, reverse: bool
+) -> None:
+    """A canary's readings (one redelivered, slower), labels and an erasure, written in either
+    order: each version's counts, accuracy and latency are the same, the erased drawing counts
+    for nothing, and the ledger's abort ends the rollout with its reason."""
+    async with own_database(database_url) as engine:
+        writer = HistoryWriter(engine, ObjectStore(make_minio(s3_settings)), bucket)
+        champion = promotion(b"rollout-1", 1)
+        start = rollout_start(2)
+        rid = start.rollout_id
+        ids = [uuid.uuid4() for _ in range(7)]
+        readings = [
+            reading(ids[0], 1, 4, rid, 10),
+            reading(ids[1], 1, 4, rid, 20),
+            reading(ids[2], 1, 5, rid, 30),  # labeled 4: wrong
+            reading(ids[3], 2, 4, rid, 40),
+            reading(ids[4], 2, 4, rid, 50),
+            reading(ids[5], 2, 4, rid, 60),
+            reading(ids[5], 2, 4, rid, 900),  # the same reading redelivered later: the first counts
+            reading(ids[6], 2, 7, rid, 70),  # erased
+        ]
+        labels = [DigitLabeled(digit_id=d, label=4, labeled_at=AT) for d in ids]
+        erasure = [DigitErased(digit_id=ids[6], erased_at=AT, requested_by="it")]
+        writes: list[tuple[Callable[[Any], Awaitable[None]], Any]] = [
+            (writer.ledger, [(champion, 0), (start, 1)]),
+            *((writer.predictions, [r]) for r in readings),
+            (writer.labels, labels),
+            (writer.erasures, erasure),
+        ]
+        for write, batch in arriving(writes, reverse):
+            await write(batch)
+
+        async with engine.connect() as conn:
+            [running] = await rollouts.rollouts(conn, rollouts.Evidence(min_labels=3))
+        assert (running.rollout_id, running.state, running.mode, running.percent) == (
+            rid,
+            "running",
+            "canary",
+            30.0,
+        )
+        by_role = {v.role: v for v in running.versions}
+        assert (by_role["champion"].readings, by_role["champion"].labeled) == (3, 3)
+        assert (by_role["champion"].correct, by_role["candidate"].correct) == (2, 3)
+        assert by_role["candidate"].readings == 3  # the erased drawing's reading is gone
+        assert by_role["candidate"].latency_p99_ms == pytest.approx(59.8, abs=0.01)
+        assert by_role["champion"].latency_p50_ms == pytest.approx(20.0)
+        assert running.judged == "level" and running.verdict.startswith("no significant")
+
+        abort = ModelRollout.model_validate(
+            start.model_dump(exclude={"event_id", "occurred_at"})
+            | {"action": "aborted", "requested_by": "history-service guardrail", "reason": "worse"}
+        )
+        await writer.ledger([(abort, 2), (abort, 2)])  # a redelivery stores it once
+        async with engine.connect() as conn:
+            [ended] = await rollouts.rollouts(conn)
+        assert (ended.state, ended.ended_by, ended.end_reason) == (
+            "aborted",
+            "history-service guardrail",
+            "worse",
+        )
+
+
+async def test_a_shadow_rollout_counts_agreement_and_a_promotion_completes_it(
+    database_url: str, s3_settings: S3Settings, bucket: str
+) -> None:
+    async with own_database(database_url) as engine:
+        writer = HistoryWriter(engine, ObjectStore(make_minio(s3_settings)), bucket)
+        start = rollout_start(2, "shadow")
+        rid = start.rollout_id
+        await writer.ledger([(promotion(b"rollout-1", 1), 0), (start, 1)])
+        ids = [uuid.uuid4() for _ in range(4)]
+        await writer.drawings([InputDrawing(submitted(digit_id=ids[0]), bytes(784), 1)])
+        await writer.predictions(
+            [reading(d, 1, 3, rid, 10) for d in ids]
+            + [reading(d, 2, 3 if i < 3 else 8, rid, 15, kind="shadow") for i, d in enumerate(ids)]
+        )
+        await writer.ledger([(promotion(b"rollout-2", 2, previous=1), 2)])
+
+        async with engine.connect() as conn:
+            [done] = await rollouts.rollouts(conn)
+            shown = await queries.drawing(conn, ids[0])
+        assert (done.state, done.compared, done.agreement) == ("completed", 4, 0.75)
+        assert {v.role: v.readings for v in done.versions} == {"champion": 4, "candidate": 4}
+        assert {v.role: v.answered for v in done.versions} == {"champion": 4, "candidate": 0}
+        assert shown is not None
+        assert {(p["model_version"], p["kind"]) for p in shown["predictions"]} == {
+            (1, "live"),
+            (2, "shadow"),
+        }

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from mnistream_common.events import ModelPromoted
+from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.ledger import fold
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import make_minio
 from mnistream_common.topics import MODEL_PROMOTED
@@ -25,6 +27,7 @@ from tests.e2e.support import (
     Predictions,
     mnistream,
     stack_component,
+    worker_rollouts,
     worker_versions,
 )
 from tests.helpers import SEVEN, drawing_png, promotion, tiny_onnx_model
@@ -284,3 +287,43 @@ async def _fallbacks_name(system: System, rejected: int | None) -> bool:
     if rejected is None:
         return all(r["fallback"] is None for r in reports)
     return bool(reports) and all(f"v{rejected}," in (r["fallback"] or "") for r in reports)
+
+
+async def test_kill_9_of_an_inference_worker_during_a_canary(
+    system: System, models: Models, drawings: list[bytes], predictions: Predictions
+) -> None:
+    """Nothing is lost, every drawing (a redelivered one too) is answered by the version its
+    id routes to, and the restarted worker resumes the canary from the ledger."""
+    started, old = time.monotonic(), await champion(system)
+    new = models.better if old == models.weak else models.weak
+    mnistream("canary", str(new), "--percent", "30", "--force", "--reason", "chaos: canary")
+    try:
+        rollout = fold(await read_ledger_entries(require_kafka())).rollout
+        assert rollout is not None
+        applied = (str(rollout.rollout_id), True)
+
+        async def every_worker_applies() -> bool:
+            return set(await worker_rollouts(system)) == {applied}
+
+        await eventually(every_worker_applies, 60, "every worker holding the candidate")
+        async with flowing(system.gateway_url, drawings, RATE) as traffic:
+            system.services["inference-0"].kill()
+            await traffic.until_accepted(200)
+            await asyncio.to_thread(system.restart, "inference-0")
+            await eventually(every_worker_applies, 60, "the restarted worker back in the canary")
+            await traffic.until_accepted(100)
+        assert not traffic.refused, traffic.refused
+        await assert_nothing_lost(
+            "kill -9 inference worker during a canary",
+            traffic,
+            predictions,
+            [old, new],
+            started=started,
+        )
+        routed = {new if rollout.candidate_answers(d) else old for d in traffic.accepted}
+        assert routed == {old, new}
+        for digit_id in traffic.accepted:
+            expected = new if rollout.candidate_answers(digit_id) else old
+            assert predictions.versions(digit_id, "live") == {expected}, digit_id
+    finally:
+        mnistream("abort", "--reason", "chaos: end of test", check=False)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from mnistream_common.events import ALL_EVENTS, DigitPredicted, Event
+from mnistream_common.events import ALL_EVENTS, Event, RescoreTask
 from mnistream_common.schemas import (
     SCHEMA_FILE,
     SchemaChangedError,
@@ -42,7 +42,7 @@ def test_every_committed_schema_file_belongs_to_an_event_version() -> None:
 
 
 def test_schemas_are_json_schema_documents_of_the_wire_format() -> None:
-    schema = event_schemas()[schema_filename("digit.predicted", 1)]
+    schema = event_schemas()[schema_filename("rescore.task", 1)]
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["additionalProperties"] is False
     assert {"event_id", "occurred_at", "schema_version"} <= set(schema["properties"])
@@ -60,17 +60,15 @@ def test_the_export_is_stable_text(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the check really fails
 
 
-def _predicted_schema_with_an_extra_field() -> dict[str, object]:
-    schema = event_schema(DigitPredicted)
+def _task_schema_with_an_extra_field() -> dict[str, object]:
+    schema = event_schema(RescoreTask)
     properties = {**schema["properties"], "comment": {"type": "string"}}
     return {**schema, "properties": properties}
 
 
 def test_a_changed_schema_without_a_version_bump_fails(tmp_path: Path) -> None:
     export_schemas(tmp_path)
-    problem = schema_problem(
-        tmp_path, "digit.predicted", 1, _predicted_schema_with_an_extra_field()
-    )
+    problem = schema_problem(tmp_path, "rescore.task", 1, _task_schema_with_an_extra_field())
     assert problem is not None
     assert "changed but its schema_version is still 1" in problem
     assert "bump schema_version to 2" in problem
@@ -79,30 +77,28 @@ def test_a_changed_schema_without_a_version_bump_fails(tmp_path: Path) -> None:
 
 def test_a_new_version_without_its_exported_file_fails(tmp_path: Path) -> None:
     export_schemas(tmp_path)
-    problem = schema_problem(
-        tmp_path, "digit.predicted", 2, _predicted_schema_with_an_extra_field()
-    )
+    problem = schema_problem(tmp_path, "rescore.task", 2, _task_schema_with_an_extra_field())
     assert problem is not None
-    assert "new schema_version 2 of digit.predicted was introduced (committed: v1)" in problem
+    assert "new schema_version 2 of rescore.task was introduced (committed: v1)" in problem
     assert "run `make schemas`" in problem
 
 
 def test_a_missing_file_fails(tmp_path: Path) -> None:
-    problem = schema_problem(tmp_path, "digit.predicted", 1, event_schema(DigitPredicted))
+    problem = schema_problem(tmp_path, "rescore.task", 1, event_schema(RescoreTask))
     assert problem is not None
-    assert "digit.predicted.v1.json is missing; run `make schemas`" in problem
+    assert "rescore.task.v1.json is missing; run `make schemas`" in problem
 
 
 def test_an_unchanged_schema_passes(tmp_path: Path) -> None:
     export_schemas(tmp_path)
-    assert schema_problem(tmp_path, "digit.predicted", 1, event_schema(DigitPredicted)) is None
+    assert schema_problem(tmp_path, "rescore.task", 1, event_schema(RescoreTask)) is None
 
 
 def test_the_export_refuses_to_rewrite_a_committed_version(tmp_path: Path) -> None:
     export_schemas(tmp_path)
-    committed = tmp_path / "digit.predicted.v1.json"
-    committed.write_text(committed.read_text().replace("A model read one drawing.", "Edited."))
-    with pytest.raises(SchemaChangedError, match=r"digit\.predicted\.v1\.json would change"):
+    committed = tmp_path / "rescore.task.v1.json"
+    committed.write_text(committed.read_text().replace("One chunk of a rescore", "Edited."))
+    with pytest.raises(SchemaChangedError, match=r"rescore\.task\.v1\.json would change"):
         export_schemas(tmp_path)
     assert "Edited." in committed.read_text()
     export_schemas(tmp_path, force=True)

@@ -20,8 +20,10 @@ from mnistream_common.events import (
     DigitSubmitted,
     Event,
     InvalidEventError,
+    LedgerRecords,
     ModelPromoted,
     ModelRef,
+    ModelRollout,
     RescoreSkipped,
     RescoreTask,
     SkippedDrawing,
@@ -69,6 +71,18 @@ def sample_events() -> list[Event]:
             promoted_by="ada",
             reason="better on corrected labels",
             promoted_at=AT,
+        ),
+        ModelRollout(
+            rollout_id=uuid.uuid4(),
+            action="started",
+            mode="canary",
+            candidate=MODEL,
+            onnx_uri="s3://mlflow/1/abc/artifacts/model/model.onnx",
+            architecture="cnn",
+            champion_version=2,
+            percent=20.0,
+            requested_by="ada",
+            reason="try it on a fifth of the drawings",
         ),
         RescoreTask(
             job_id=uuid.uuid4(),
@@ -251,7 +265,9 @@ def test_probabilities_must_be_ten(count: int) -> None:
     [
         ({"predicted_digit": 10}, "predicted_digit: Input should be less than or equal to 9"),
         ({"confidence": 1.5}, "confidence: Input should be less than or equal to 1"),
-        ({"kind": "batch"}, "kind: Input should be 'live', 'rescore' or 'candidate'"),
+        ({"kind": "batch"}, "kind: Input should be 'live', 'rescore', 'candidate' or 'shadow'"),
+        ({"kind": "shadow"}, "a shadow prediction names its rollout"),
+        ({"schema_version": 1, "rollout_id": str(uuid.uuid4())}, "version 1 predictions have"),
     ],
 )
 def test_prediction_values_outside_their_range_are_rejected(
@@ -346,7 +362,36 @@ def test_topic_names_are_unique() -> None:
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: e.event_type)
 def test_every_event_has_exactly_one_topic(event: type[Event]) -> None:
-    assert len([t for t in ALL_TOPICS if t.event is event]) == 1
+    assert len([t for t in ALL_TOPICS if event in t.events]) == 1
+
+
+def test_the_ledger_reads_promotions_and_rollout_steps_by_their_shape() -> None:
+    promoted, rollout = (e for e in sample_events() if isinstance(e, ModelPromoted | ModelRollout))
+    assert LedgerRecords.from_bytes(promoted.to_bytes()) == promoted
+    assert LedgerRecords.from_bytes(rollout.to_bytes()) == rollout
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"model": 1}', "not a valid ModelPromoted: model: Input should be an object"),
+        (b'{"rollout_id": "x"}', "not a valid ModelRollout: rollout_id: Input should be a valid"),
+        (b"[1]", "not a valid ModelPromoted: <root>: Input should be an object"),
+        (b"{not json", "not a valid ModelPromoted: <root>: Invalid JSON"),
+    ],
+)
+def test_an_invalid_ledger_record_is_rejected_with_its_kinds_reason(
+    raw: bytes, expected: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        LedgerRecords.from_bytes(raw)
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_shadow_rollout_reads_every_drawing() -> None:
+    rollout = next(e for e in sample_events() if isinstance(e, ModelRollout))
+    payload = payload_of(rollout) | {"mode": "shadow", "percent": 50.0}
+    assert "a shadow rollout reads every drawing" in rejection(ModelRollout, encode(payload))
 
 
 @pytest.mark.parametrize("spec", ALL_TOPICS, ids=lambda t: t.name)

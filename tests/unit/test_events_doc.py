@@ -17,6 +17,7 @@ from mnistream_common.events import (
     Event,
     InvalidEventError,
     ModelPromoted,
+    ModelRollout,
     RescoreSkipped,
     RescoreTask,
 )
@@ -95,6 +96,8 @@ def expected_key(event: Event) -> str:
             return str(event.digit_id)
         case ModelPromoted():
             return event.model.name
+        case ModelRollout():
+            return event.candidate.name
         case RescoreTask() | RescoreSkipped():
             return str(event.job_id)
         case DeadLetter():
@@ -115,7 +118,7 @@ def documented_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
 def parse_example(record: Produced) -> Event:
     """The event a documented record parses to, or a failure quoting the reason."""
     try:
-        event: Event = topic_for(record.topic).event.from_bytes(record.value.encode())
+        event: Event = topic_for(record.topic).reader.from_bytes(record.value.encode())
     except InvalidEventError as exc:
         pytest.fail(f"the docs/events.md example for {record.topic} is invalid: {exc}")
     return event
@@ -143,15 +146,17 @@ def test_each_topic_section_states_what_topics_py_says(spec: TopicSpec) -> None:
     assert facts["key"] == spec.key
     assert facts["partitions"] == str(spec.partitions)
     assert facts["retention"] == retention_text(spec.retention_ms)
-    name, version = spec.event.event_type, schema_version(spec.event)
-    assert f"`{spec.event.__name__}` v{version}" in facts["value"]
-    assert f"schemas/{schema_filename(name, version)}" in facts["value"]
-    assert (ROOT / "schemas" / schema_filename(name, version)).exists()
+    for event in spec.events:
+        name, version = event.event_type, schema_version(event)
+        assert f"`{event.__name__}` v{version}" in facts["value"]
+        assert f"schemas/{schema_filename(name, version)}" in facts["value"]
+        assert (ROOT / "schemas" / schema_filename(name, version)).exists()
 
 
 @pytest.mark.parametrize("spec", ALL_TOPICS, ids=lambda t: t.name)
 def test_each_topic_lists_exactly_its_events_fields(spec: TopicSpec) -> None:
-    assert field_rows(section(spec.name)) == documented_fields(spec.event) - ENVELOPE
+    fields = set().union(*(documented_fields(event) for event in spec.events))
+    assert field_rows(section(spec.name)) == fields - ENVELOPE
 
 
 def test_the_envelope_table_lists_the_envelope() -> None:
@@ -165,8 +170,8 @@ def test_the_overview_table_matches_topics_py() -> None:
         row = re.search(rf"^\| \[`{re.escape(spec.name)}`\]\(#[a-z]+\) \|(.*)$", overview, re.M)
         assert row, f"the overview table has no row for {spec.name}"
         cells = [cell.strip() for cell in row[1].strip(" |").split("|")]
-        version = schema_version(spec.event)
-        expected = [spec.key, f"`{spec.event.__name__}` v{version}", str(spec.partitions)]
+        values = " or ".join(f"`{e.__name__}` v{schema_version(e)}" for e in spec.events)
+        expected = [spec.key, values, str(spec.partitions)]
         assert cells == [*expected, retention_text(spec.retention_ms)]
 
 
@@ -188,5 +193,5 @@ def test_the_dead_letter_example_quotes_the_real_error_of_its_original() -> None
     letter = parse_example(record)
     assert isinstance(letter, DeadLetter)
     with pytest.raises(InvalidEventError) as caught:
-        topic_for(letter.source_topic).event.from_bytes(letter.original)
+        topic_for(letter.source_topic).reader.from_bytes(letter.original)
     assert letter.error == str(caught.value)

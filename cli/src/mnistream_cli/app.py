@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from mnistream_cli import operate, train
+from mnistream_cli import operate, rollout, train
 from mnistream_cli.settings import Settings
 
 app = typer.Typer(
     name="mnistream",
-    help="Operate mnistream: train, list and promote models, evaluate, replay, erase, status.",
+    help="Operate mnistream: train, list and promote models, canary and shadow releases, "
+    "evaluate, replay, erase, status.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -59,6 +60,10 @@ app.command()(operate.evaluate)
 app.command()(operate.status)
 app.command()(operate.bootstrap)
 app.command()(operate.erase)
+app.command()(rollout.canary)
+app.command()(rollout.shadow)
+app.command()(rollout.abort)
+app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(operate.replay_app, name="replay")
 
 

@@ -16,7 +16,8 @@ from mnistream_common.history_client import (
     HistoryRefusedError,
     HistoryUnavailableError,
 )
-from mnistream_common.kafka import read_ledger
+from mnistream_common.kafka import read_ledger, read_ledger_entries
+from mnistream_common.ledger import fold
 from mnistream_common.rescore import JobSpec
 from mnistream_common.topics import Groups
 from rich.console import Console
@@ -67,18 +68,28 @@ async def _models(promoter: Promoter) -> None:
 
 
 def promote(
-    version: Annotated[int, typer.Argument(help="Registered version to promote.")],
+    version: Annotated[
+        int | None,
+        typer.Argument(help="Registered version to promote (default: the rollout's candidate)."),
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
-    force: Annotated[bool, typer.Option(help="Promote even if the quality gate objects.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Promote even if the quality gate objects, or another version's rollout runs."
+        ),
+    ] = False,
 ) -> None:
-    """Make VERSION the champion: quality gate, MLflow alias, `model.promoted` (acks=all)."""
+    """Make VERSION the champion: quality gate, MLflow alias, `model.promoted` (acks=all).
+    During a rollout, promoting its candidate (VERSION left out) completes it."""
     asyncio.run(_promote(Promoter(Settings()), version, reason, force))
 
 
-async def _promote(promoter: Promoter, version: int, reason: str, force: bool) -> None:
+async def _promote(promoter: Promoter, version: int | None, reason: str, force: bool) -> None:
+    version = await _version_to_promote(promoter, version, force)
     try:
         report = await promoter.check(version)
-        _show_gate(report)
+        show_gate(report)
         if report.objections and not force:
             raise fail(
                 "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
@@ -94,7 +105,29 @@ async def _promote(promoter: Promoter, version: int, reason: str, force: bool) -
     )
 
 
-def _show_gate(report: GateReport) -> None:
+async def _version_to_promote(promoter: Promoter, version: int | None, force: bool) -> int:
+    """The version asked for, or the running rollout's candidate; another version while a
+    rollout runs (it would end the rollout unfinished) only with --force."""
+    try:
+        rollout = fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers)).rollout
+    except Exception as exc:  # Kafka down: say so plainly
+        raise fail(f"Kafka is unreachable ({exc}); nothing was promoted") from exc
+    if rollout is None:
+        if version is None:
+            raise fail("which version? No rollout is running whose candidate to promote")
+        return version
+    candidate = rollout.started.candidate.version
+    if version is None:
+        return candidate
+    if version != candidate and not force:
+        raise fail(
+            f"a {rollout.started.mode} of v{candidate} is running: promote v{candidate} to "
+            "complete it, `mnistream abort` it first, or use --force (it ends unfinished)"
+        )
+    return version
+
+
+def show_gate(report: GateReport) -> None:
     c, ch = report.candidate, report.champion
     console.print(
         f"candidate v{c.version} ({c.architecture}) test accuracy "

@@ -73,7 +73,7 @@ def refusal(
         allowed = ", ".join(destinations)
         return f"{letter.source_topic!r} is not replayed (only {allowed})"
     try:
-        event = spec.event.from_bytes(letter.original)
+        event = spec.reader.from_bytes(letter.original)
     except InvalidEventError as exc:
         return f"still not a valid {exc.event_name}"
     if letter.source_key != _key_of(event):

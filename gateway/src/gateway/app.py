@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
 from mnistream_common.body_limit import JSON_BODY_LIMIT, BodyLimit
 from mnistream_common.consume import Delivery, LogRejects, Rejected, typed_batch
-from mnistream_common.events import DigitPredicted, ModelPromoted
+from mnistream_common.events import DigitPredicted, LedgerEntry, LedgerRecords
 from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import LONG_POLL_MS, KafkaProbe, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
@@ -181,8 +181,8 @@ def subscribe(state: GatewayState) -> None:
     @state.broker.subscriber(
         MODEL_PROMOTED.name, auto_offset_reset="earliest", fetch_max_wait_ms=LONG_POLL_MS
     )
-    @typed_batch(ModelPromoted, SKIP_INVALID)
-    async def on_promoted(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+    @typed_batch(LedgerRecords, SKIP_INVALID)
+    async def on_promoted(deliveries: list[Delivery[LedgerEntry]]) -> list[Rejected]:
         for delivery in deliveries:
-            state.on_promotion(delivery.event, delivery.record.offset)
+            state.on_ledger(delivery.event, delivery.record.offset)
         return []

@@ -14,12 +14,19 @@ import uuid6
 from fastapi import HTTPException, Request
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
-from mnistream_common.events import DigitLabeled, DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.events import (
+    DigitLabeled,
+    DigitPredicted,
+    DigitSubmitted,
+    LedgerEntry,
+    ModelPromoted,
+)
 from mnistream_common.history_client import (
     HistoryClient,
     HistoryRefusedError,
     HistoryUnavailableError,
 )
+from mnistream_common.ledger import LedgerState, rollout_json
 from mnistream_common.logs import get_logger
 
 from gateway.hub import EventHub, ServerEvent
@@ -35,10 +42,15 @@ PUBLISH_TIMEOUT_S = 10.0
 
 @dataclass
 class Champion:
-    """The model the ledger says is serving."""
+    """The model the ledger says is serving, and the rollout running beside it."""
 
-    event: ModelPromoted | None = None
+    ledger: LedgerState = field(default_factory=LedgerState)
     ledger_end_at_start: int = 0
+
+    @property
+    def event(self) -> ModelPromoted | None:
+        """The champion's promotion."""
+        return self.ledger.champion
 
 
 def _over_limit(limiter: SharedRateLimiter, request: Request, what: str) -> HTTPException | None:
@@ -131,16 +143,27 @@ class GatewayState:
             self.metrics.latency_ms.observe(data["latency_ms"])
         self.hub.prediction(event.digit_id, data)
 
-    def on_promotion(self, event: ModelPromoted, offset: int) -> None:
-        """Track the champion; tell browsers about promotions that happen while we run."""
-        self.champion.event = event
-        if offset >= self.champion.ledger_end_at_start:
-            self.hub.broadcast(ServerEvent("promotion", event.model_dump(mode="json")))
+    def on_ledger(self, entry: LedgerEntry, offset: int) -> None:
+        """Track the champion and the rollout; tell browsers about the promotions and rollout
+        steps that happen while we run."""
+        ignored = self.champion.ledger.apply(entry, offset)
+        if ignored is not None or offset < self.champion.ledger_end_at_start:
+            return
+        if isinstance(entry, ModelPromoted):
+            self.hub.broadcast(ServerEvent("promotion", entry.model_dump(mode="json")))
+        else:
+            self.hub.broadcast(ServerEvent("rollout", entry.model_dump(mode="json")))
 
     def hello(self) -> str:
-        """The first SSE message: who is serving now."""
+        """The first SSE message: who is serving now, and the rollout running beside it."""
         event = self.champion.event
-        return json.dumps({"champion": None if event is None else event.model_dump(mode="json")})
+        rollout = self.champion.ledger.rollout
+        return json.dumps(
+            {
+                "champion": None if event is None else event.model_dump(mode="json"),
+                "rollout": None if rollout is None else rollout_json(rollout),
+            }
+        )
 
     async def readiness(self) -> dict[str, Any]:
         """Kafka reachable and a champion promoted."""

@@ -20,6 +20,7 @@ from mnistream_common.history_api import (
     ModelsOut,
     PromotionOut,
     RescoreJobOut,
+    RolloutOut,
     StoredCount,
     VersionStats,
 )
@@ -30,7 +31,7 @@ from pydantic import AwareDatetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from history_service import queries
+from history_service import queries, rollouts
 from history_service.consumers import Health
 from history_service.inputs import InputSource
 
@@ -204,6 +205,24 @@ def _previous_of(version: int, ledger: list[dict[str, Any]]) -> int | None:
             previous: int | None = promotion["previous_version"]
             return previous
     return ledger[0]["version"] if ledger else None
+
+
+@router.get("/api/rollouts", response_model=list[RolloutOut], summary="Rollouts and verdicts")
+async def list_rollouts(context: Context) -> list[RolloutOut]:
+    """Every canary and shadow rollout, newest first (a running one is first), each with what
+    each version read during it, its accuracy on user labels and the verdict."""
+    async with context.engine.connect() as conn:
+        return await rollouts.rollouts(conn)
+
+
+@router.get("/api/rollouts/{rollout_id}", response_model=RolloutOut, responses=NotFound)
+async def get_rollout(rollout_id: uuid.UUID, context: Context) -> RolloutOut:
+    """One rollout's course and verdict."""
+    async with context.engine.connect() as conn:
+        found = await rollouts.rollout(conn, rollout_id)
+    if found is None:
+        raise HTTPException(404, f"the ledger has no rollout {rollout_id}")
+    return found
 
 
 @router.get("/api/rescore-jobs", response_model=list[RescoreJobOut], summary="Rescore progress")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -19,6 +20,7 @@ from history_service.admin import admin_router
 from history_service.api import ReadContext, router
 from history_service.consumers import SERVICE, Consumers, Health
 from history_service.erase import Eraser
+from history_service.guardrails import Guardrails, Rules
 from history_service.inputs import InputSource
 from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade_async
@@ -73,9 +75,22 @@ def _lifespan(
         app.state.admin_token = settings.admin_token.get_secret_value()
         await consumers.start()
         log.info("history-service consuming", group="history", port=settings.history_port)
+        guard = None
+        if settings.rollout_guardrails:
+            rules = Rules(settings.rollout_min_labels, settings.rollout_max_p99_ms)
+            guardrails = Guardrails(
+                engine,
+                settings.kafka_bootstrap_servers,
+                rules,
+                metrics,
+                settings.rollout_guard_interval_s,
+            )
+            guard = asyncio.create_task(guardrails.run())
         try:
             yield
         finally:
+            if guard is not None:
+                guard.cancel()
             await consumers.stop()
             await engine.dispose()
 

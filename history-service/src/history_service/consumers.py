@@ -25,7 +25,8 @@ from mnistream_common.events import (
     DigitSubmitted,
     Event,
     InvalidEventError,
-    ModelPromoted,
+    LedgerEntry,
+    LedgerRecords,
     RescoreSkipped,
 )
 from mnistream_common.kafka import LONG_POLL_MS, make_broker, read_topic, rewind_group
@@ -123,7 +124,7 @@ def subscribe_all(
         DIGITS_SUBMITTED.name: Route(DigitSubmitted, store.store_drawings, _unreadable),
         DIGITS_PREDICTED.name: Route(DigitPredicted, store.store_predictions),
         DIGITS_LABELED.name: Route(DigitLabeled, store.store_labels),
-        MODEL_PROMOTED.name: Route(ModelPromoted, store.store_promotions),
+        MODEL_PROMOTED.name: Route(LedgerRecords, store.store_ledger),
         RESCORE_SKIPPED.name: Route(RescoreSkipped, store.store_skipped),
     }
     subscriber = broker.subscriber(
@@ -170,9 +171,11 @@ class _Store:
         """Store labels (the latest wins)."""
         return await self._store(DIGITS_LABELED, self.writer.labels, deliveries)
 
-    async def store_promotions(self, deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
-        """Store ledger entries."""
-        return await self._store(MODEL_PROMOTED, self.writer.promotions, deliveries)
+    async def store_ledger(self, deliveries: list[Delivery[LedgerEntry]]) -> list[Rejected]:
+        """Store the ledger's promotions and rollout steps, with their offsets."""
+        return await self._store(
+            MODEL_PROMOTED, self.writer.ledger, deliveries, lambda d: (d.event, d.record.offset)
+        )
 
     async def store_skipped(self, deliveries: list[Delivery[RescoreSkipped]]) -> list[Rejected]:
         """Count the drawings a job skipped as done, with why."""
@@ -185,10 +188,11 @@ class _Store:
     async def _store(
         self,
         spec: TopicSpec,
-        write: Callable[[Sequence[E]], Awaitable[None]],
+        write: Callable[[Sequence[W]], Awaitable[None]],
         deliveries: list[Delivery[E]],
+        row_of: Callable[[Delivery[E]], W] = lambda d: d.event,  # type: ignore[assignment,return-value]
     ) -> list[Rejected]:
-        stored, refused = await self._isolating(spec, write, deliveries, lambda d: d.event)
+        stored, refused = await self._isolating(spec, write, deliveries, row_of)
         self._stored(spec, [d.event for d in stored])
         return [Rejected(delivery.record, why) for delivery, why in refused]
 

@@ -104,6 +104,36 @@ class Promotion(Base):
     promoted_by: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     promoted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Its place in the ledger (promotions stored before rollouts existed have none: they come
+    # before every rollout step).
+    ledger_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RolloutStep(Base):
+    """One rollout step of the promotion ledger, as published, with its place in the ledger:
+    folded with the promotions (`mnistream_common.ledger`), they give every rollout's course."""
+
+    __tablename__ = "rollout_steps"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    ledger_offset: Mapped[int] = mapped_column(BigInteger)
+    rollout_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class RolloutReading(Base):
+    """A reading made during a rollout, live (the answer) or shadow: a rollout's verdict is
+    counted from these rows and the labels."""
+
+    __tablename__ = "rollout_readings"
+
+    rollout_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    predicted_digit: Mapped[int] = mapped_column(SmallInteger)
+    # From submission to the reading; a redelivered reading keeps the smallest.
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RescoreJob(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnistream_common.metrics import dead_letter_counter, lag_gauge
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass
@@ -36,3 +36,33 @@ class HistoryMetrics:
             registry=r,
         )
         self.lag = lag_gauge(r)
+        self.rollout_running = Gauge(
+            "mnistream_rollout_running", "1 while a canary or shadow rollout runs.", registry=r
+        )
+        self.rollout_percent = Gauge(
+            "mnistream_rollout_percent_answered",
+            "The running canary's share of drawings its candidate answers (shadow: 0).",
+            registry=r,
+        )
+        rollout_labels = ["model_version", "role"]
+        self.rollout_readings = Gauge(
+            "mnistream_rollout_readings",
+            "Drawings each version read during the running rollout.",
+            rollout_labels,
+            registry=r,
+        )
+        self.rollout_labeled = Gauge(
+            "mnistream_rollout_labeled",
+            "Of those, the drawings with a user label.",
+            rollout_labels,
+            registry=r,
+        )
+        self.rollout_correct = Gauge(
+            "mnistream_rollout_correct",
+            "Of the labeled ones, the drawings each version read right.",
+            rollout_labels,
+            registry=r,
+        )
+        self.rollout_aborts = Counter(
+            "mnistream_rollout_guardrail_aborts", "Rollouts a guardrail aborted.", registry=r
+        )

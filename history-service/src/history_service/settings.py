@@ -20,6 +20,18 @@ class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings)
     history_retry_max_seconds: float = Field(
         default=60.0, gt=0, description="Retry a failed write this long before redelivery."
     )
+    rollout_guardrails: bool = Field(
+        default=True, description="Abort a rollout whose candidate fails the guardrails."
+    )
+    rollout_min_labels: int = Field(
+        default=30, ge=1, description="Labeled drawings per version before accuracy is judged."
+    )
+    rollout_max_p99_ms: float = Field(
+        default=1000.0, gt=0, description="A candidate's end-to-end p99 above this aborts it."
+    )
+    rollout_guard_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the guardrails judge the running rollout."
+    )
     migrate_on_start: bool = Field(default=True, description="Apply Alembic migrations at start.")
     admin_token: SecretStr = Field(
         default=SecretStr(""),

@@ -18,7 +18,9 @@ from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
     DigitSubmitted,
+    LedgerEntry,
     ModelPromoted,
+    ModelRollout,
     RescoreSkipped,
 )
 from mnistream_common.storage import ObjectStore, drawing_key, sha256_hex
@@ -35,12 +37,15 @@ from history_service.db import (
     Promotion,
     RescoreJob,
     RescoreJobItem,
+    RolloutReading,
+    RolloutStep,
 )
 from history_service.figures import comparisons_kept_up, kept_up, progress_kept_up
 
 # When one drawing has several predictions by one version, the row keeps the most telling one:
-# the live answer over a rescore, a rescore over a candidate evaluation.
-KIND_RANK = {"live": 0, "rescore": 1, "candidate": 2}
+# the live answer over a rescore, a rescore over a candidate evaluation, any of them over a
+# shadow reading (the same model's reading of the same input, made beside another's answer).
+KIND_RANK = {"live": 0, "rescore": 1, "candidate": 2, "shadow": 3}
 _PREDICTION_KEY = ("digit_id", "model_version")
 
 
@@ -164,10 +169,29 @@ _ERASED = text("SELECT digit_id FROM erasures WHERE digit_id = ANY(:ids)").bindp
 # Each drawing's rows; a job's item keeps its id (a job counts the drawing as done).
 _ERASE_ROWS = (
     text("DELETE FROM predictions WHERE digit_id = ANY(:ids)").bindparams(_IDS),
+    text("DELETE FROM rollout_readings WHERE digit_id = ANY(:ids)").bindparams(_IDS),
     text("DELETE FROM labels WHERE digit_id = ANY(:ids)").bindparams(_IDS),
     text("DELETE FROM drawings WHERE digit_id = ANY(:ids)").bindparams(_IDS),
 )
-_PROMOTIONS_INSERT = insert(Promotion).on_conflict_do_nothing()
+_PROMOTIONS_INSERT = insert(Promotion).on_conflict_do_update(
+    index_elements=[Promotion.__table__.c.event_id],
+    # A promotion stored before offsets were kept gets its offset when replayed.
+    set_={"ledger_offset": insert(Promotion).excluded.ledger_offset},
+    where=Promotion.__table__.c.ledger_offset.is_(None),
+)
+_STEPS_INSERT = insert(RolloutStep).on_conflict_do_nothing()
+
+
+def _readings_upsert() -> Any:
+    table = RolloutReading.__table__
+    statement = insert(RolloutReading)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.rollout_id, table.c.digit_id, table.c.model_version],
+        set_={"latency_ms": func.least(table.c.latency_ms, statement.excluded.latency_ms)},
+    )
+
+
+_READINGS_UPSERT = _readings_upsert()
 _INPUTS_UPDATE = (
     update(Drawing)
     .where(Drawing.digit_id == bindparam("b_digit_id"))
@@ -244,9 +268,16 @@ class HistoryWriter:
         )
         if not rows:
             return
+        readings = _keep_first(
+            (_reading_row(e) for e in events if e.rollout_id is not None),
+            key=lambda r: (r["rollout_id"], r["digit_id"], r["model_version"]),
+            order=lambda r: r["latency_ms"] if r["latency_ms"] is not None else float("inf"),
+        )
         async with self._engine.begin() as connection:
             async with kept_up(connection, (r["digit_id"] for r in rows)):
                 await _upsert_unerased(connection, _PREDICTIONS_UPSERT, rows)
+                if readings:  # under the figures' lock too: an erasure waits or is seen
+                    await _upsert_unerased(connection, _READINGS_UPSERT, readings)
             # A job still counts an erased drawing it scored as done (its id, nothing more).
             await self._job_progress(connection, [e for e in events if e.job_id is not None])
 
@@ -347,9 +378,31 @@ class HistoryWriter:
                 await connection.execute(statement, {"ids": ids})
         await self.store.delete_many(self._bucket, [drawing_key(i) for i in ids])
 
-    async def promotions(self, events: Sequence[ModelPromoted]) -> None:
-        """Record ledger entries (each promotion event once), and the flips of a comparison
-        they add."""
+    async def ledger(self, entries: Sequence[tuple[LedgerEntry, int]]) -> None:
+        """Record the ledger's records with their offsets: promotions (and the flips of a
+        comparison they add), and rollout steps as published."""
+        promotions = [(e, o) for e, o in entries if isinstance(e, ModelPromoted)]
+        steps = {
+            e.event_id: {
+                "event_id": e.event_id,
+                "ledger_offset": offset,
+                "rollout_id": e.rollout_id,
+                "body": e.model_dump(mode="json"),
+            }
+            for e, offset in entries
+            if isinstance(e, ModelRollout)
+        }
+        await self.promotions([e for e, _ in promotions], {e.event_id: o for e, o in promotions})
+        if steps:
+            async with self._engine.begin() as connection:
+                await connection.execute(_STEPS_INSERT, list(steps.values()))
+
+    async def promotions(
+        self, events: Sequence[ModelPromoted], offsets: dict[uuid.UUID, int] | None = None
+    ) -> None:
+        """Record promotions (each event once, with its ledger offset when known), and the
+        flips of a comparison they add."""
+        offsets = offsets or {}
         rows = [
             {
                 "event_id": e.event_id,
@@ -363,6 +416,7 @@ class HistoryWriter:
                 "promoted_by": e.promoted_by,
                 "reason": e.reason,
                 "promoted_at": e.promoted_at,
+                "ledger_offset": offsets.get(e.event_id),
             }
             for e in {e.event_id: e for e in events}.values()
         ]
@@ -424,6 +478,20 @@ def _prediction_row(event: DigitPredicted) -> dict[str, Any]:
         "timings": event.timings.model_dump(),
         "predicted_at": event.occurred_at,
         "event_id": event.event_id,
+    }
+
+
+def _reading_row(event: DigitPredicted) -> dict[str, Any]:
+    submitted = event.submitted_at
+    return {
+        "rollout_id": event.rollout_id,
+        "digit_id": event.digit_id,
+        "model_version": event.model.version,
+        "kind": event.kind,
+        "predicted_digit": event.predicted_digit,
+        "latency_ms": None
+        if submitted is None
+        else max(0.0, (event.occurred_at - submitted).total_seconds() * 1000),
     }
 
 

@@ -20,7 +20,13 @@ from mnistream_common.consume import (
     Rejected,
     typed_batch,
 )
-from mnistream_common.events import DigitSubmitted, ModelPromoted
+from mnistream_common.events import (
+    DigitSubmitted,
+    LedgerEntry,
+    LedgerRecords,
+    ModelPromoted,
+    ModelRef,
+)
 from mnistream_common.kafka import LONG_POLL_MS, end_offsets, make_broker
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import report_lag
@@ -38,7 +44,7 @@ from mnistream_serving.registry import RegistryCheck
 from prometheus_client import make_asgi_app
 
 from inference_worker.handlers import SERVICE, BatchHandler
-from inference_worker.keeper import Loader, ModelKeeper
+from inference_worker.keeper import Loader, ModelKeeper, Release
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.settings import Settings
 
@@ -97,6 +103,8 @@ def build_worker(settings: Settings, overrides: Overrides | None = None) -> Work
     async def on_swap(model: LoadedModel, previous: LoadedModel | None) -> None:
         metrics.swaps.inc()
         metrics.model_version.set(model.ref.version)
+
+    async def on_ready() -> None:
         if not worker.consuming:
             worker.consuming = True
             await _start_consuming(worker)
@@ -104,14 +112,24 @@ def build_worker(settings: Settings, overrides: Overrides | None = None) -> Work
     worker = Worker(
         settings,
         broker,
-        ModelKeeper(overrides.load_model or _store_loader(settings), on_swap),
+        ModelKeeper(overrides.load_model or _store_loader(settings), on_swap, on_ready=on_ready),
         BatchHandler(settings.worker_id, broker.publisher(DIGITS_PREDICTED.name), metrics),
         DeadLetterRejects(broker.publisher(DIGITS_DEADLETTER.name), SERVICE, metrics.dead_letters),
         metrics,
     )
     metrics.fallback.set_function(lambda: 1.0 if worker.keeper.fallback else 0.0)
+    metrics.rollout_share.set_function(lambda: _share(worker.keeper.release))
+    metrics.candidate_version.set_function(
+        lambda: float(worker.keeper.release.candidate.ref.version) if worker.keeper.release else 0
+    )
     _subscribe_to_promotions(worker)
     return worker
+
+
+def _share(release: Release | None) -> float:
+    if release is None or release.rollout.shadow:
+        return 0.0
+    return release.rollout.percent
 
 
 def _store_loader(settings: Settings) -> Loader:
@@ -121,11 +139,11 @@ def _store_loader(settings: Settings) -> Loader:
     stores: list[ObjectStore] = []
     registry = RegistryCheck(settings.mlflow_tracking_uri)
 
-    async def load(event: ModelPromoted) -> LoadedModel:
+    async def load(model: ModelRef, onnx_uri: str) -> LoadedModel:
         if not stores:
             stores.append(ObjectStore(make_minio(settings)))
         return await fetch_and_build(
-            stores[0], event.model, event.onnx_uri, options, settings.artifacts_bucket, registry
+            stores[0], model, onnx_uri, options, settings.artifacts_bucket, registry
         )
 
     return load
@@ -145,10 +163,13 @@ def _subscribe_to_promotions(worker: Worker) -> None:
             worker.keeper.skipped(item.record.offset)
 
     @subscriber
-    @typed_batch(ModelPromoted, skip_invalid)
-    async def on_promoted(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+    @typed_batch(LedgerRecords, skip_invalid)
+    async def on_promoted(deliveries: list[Delivery[LedgerEntry]]) -> list[Rejected]:
         for delivery in deliveries:
-            worker.keeper.promoted(delivery.event, delivery.record.offset)
+            if isinstance(delivery.event, ModelPromoted):
+                worker.keeper.promoted(delivery.event, delivery.record.offset)
+            else:
+                worker.keeper.rollout_step(delivery.event, delivery.record.offset)
         return []
 
 
@@ -183,9 +204,9 @@ def _submitted_subscriber(worker: Worker) -> Any:
     @subscriber
     @typed_batch(DigitSubmitted, worker.rejects)
     async def on_submitted(deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
-        model = worker.keeper.current
+        model, release = worker.keeper.current, worker.keeper.release
         assert model is not None  # consuming starts only after the first model is in place
-        return await worker.handler(model, deliveries)
+        return await worker.handler(model, deliveries, release)
 
     return subscriber
 
@@ -226,6 +247,23 @@ async def _ledger_end(settings: Settings) -> int:
     return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
 
 
+def _rollout_json(keeper: ModelKeeper) -> dict[str, Any] | None:
+    """The rollout this worker applies: the ledger's, and whether its candidate is loaded."""
+    rollout = keeper.ledger.rollout
+    if rollout is None:
+        return None
+    release = keeper.release
+    applied = release is not None and release.rollout.rollout_id == rollout.rollout_id
+    return {
+        "rollout_id": str(rollout.rollout_id),
+        "mode": rollout.started.mode,
+        "candidate_version": rollout.started.candidate.version,
+        "percent": rollout.percent,
+        "candidate_loaded": applied,
+        "candidate_error": keeper.candidate_error,
+    }
+
+
 def _healthz() -> Any:
     @get
     async def healthz(scope: Any) -> AsgiResponse:
@@ -252,6 +290,7 @@ def _readyz(worker: Worker) -> Any:
             },
             "last_error": worker.keeper.last_error,
             "fallback": worker.keeper.fallback,
+            "rollout": _rollout_json(worker.keeper),
         }
         if model is None:
             body["reason"] = "no model loaded yet; drawings wait in Kafka until one is promoted"

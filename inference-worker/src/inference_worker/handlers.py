@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from mnistream_common.consume import Backoff, Delivery, Rejected
-from mnistream_common.events import DigitPredicted, DigitSubmitted, Timings, utc_now
+from mnistream_common.events import (
+    DigitPredicted,
+    DigitSubmitted,
+    PredictionKind,
+    Timings,
+    utc_now,
+)
 from mnistream_common.logs import get_logger
 from mnistream_common.preprocessing import PreprocessError, peek
 from mnistream_serving.batch import (
@@ -23,6 +30,7 @@ from mnistream_serving.batch import (
 )
 from mnistream_serving.model import LoadedModel, Probabilities
 
+from inference_worker.keeper import Release
 from inference_worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)
@@ -102,23 +110,47 @@ class BatchHandler:
     pixel_budget: int = PIXEL_BUDGET
 
     async def __call__(
-        self, model: LoadedModel, deliveries: Sequence[Delivery[DigitSubmitted]]
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        release: Release | None = None,
     ) -> list[Rejected]:
-        """Score the batch with `model`; return once every prediction is acknowledged by Kafka,
-        with the drawings that could not become a model input.
+        """Score the batch with `model` (and, during a rollout, its candidate); return once
+        every prediction is acknowledged by Kafka, with the drawings that could not become a
+        model input.
 
         Drawings that carry their model input are scored and published first, at once; those
         that must be decoded (version 1 records) follow in parts of at most `pixel_budget`
         pixels, so a burst of huge images delays no other drawing of the batch by more than a
         part, and no part holds a worker thread for long. The caller commits once, after every
-        part. The model failing on every drawing of the batch (not of one part) fails it."""
-        ready = [d for d in deliveries if d.event.model_input is not None]
-        older = [d for d in deliveries if d.event.model_input is None]
-        rejected: list[Rejected] = []
-        raised: list[Exception] = []
-        for part in (ready, *within_budget(older, self.pixel_budget)):
-            if part:
-                rejected += await self._predict(model, part, raised)
+        part. The model failing on every drawing of the batch (not of one part) fails it.
+
+        In a canary the candidate answers the drawings the rollout gives it (by digit id); in
+        a shadow rollout the champion answers every drawing and the candidate's readings
+        follow as `shadow` predictions. A candidate failing never costs an answer: the
+        champion answers what it could not read, and a shadow reading that fails is counted
+        and left out."""
+        if release is None:
+            return await self._answer(model, deliveries, None)
+        rollout = release.rollout
+        if rollout.shadow:
+            rejected = await self._answer(model, deliveries, rollout.rollout_id)
+            await self._shadow(release, deliveries)
+            return rejected
+        mine = [d for d in deliveries if rollout.candidate_answers(d.event.digit_id)]
+        theirs = [d for d in deliveries if not rollout.candidate_answers(d.event.digit_id)]
+        rejected = await self._answer(model, theirs, rollout.rollout_id) if theirs else []
+        if mine:
+            rejected += await self._by_candidate(model, release, mine)
+        return rejected
+
+    async def _answer(
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        rollout_id: uuid.UUID | None,
+    ) -> list[Rejected]:
+        rejected, raised = await self._read(model, deliveries, "live", rollout_id)
         if deliveries and len(raised) == len(deliveries):
             delay = await self.backoff.wait()
             log.error(
@@ -131,18 +163,77 @@ class BatchHandler:
         self.backoff.reset()
         return rejected
 
+    async def _by_candidate(
+        self,
+        champion: LoadedModel,
+        release: Release,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+    ) -> list[Rejected]:
+        """The canary's share: the candidate answers; what it fails on, the champion does."""
+        rollout_id = release.rollout.rollout_id
+        rejected, raised = await self._read(release.candidate, deliveries, "live", rollout_id)
+        if not raised:
+            return rejected
+        failed = {id(r.record) for r in rejected}
+        again = [d for d in deliveries if id(d.record) in failed]
+        self._candidate_failed(release, len(raised), raised[0])
+        return await self._answer(champion, again, rollout_id)
+
+    async def _shadow(
+        self, release: Release, deliveries: Sequence[Delivery[DigitSubmitted]]
+    ) -> None:
+        """The candidate reads every drawing too; its readings are never the answer."""
+        _, raised = await self._read(
+            release.candidate, deliveries, "shadow", release.rollout.rollout_id
+        )
+        if raised:
+            self._candidate_failed(release, len(raised), raised[0])
+
+    def _candidate_failed(self, release: Release, count: int, error: Exception) -> None:
+        version = str(release.candidate.ref.version)
+        self.metrics.candidate_failures.labels(model_version=version).inc(count)
+        log.error(
+            "the rollout's candidate failed on drawings; the champion answers them",
+            model_version=release.candidate.ref.version,
+            mode=release.rollout.started.mode,
+            count=count,
+            error=str(error),
+        )
+
+    async def _read(
+        self,
+        model: LoadedModel,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        kind: PredictionKind,
+        rollout_id: uuid.UUID | None,
+    ) -> tuple[list[Rejected], list[Exception]]:
+        """Score and publish the batch in parts; the drawings that could not be read, and what
+        the model raised on, drawing by drawing."""
+        ready = [d for d in deliveries if d.event.model_input is not None]
+        older = [d for d in deliveries if d.event.model_input is None]
+        rejected: list[Rejected] = []
+        raised: list[Exception] = []
+        for part in (ready, *within_budget(older, self.pixel_budget)):
+            if part:
+                rejected += await self._predict(model, part, raised, kind, rollout_id)
+        return rejected, raised
+
     async def _predict(
         self,
         model: LoadedModel,
         deliveries: Sequence[Delivery[DigitSubmitted]],
         raised: list[Exception],
+        kind: PredictionKind = "live",
+        rollout_id: uuid.UUID | None = None,
     ) -> list[Rejected]:
         """Score and publish one part; what the model raised on, drawing by drawing, is added
         to `raised`."""
         started = utc_now()
         result = await self._score(model, deliveries, raised)
         predictions = [
-            self._prediction(model, s.item.event, s.probabilities, started, result)
+            self._prediction(
+                model, s.item.event, s.probabilities, started, result, kind, rollout_id
+            )
             for s in result.scored
         ]
         await asyncio.gather(
@@ -151,11 +242,12 @@ class BatchHandler:
                 for p in predictions
             )
         )
-        self._observe(model, predictions, result.inference_ms)
+        self._observe(model, predictions, result.inference_ms, kind)
         if predictions:
             log.info(
                 "batch predicted",
                 model_version=model.ref.version,
+                kind=kind,
                 count=len(predictions),
                 inference_ms=round(result.inference_ms, 3),
                 digit_ids=[str(p.digit_id) for p in predictions],
@@ -201,6 +293,8 @@ class BatchHandler:
         probabilities: Probabilities,
         started: datetime,
         result: BatchResult[Delivery[DigitSubmitted]],
+        kind: PredictionKind,
+        rollout_id: uuid.UUID | None,
     ) -> DigitPredicted:
         queue_ms = max(0.0, (started - event.submitted_at).total_seconds() * 1000)
         timings = Timings(
@@ -213,20 +307,27 @@ class BatchHandler:
             digit_id=event.digit_id,
             probabilities=probabilities,
             model=model.ref,
-            kind="live",
+            kind=kind,
             timings=timings,
             worker_id=self.worker_id,
             provider=model.provider,
             submitted_at=event.submitted_at,
+            rollout_id=rollout_id,
         )
 
     def _observe(
-        self, model: LoadedModel, predictions: list[DigitPredicted], inference_ms: float
+        self,
+        model: LoadedModel,
+        predictions: list[DigitPredicted],
+        inference_ms: float,
+        kind: PredictionKind,
     ) -> None:
         if not predictions:
             return
         version = str(model.ref.version)
-        self.metrics.predictions.labels(model_version=version, kind="live").inc(len(predictions))
+        self.metrics.predictions.labels(model_version=version, kind=kind).inc(len(predictions))
+        if kind != "live":
+            return  # the batch and latency figures are the answers' own
         self.metrics.batch_size.observe(len(predictions))
         self.metrics.inference_ms.observe(inference_ms)
         now = utc_now()

@@ -38,6 +38,23 @@ class WorkerMetrics:
             "mnistream_inference_ms", "session.run per batch.", buckets=_MS_BUCKETS, registry=r
         )
         self.swaps = Counter("mnistream_model_swaps", "Models swapped in.", registry=r)
+        self.candidate_failures = Counter(
+            "mnistream_candidate_failures",
+            "Drawings a rollout's candidate failed on (the champion answered them).",
+            ["model_version"],
+            registry=r,
+        )
+        self.rollout_share = Gauge(
+            "mnistream_rollout_percent",
+            "The running rollout's share of drawings answered by its candidate (shadow: 0), "
+            "or 0 when none runs or its candidate is not loaded.",
+            registry=r,
+        )
+        self.candidate_version = Gauge(
+            "mnistream_candidate_version",
+            "Version of the rollout's candidate this worker holds (0: none).",
+            registry=r,
+        )
         self.lag = lag_gauge(r)
         self.model_version = Gauge(
             "mnistream_model_version", "Version of the model now serving (0: none).", registry=r

@@ -23,7 +23,7 @@ from mnistream_common.consume import (
     Rejected,
     typed_batch,
 )
-from mnistream_common.events import ModelPromoted, RescoreTask
+from mnistream_common.events import LedgerEntry, LedgerRecords, ModelPromoted, RescoreTask
 from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import (
     LONG_POLL_MS,
@@ -182,10 +182,11 @@ def _track_ledger(broker: KafkaBroker, parts: Parts) -> None:
     @broker.subscriber(
         MODEL_PROMOTED.name, auto_offset_reset="earliest", fetch_max_wait_ms=LONG_POLL_MS
     )
-    @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
-    async def track(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+    @typed_batch(LedgerRecords, SKIP_INVALID_PROMOTIONS)
+    async def track(deliveries: list[Delivery[LedgerEntry]]) -> list[Rejected]:
         for delivery in deliveries:
-            parts.ledger.record(delivery.event, delivery.record.offset)
+            if isinstance(delivery.event, ModelPromoted):  # a rollout step rescores nothing
+                parts.ledger.record(delivery.event, delivery.record.offset)
         return []
 
 
@@ -198,10 +199,11 @@ def _plan_promotions(broker: KafkaBroker, parts: Parts) -> None:
         ack_policy=AckPolicy.NACK_ON_ERROR,
         fetch_max_wait_ms=LONG_POLL_MS,
     )
-    @typed_batch(ModelPromoted, SKIP_INVALID_PROMOTIONS)
-    async def plan(deliveries: list[Delivery[ModelPromoted]]) -> list[Rejected]:
+    @typed_batch(LedgerRecords, SKIP_INVALID_PROMOTIONS)
+    async def plan(deliveries: list[Delivery[LedgerEntry]]) -> list[Rejected]:
         for delivery in deliveries:
-            await parts.planner(delivery.event, delivery.record.offset)
+            if isinstance(delivery.event, ModelPromoted):
+                await parts.planner(delivery.event, delivery.record.offset)
         return []
 
 

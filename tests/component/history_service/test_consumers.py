@@ -49,8 +49,8 @@ class FakeWriter:
     async def labels(self, events: Sequence[Any]) -> None:
         await self._write("labels", events)
 
-    async def promotions(self, events: Sequence[Any]) -> None:
-        await self._write("promotions", events)
+    async def ledger(self, entries: Sequence[Any]) -> None:
+        await self._write("ledger", [entry for entry, _offset in entries])
 
 
 class _RefusedError(Exception):
@@ -114,7 +114,7 @@ async def test_an_outage_is_retried_until_the_batch_is_written(history: History)
 
     await history.broker.publish_batch(event.to_bytes(), topic=MODEL_PROMOTED.name)
 
-    assert history.writer.written == {"promotions": [event]}
+    assert history.writer.written == {"ledger": [event]}
     assert history.health.storage_ok
     assert history.health.last_error is None
 

@@ -5,6 +5,7 @@ batches, so a batch in progress finishes with the model it started with."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,13 @@ from inference_worker.handlers import BatchHandler
 from inference_worker.keeper import ModelKeeper
 from inference_worker.metrics import WorkerMetrics
 from mnistream_common.consume import Delivery, parse_records
-from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelPromoted
+from mnistream_common.events import (
+    DigitPredicted,
+    DigitSubmitted,
+    ModelPromoted,
+    ModelRef,
+    ModelRollout,
+)
 from mnistream_serving.loader import ModelUnavailableError
 from mnistream_serving.model import LoadedModel, ModelRejectedError, RuntimeOptions, build_model
 
@@ -33,15 +40,15 @@ class FakeModelStore:
     unavailable_times: dict[int, int] = field(default_factory=dict)
     loads: list[int] = field(default_factory=list)
 
-    async def load(self, event: ModelPromoted) -> LoadedModel:
-        version = event.model.version
+    async def load(self, model: ModelRef, onnx_uri: str) -> LoadedModel:
+        version = model.version
         self.loads.append(version)
         if version in self.rejected:
             raise ModelRejectedError(f"sha256 mismatch for mnist-digits v{version}")
         if self.unavailable_times.get(version, 0) > 0:
             self.unavailable_times[version] -= 1
             raise ModelUnavailableError("cannot reach object storage")
-        return build_model(event.model, MODELS[version], OPTIONS)
+        return build_model(model, MODELS[version], OPTIONS)
 
 
 @dataclass
@@ -237,3 +244,142 @@ async def test_a_rejected_promotion_while_serving_is_reported_as_a_fallback(
     await running.until(lambda: running.keeper.fallback is not None, "the fallback")
     assert running.serving() == 1
     assert running.store.loads == [1, 2]
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+def rollout_step(
+    version: int,
+    action: str = "started",
+    *,
+    rollout_id: uuid.UUID | None = None,
+    mode: str = "canary",
+    percent: float = 20.0,
+) -> ModelRollout:
+    candidate = promotion(MODELS[version], version)
+    return ModelRollout(
+        rollout_id=rollout_id or uuid.uuid4(),
+        action=action,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        candidate=candidate.model,
+        onnx_uri=candidate.onnx_uri,
+        architecture="linear",
+        champion_version=1,
+        percent=100.0 if mode == "shadow" else percent,
+        requested_by="tests@localhost",
+    )
+
+
+async def test_a_rollout_loads_its_candidate_beside_the_champion(running: Running) -> None:
+    running.promote(1, 0)
+    await running.until_serving(1)
+    start = rollout_step(2)
+
+    running.keeper.rollout_step(start, 1)
+    await running.until(lambda: running.keeper.release is not None, "the candidate")
+
+    release = running.keeper.release
+    assert release is not None
+    assert (release.rollout.rollout_id, release.candidate.ref.version) == (start.rollout_id, 2)
+    assert running.serving() == 1 and running.swaps.seen == [(1, None)]
+
+
+async def test_a_new_share_and_an_abort_apply_at_once_without_a_load(running: Running) -> None:
+    running.promote(1, 0)
+    start = rollout_step(2)
+    running.keeper.rollout_step(start, 1)
+    await running.until(lambda: running.keeper.release is not None, "the candidate")
+    loads = list(running.store.loads)
+
+    running.keeper.rollout_step(
+        rollout_step(2, "changed", rollout_id=start.rollout_id, percent=70), 2
+    )
+    release = running.keeper.release
+    assert release is not None and release.rollout.percent == 70  # no await: the next batch
+    running.keeper.rollout_step(rollout_step(2, "aborted", rollout_id=start.rollout_id), 3)
+    assert running.keeper.release is None
+    assert running.store.loads == loads
+
+
+async def test_a_candidate_that_fails_its_checks_leaves_the_champion_alone(
+    running: Running,
+) -> None:
+    running.store.rejected.add(2)
+    running.promote(1, 0)
+    await running.until_serving(1)
+
+    running.keeper.rollout_step(rollout_step(2), 1)
+    await running.until(lambda: running.keeper.candidate_error is not None, "the refusal")
+
+    assert running.keeper.release is None and running.serving() == 1
+    assert "candidate v2 rejected" in (running.keeper.candidate_error or "")
+
+
+async def test_a_restarted_worker_resumes_the_rollout_from_the_ledger(running: Running) -> None:
+    """The ledger ends with a rollout step: the champion and the candidate both load, and only
+    they (the ledger's older promotions are not loaded)."""
+    running.keeper.ledger_end_at_start = 3
+    running.promote(3, 0)
+    running.promote(1, 1)
+    running.keeper.rollout_step(rollout_step(2, percent=40), 2)
+
+    await running.until(lambda: running.keeper.release is not None, "the candidate")
+
+    assert running.serving() == 1
+    assert running.store.loads == [1, 2]
+    release = running.keeper.release
+    assert release is not None and release.rollout.percent == 40
+
+
+async def test_promoting_the_candidate_ends_the_rollout_and_swaps_it_in(running: Running) -> None:
+    running.promote(1, 0)
+    running.keeper.rollout_step(rollout_step(2), 1)
+    await running.until(lambda: running.keeper.release is not None, "the candidate")
+
+    running.promote(2, 2)
+    assert running.keeper.release is None  # the champion answers everything until the swap
+    await running.until_serving(2)
+
+
+async def test_a_worker_restarted_into_a_rollout_consumes_only_once_it_holds_the_candidate() -> (
+    None
+):
+    """Ready (consuming starts) after the candidate is in place: a restarted worker answering
+    the candidate's share with the champion meanwhile would break the routing by digit id."""
+    store = FakeModelStore()
+    seen: list[bool] = []
+    keeper: ModelKeeper
+
+    async def on_ready() -> None:
+        seen.append(keeper.release is not None)
+
+    keeper = ModelKeeper(store.load, Swaps(), retry_seconds=0.01, on_ready=on_ready)
+    task = asyncio.create_task(keeper.run())
+    try:
+        keeper.ledger_end_at_start = 2
+        keeper.promoted(promotion(MODELS[1], 1), 0)
+        keeper.rollout_step(rollout_step(2), 1)
+        await eventually(lambda: asyncio.sleep(0, bool(seen)), 5.0, "ready", interval=0.002)
+        assert seen == [True] and store.loads == [1, 2]
+    finally:
+        task.cancel()
+
+
+async def test_a_candidate_not_loadable_yet_does_not_hold_up_serving() -> None:
+    store = FakeModelStore(unavailable_times={2: 1_000_000})
+    ready = asyncio.Event()
+
+    async def on_ready() -> None:
+        ready.set()
+
+    keeper = ModelKeeper(store.load, Swaps(), retry_seconds=0.01, on_ready=on_ready)
+    task = asyncio.create_task(keeper.run())
+    try:
+        keeper.ledger_end_at_start = 2
+        keeper.promoted(promotion(MODELS[1], 1), 0)
+        keeper.rollout_step(rollout_step(2), 1)
+        await asyncio.wait_for(ready.wait(), 5.0)
+        assert keeper.release is None and "unavailable" in (keeper.candidate_error or "")
+    finally:
+        task.cancel()

@@ -14,7 +14,7 @@ from faststream.kafka.annotations import KafkaMessage
 from inference_worker import app as worker_app
 from inference_worker.settings import Settings
 from mnistream_common.consume import records_of
-from mnistream_common.events import DeadLetter, DigitPredicted, ModelPromoted
+from mnistream_common.events import DeadLetter, DigitPredicted, ModelPromoted, ModelRef
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_PREDICTED,
@@ -39,8 +39,8 @@ class Outputs:
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[Any, Outputs, Any]]:
-    async def load_model(event: ModelPromoted) -> LoadedModel:
-        return build_model(event.model, ONNX, RuntimeOptions(1, False, 4))  # no object store
+    async def load_model(model: ModelRef, onnx_uri: str) -> LoadedModel:
+        return build_model(model, ONNX, RuntimeOptions(1, False, 4))  # no object store
 
     settings = Settings(
         _env_file=None,

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
 
-from mnistream_common.events import Event, InvalidEventError
+from mnistream_common.events import Event, InvalidEventError, Parser
 from mnistream_common.kafka import Record, send_to_dead_letter
 from mnistream_common.logs import get_logger
 
@@ -63,7 +63,7 @@ def records_of(message: KafkaMessage) -> tuple[Record, ...]:
 
 
 def parse_records(
-    records: Sequence[Record], event_type: type[E], check: Check[E] | None = None
+    records: Sequence[Record], event_type: Parser[E], check: Check[E] | None = None
 ) -> tuple[list[Delivery[E]], list[Rejected]]:
     """Split records into deliveries of `event_type` and rejected records (with the reason).
 
@@ -137,7 +137,7 @@ class LogRejects:
 
 
 def typed_batch(
-    event_type: type[E], rejects: RejectPolicy, *, check: Check[E] | None = None
+    event_type: Parser[E], rejects: RejectPolicy, *, check: Check[E] | None = None
 ) -> Callable[[BatchHandler[E]], MessageHandler]:
     """Turn `handler(deliveries) -> rejected` into a FastStream subscriber callback.
 
@@ -166,7 +166,7 @@ def typed_batch(
 class Route(Generic[E]):
     """What one topic's records become, and who handles them."""
 
-    event_type: type[E]
+    event_type: Parser[E]
     handler: BatchHandler[E]
     check: Check[E] | None = None
 

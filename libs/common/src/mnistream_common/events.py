@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Self, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 DigitId = uuid.UUID
 Digit = Annotated[int, Field(ge=0, le=9, description="A digit 0-9.")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256.")]
 MediaType = Literal["image/png", "image/jpeg"]
-PredictionKind = Literal["live", "rescore", "candidate"]
+PredictionKind = Literal["live", "rescore", "candidate", "shadow"]
+RolloutMode = Literal["canary", "shadow"]
 
 
 def utc_now() -> datetime:
@@ -59,15 +70,28 @@ class Event(BaseModel):
 class InvalidEventError(ValueError):
     """A payload that is not a valid event of the expected type and version."""
 
-    def __init__(self, event_name: str, error: ValidationError) -> None:
+    def __init__(self, event_name: str, error: ValidationError, *, tagged: bool = False) -> None:
+        # A tagged union's errors start with the tag; the event's name already says it.
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc'][1 if tagged else 0 :]) or '<root>'}: {e['msg']}"
             for e in error.errors()[:5]
         )
         more = error.error_count() - 5
         suffix = f" (and {more} more)" if more > 0 else ""
         super().__init__(f"not a valid {event_name}: {problems}{suffix}")
         self.event_name = event_name
+
+
+E_co = TypeVar("E_co", bound=Event, covariant=True)
+
+
+class Parser(Protocol[E_co]):
+    """What turns a topic's record values into events: an event class, or `LedgerRecords` for the
+    promotion ledger's two kinds of record."""
+
+    def from_bytes(self, raw: bytes, /) -> E_co:
+        """Parse one record value, raising `InvalidEventError` with a readable reason."""
+        ...
 
 
 class ClientInfo(BaseModel):
@@ -142,10 +166,15 @@ class Timings(BaseModel):
 
 
 class DigitPredicted(Event):
-    """A model read one drawing."""
+    """A model read one drawing.
+
+    Version 2 adds the kind `shadow` (a candidate's reading during a shadow rollout, never the
+    answer) and `rollout_id` (the rollout a live or shadow reading was made in); version 1
+    records have neither.
+    """
 
     event_type: ClassVar[str] = "digit.predicted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     digit_id: DigitId
     model: ModelRef
     probabilities: list[float] = Field(min_length=10, max_length=10)
@@ -160,6 +189,18 @@ class DigitPredicted(Event):
     submitted_at: AwareDatetime | None = Field(
         default=None, description="When the drawing was submitted (live predictions)."
     )
+    rollout_id: uuid.UUID | None = Field(
+        default=None,
+        description="The rollout this live or shadow reading was made in (from version 2).",
+    )
+
+    @model_validator(mode="after")
+    def _rollout_matches_version(self) -> Self:
+        if self.schema_version == 1 and (self.kind == "shadow" or self.rollout_id is not None):
+            raise ValueError("version 1 predictions have no shadow kind and no rollout_id")
+        if self.kind == "shadow" and self.rollout_id is None:
+            raise ValueError("a shadow prediction names its rollout")
+        return self
 
 
 class DigitLabeled(Event):
@@ -198,6 +239,77 @@ class ModelPromoted(Event):
     promoted_by: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
     promoted_at: AwareDatetime
+
+
+class ModelRollout(Event):
+    """A step of a release: a candidate served beside the champion, in the promotion ledger.
+
+    `started` opens a rollout (at most one runs at a time), `changed` sets a canary's share,
+    `aborted` ends it with the champion alone; a promotion ends whatever rollout runs (of its
+    candidate: completed). Every record repeats the rollout's candidate, so any one of them says
+    which model it is about. Records that do not apply to the ledger's state (a second start, a
+    change of a rollout that has ended) are ignored by every reader alike.
+    """
+
+    event_type: ClassVar[str] = "model.rollout"
+    schema_version: Literal[1] = 1
+    rollout_id: uuid.UUID
+    action: Literal["started", "changed", "aborted"]
+    mode: RolloutMode
+    candidate: ModelRef
+    onnx_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key of the ONNX.")
+    architecture: str = Field(min_length=1, max_length=100)
+    champion_version: int = Field(ge=1, description="The champion when the rollout started.")
+    percent: float = Field(
+        gt=0,
+        le=100,
+        description="The share of live drawings the candidate answers (canary), or 100 "
+        "(shadow: it reads every drawing, answering none).",
+    )
+    requested_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _shadow_reads_everything(self) -> Self:
+        if self.mode == "shadow" and self.percent != 100:
+            raise ValueError("a shadow rollout reads every drawing: percent is 100")
+        return self
+
+
+LedgerEntry = ModelPromoted | ModelRollout
+
+
+def _ledger_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return "rollout" if "rollout_id" in value else "promotion"
+    return "rollout" if isinstance(value, ModelRollout) else "promotion"
+
+
+_LEDGER = TypeAdapter[LedgerEntry](
+    Annotated[
+        Annotated[ModelPromoted, Tag("promotion")] | Annotated[ModelRollout, Tag("rollout")],
+        Discriminator(_ledger_tag),
+    ]
+)
+
+
+class LedgerRecords:
+    """Parses the promotion ledger (`model.promoted`): promotions and rollout steps.
+
+    A record with a `rollout_id` is a rollout step; every other record is read as a
+    promotion (the ledger's only kind before rollouts existed).
+    """
+
+    event_type: ClassVar[str] = "model.promoted"
+
+    @staticmethod
+    def from_bytes(raw: bytes) -> LedgerEntry:
+        """Parse one ledger record, raising `InvalidEventError` with a readable reason."""
+        try:
+            return _LEDGER.validate_json(raw)
+        except ValidationError as exc:
+            name = "ModelRollout" if b'"rollout_id"' in raw else "ModelPromoted"
+            raise InvalidEventError(name, exc, tagged=True) from exc
 
 
 class RescoreTask(Event):
@@ -279,6 +391,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DigitPredicted,
     DigitLabeled,
     ModelPromoted,
+    ModelRollout,
     RescoreTask,
     RescoreSkipped,
     DigitErased,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -221,3 +222,45 @@ class ModelInputsOut(BaseModel):
     inputs: list[ModelInputOut]
     missing: list[uuid.UUID]
     unusable: list[UnusableOut]
+
+
+class VersionFigures(BaseModel):
+    """One version's figures in a rollout: what it read, and how well on user-labeled
+    drawings (with the 95 % Wilson interval)."""
+
+    version: int
+    role: Literal["champion", "candidate"]
+    readings: int = Field(0, description="Drawings it read during the rollout (live or shadow).")
+    answered: int = Field(0, description="Of those, the drawings it answered (live).")
+    labeled: int = 0
+    correct: int = 0
+    accuracy: float | None = None
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    latency_p50_ms: float | None = Field(None, description="Submission to its reading.")
+    latency_p99_ms: float | None = None
+
+
+class RolloutOut(BaseModel):
+    """A rollout's course and its verdict, measured on the drawings read during it."""
+
+    rollout_id: uuid.UUID
+    mode: Literal["canary", "shadow"]
+    candidate_version: int
+    champion_version: int
+    percent: float
+    started_at: datetime
+    started_by: str
+    reason: str
+    state: Literal["running", "completed", "aborted", "superseded"]
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: str | None
+    versions: list[VersionFigures]
+    compared: int = Field(description="Drawings both versions read (shadow).")
+    agreement: float | None = Field(description="Of those, the share they read alike.")
+    verdict: str
+    judged: Literal["undecided", "ahead", "behind", "level"] = "undecided"
+    difference: float | None = Field(None, description="Candidate's accuracy minus champion's.")
+    difference_low: float | None = None
+    difference_high: float | None = None

@@ -24,6 +24,7 @@ from mnistream_common.history_api import (
     ReplayIn,
     ReplayOut,
     RescoreJobOut,
+    RolloutOut,
     StoredCount,
     VersionStats,
 )
@@ -33,6 +34,7 @@ M = TypeVar("M", bound=BaseModel)
 _JOBS = TypeAdapter(list[RescoreJobOut])
 _IDS = TypeAdapter(list[uuid.UUID])
 _LABELED = TypeAdapter(list[LabeledOut])
+_ROLLOUTS = TypeAdapter(list[RolloutOut])
 
 
 class HistoryUnavailableError(RuntimeError):
@@ -112,6 +114,10 @@ class HistoryClient:
         """Recent jobs, newest first (only unfinished ones with `active`)."""
         params = {"active": "true"} if active else None
         return _JOBS.validate_python(await self._json("GET", "/api/rescore-jobs", params=params))
+
+    async def rollouts(self) -> list[RolloutOut]:
+        """Every rollout, newest first, with its verdict."""
+        return _ROLLOUTS.validate_python(await self._json("GET", "/api/rollouts"))
 
     async def stored_id_pages(
         self, page: int = ID_PAGE, *, until: datetime | None = None

@@ -19,7 +19,16 @@ from faststream import BaseMiddleware
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
-from mnistream_common.events import DeadLetter, Event, InvalidEventError, ModelPromoted, utc_now
+from mnistream_common.events import (
+    DeadLetter,
+    Event,
+    InvalidEventError,
+    LedgerEntry,
+    LedgerRecords,
+    ModelPromoted,
+    Parser,
+    utc_now,
+)
 from mnistream_common.logs import get_logger
 from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import ALL_TOPICS, MODEL_PROMOTED, TopicSpec
@@ -162,11 +171,17 @@ async def durable_producer(
 
 async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first (invalid records are skipped:
-    history-service dead-letters them)."""
-    return await read_topic(bootstrap_servers, MODEL_PROMOTED, ModelPromoted)
+    history-service dead-letters them; rollout steps are left out)."""
+    entries = await read_ledger_entries(bootstrap_servers)
+    return [e for e in entries if isinstance(e, ModelPromoted)]
 
 
-async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: type[E]) -> list[E]:
+async def read_ledger_entries(bootstrap_servers: str) -> list[LedgerEntry]:
+    """Every valid record of the ledger, promotions and rollout steps, oldest first."""
+    return await read_topic(bootstrap_servers, MODEL_PROMOTED, LedgerRecords)
+
+
+async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: Parser[E]) -> list[E]:
     """Every valid event of a topic up to its end offsets now, in each partition's order,
     partition by partition (invalid records and tombstones are skipped: the topic's group
     consumers dead-letter the first)."""

@@ -11,7 +11,10 @@ from mnistream_common.events import (
     DigitPredicted,
     DigitSubmitted,
     Event,
+    LedgerRecords,
     ModelPromoted,
+    ModelRollout,
+    Parser,
     RescoreSkipped,
     RescoreTask,
 )
@@ -33,6 +36,20 @@ class TopicSpec:
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     extra_config: dict[str, str] = field(default_factory=dict)
+    # Other events the topic carries beside `event` (the ledger's rollout steps), and what
+    # parses its records then.
+    also: tuple[type[Event], ...] = ()
+    parser: Parser[Event] | None = None
+
+    @property
+    def reader(self) -> Parser[Event]:
+        """What turns this topic's records into events."""
+        return self.parser or self.event
+
+    @property
+    def events(self) -> tuple[type[Event], ...]:
+        """Every event the topic carries."""
+        return (self.event, *self.also)
 
     def config(self) -> dict[str, str]:
         """Topic-level configuration passed to CreateTopics."""
@@ -84,10 +101,12 @@ DIGITS_LABELED = TopicSpec(
 MODEL_PROMOTED = TopicSpec(
     name="model.promoted",
     event=ModelPromoted,
+    also=(ModelRollout,),
+    parser=LedgerRecords,
     key="model name",
     partitions=1,
     retention_ms=UNLIMITED,
-    producers=("mnistream promote / rollback",),
+    producers=("mnistream promote / rollback / canary / shadow / abort",),
     consumers=(
         "inference-worker (every instance, no group)",
         "rescore-worker (group rescore-planner)",

@@ -1,0 +1,255 @@
+"""`canary`, `shadow`, `abort`, `rollout status`: releasing a candidate on live traffic first.
+
+A rollout step is a record of the promotion ledger (`ModelRollout`), checked here against the
+ledger's state (folded as every worker folds it) before it is published, and read back after:
+a step that a race made moot (another operator's rollout landed first) is reported as not
+applied, never as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+import typer
+from mnistream_common.events import ModelRollout, RolloutMode
+from mnistream_common.history_api import RolloutOut
+from mnistream_common.history_client import (
+    HistoryClient,
+    HistoryRefusedError,
+    HistoryUnavailableError,
+)
+from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.ledger import LedgerState, Rollout, fold
+from rich.table import Table
+
+from mnistream_cli.kafka_ops import publish_ledger
+from mnistream_cli.operate import console, fail, show_gate
+from mnistream_cli.promotion import Promoter, PromotionError, promoted_by
+from mnistream_cli.registry import RegistryError
+from mnistream_cli.settings import Settings
+
+rollout_app = typer.Typer(help="The running canary or shadow rollout.", no_args_is_help=True)
+
+
+def describe(rollout: Rollout) -> str:
+    """One line: which rollout, of which version, beside which champion."""
+    start = rollout.started
+    share = (
+        "reads every drawing, answers none"
+        if rollout.shadow
+        else f"answers {rollout.percent:g} % of live drawings"
+    )
+    return (
+        f"{start.mode} {rollout.rollout_id} of v{start.candidate.version} beside champion "
+        f"v{start.champion_version}: the candidate {share}"
+    )
+
+
+async def ledger_state(settings: Settings) -> LedgerState:
+    """The ledger's state now, as every worker folds it."""
+    try:
+        return fold(await read_ledger_entries(settings.kafka_bootstrap_servers))
+    except Exception as exc:  # Kafka down: say so plainly
+        raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc
+
+
+def canary(
+    version: Annotated[int, typer.Argument(help="Registered version to release.")],
+    percent: Annotated[
+        float,
+        typer.Option(min=0.01, max=100, help="Share of live drawings the candidate answers."),
+    ] = 10.0,
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
+    force: Annotated[bool, typer.Option(help="Start even if the quality gate objects.")] = False,
+) -> None:
+    """Let VERSION answer PERCENT % of live drawings beside the champion (the same drawing
+    always goes to the same version). Run again with another --percent to change the share of
+    the running canary; `mnistream promote` completes it, `mnistream abort` ends it."""
+    settings = Settings()
+    asyncio.run(_start(settings, Promoter(settings), version, "canary", percent, reason, force))
+
+
+def shadow(
+    version: Annotated[int, typer.Argument(help="Registered version to read beside the champion.")],
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
+    force: Annotated[bool, typer.Option(help="Start even if the quality gate objects.")] = False,
+) -> None:
+    """Let VERSION read every live drawing too, answering none: people see the champion's
+    answers, and the history compares the two on the same drawings. `mnistream abort` ends it."""
+    settings = Settings()
+    asyncio.run(_start(settings, Promoter(settings), version, "shadow", 100.0, reason, force))
+
+
+async def _start(
+    settings: Settings,
+    promoter: Promoter,
+    version: int,
+    mode: RolloutMode,
+    percent: float,
+    reason: str,
+    force: bool,
+) -> None:
+    state = await ledger_state(settings)
+    if state.champion is None:
+        raise fail(
+            "nothing is promoted yet: a rollout runs beside a champion (`mnistream promote`)"
+        )
+    running = state.rollout
+    if running is not None:
+        same = running.started.candidate.version == version and running.started.mode == mode
+        if same and mode == "canary":
+            await _change_share(settings, running, percent, reason)
+            return
+        raise fail(
+            f"a rollout is running ({describe(running)}): `mnistream abort` ends it, "
+            f"`mnistream promote {running.started.candidate.version}` completes it"
+        )
+    if version == state.champion.model.version:
+        raise fail(f"v{version} is the champion: a {mode} releases another version beside it")
+    try:
+        report = await promoter.check(version)
+    except (RegistryError, PromotionError) as exc:
+        raise fail(str(exc)) from exc
+    show_gate(report)
+    if report.objections and not force:
+        raise fail(
+            "refused: "
+            + "; ".join(report.objections)
+            + f". Use --force to start the {mode} anyway."
+        )
+    candidate = report.candidate
+    step = ModelRollout(
+        rollout_id=uuid.uuid4(),
+        action="started",
+        mode=mode,
+        candidate=candidate.ref,
+        onnx_uri=candidate.onnx_uri,
+        architecture=candidate.architecture,
+        champion_version=state.champion.model.version,
+        percent=percent,
+        requested_by=promoted_by(),
+        reason=reason,
+    )
+    rollout = await _publish(settings, step)
+    console.print(
+        f"[bold green]{mode} started[/]: {describe(rollout)}. Workers load the candidate now; "
+        "follow it with `mnistream rollout status`"
+    )
+
+
+async def _change_share(settings: Settings, running: Rollout, percent: float, reason: str) -> None:
+    if percent == running.percent:
+        console.print(f"the canary already has {percent:g} %: nothing to change")
+        return
+    step = running.step("changed", by=promoted_by(), reason=reason, percent=percent)
+    rollout = await _publish(settings, step)
+    console.print(f"[bold green]share changed[/]: {describe(rollout)}")
+
+
+def abort(
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "aborted",
+) -> None:
+    """End the running canary or shadow rollout: the champion serves alone again."""
+    asyncio.run(_abort(Settings(), reason))
+
+
+async def _abort(settings: Settings, reason: str) -> None:
+    state = await ledger_state(settings)
+    running = state.rollout
+    if running is None:
+        raise fail("no rollout is running")
+    await _publish(settings, running.step("aborted", by=promoted_by(), reason=reason))
+    console.print(
+        f"[bold green]aborted[/] {running.started.mode} {running.rollout_id} of "
+        f"v{running.started.candidate.version}: the champion answers every drawing again"
+    )
+
+
+async def _publish(settings: Settings, step: ModelRollout) -> Rollout:
+    """Publish a step (acks=all), then read the ledger back: the running rollout it made, or
+    an error saying what landed first."""
+    try:
+        await publish_ledger(settings.kafka_bootstrap_servers, step, step.candidate.name)
+    except Exception as exc:
+        raise fail(f"publishing the rollout step failed ({exc!r}); nothing changed") from exc
+    state = await ledger_state(settings)
+    running = state.rollout
+    if step.action == "aborted":
+        ended = [e for e in state.ended if e.rollout.rollout_id == step.rollout_id]
+        if not ended or (running is not None and running.rollout_id == step.rollout_id):
+            raise fail("the abort was not applied; run `mnistream rollout status`")
+        return ended[-1].rollout
+    if running is None or running.rollout_id != step.rollout_id:
+        now = describe(running) if running else "no rollout runs"
+        raise fail(f"the step was not applied: the ledger changed meanwhile ({now})")
+    return running
+
+
+@rollout_app.command("status")
+def status() -> None:
+    """The running rollout (or the last one) with its live verdict: drawings read by each
+    version, accuracy on user labels with 95 % intervals, agreement, latency."""
+    asyncio.run(_status(Settings()))
+
+
+async def _status(settings: Settings) -> None:
+    state = await ledger_state(settings)
+    if state.rollout is None and not state.ended:
+        console.print("no rollout has run yet (`mnistream canary VERSION` or `shadow VERSION`)")
+        return
+    if state.rollout is None:
+        console.print("no rollout is running; the last one:")
+    async with HistoryClient.at(settings.history_url) as history:
+        try:
+            found = await history.rollouts()
+        except (HistoryUnavailableError, HistoryRefusedError) as exc:
+            if state.rollout is not None:
+                console.print(describe(state.rollout))
+            raise fail(f"the verdict is not available: {exc}") from exc
+    if not found:
+        if state.rollout is not None:
+            console.print(describe(state.rollout))
+        console.print("[yellow]history-service has not stored this rollout yet; try again[/]")
+        return
+    print_rollout(found[0])
+
+
+def print_rollout(rollout: RolloutOut) -> None:
+    """A rollout's course, its figures per version and its verdict."""
+    share = "shadow" if rollout.mode == "shadow" else f"{rollout.percent:g} %"
+    console.print(
+        f"{rollout.mode} {rollout.rollout_id}: v{rollout.candidate_version} beside champion "
+        f"v{rollout.champion_version} ({share}), {rollout.state}; started "
+        f"{rollout.started_at:%Y-%m-%d %H:%M:%S} by {rollout.started_by}"
+        + (f" ({rollout.reason})" if rollout.reason else "")
+    )
+    if rollout.ended_at is not None:
+        console.print(
+            f"ended {rollout.ended_at:%Y-%m-%d %H:%M:%S} by {rollout.ended_by}"
+            + (f": {rollout.end_reason}" if rollout.end_reason else "")
+        )
+    table = Table()
+    for column in ("version", "role", "read", "answered", "labeled", "accuracy (95 %)", "p50 ms"):
+        table.add_column(column)
+    table.add_column("p99 ms")
+    for v in rollout.versions:
+        accuracy = "-"
+        if v.accuracy is not None and v.accuracy_low is not None and v.accuracy_high is not None:
+            accuracy = f"{v.accuracy:.1%} [{v.accuracy_low:.1%}, {v.accuracy_high:.1%}]"
+        table.add_row(
+            f"v{v.version}",
+            v.role,
+            str(v.readings),
+            str(v.answered),
+            str(v.labeled),
+            accuracy,
+            "-" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.1f}",
+            "-" if v.latency_p99_ms is None else f"{v.latency_p99_ms:.1f}",
+        )
+    console.print(table)
+    if rollout.compared:
+        agreement = "-" if rollout.agreement is None else f"{rollout.agreement:.1%}"
+        console.print(f"agreement on the {rollout.compared} drawings both read: {agreement}")
+    console.print(f"verdict: {rollout.verdict}")

@@ -1,0 +1,124 @@
+"""Rollout guardrails: history-service ends a rollout on its own when its verdict says the
+candidate must not go on, with the reason in the ledger.
+
+Every few seconds the running rollout's figures are counted again (from the readings and labels
+stored, with 99 % intervals: a guardrail acts without a person, so it needs stronger evidence
+than a status read by one) and the rollout is aborted when
+
+- the candidate is significantly worse than the champion on user-labeled drawings, or
+- the candidate's end-to-end p99 latency is over the bound, over enough readings.
+
+Several history-service instances may abort the same rollout: the ledger's fold applies the
+first abort and ignores the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from mnistream_common.history_api import RolloutOut
+from mnistream_common.kafka import PUBLISH_TIMEOUT_S, durable_producer
+from mnistream_common.ledger import Rollout
+from mnistream_common.logs import get_logger
+from mnistream_common.topics import MODEL_PROMOTED
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from history_service.metrics import HistoryMetrics
+from history_service.rollouts import Z99, Evidence, judged_rollout, ledger_state
+
+log = get_logger(__name__)
+GUARDRAIL = "history-service guardrail"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """When a guardrail ends a rollout."""
+
+    min_labels: int = 30
+    max_p99_ms: float = 1000.0
+    min_readings: int = 100  # before latency is judged
+
+
+def objection(rollout: RolloutOut, rules: Rules) -> str | None:
+    """Why the rollout must end now, or None."""
+    if rollout.judged == "behind":
+        return f"the candidate is significantly worse on user labels (99 %): {rollout.verdict}"
+    candidate = next(v for v in rollout.versions if v.role == "candidate")
+    p99 = candidate.latency_p99_ms
+    if p99 is not None and candidate.readings >= rules.min_readings and p99 > rules.max_p99_ms:
+        return (
+            f"the candidate's p99 latency {p99:.0f} ms over {candidate.readings} readings is "
+            f"above the {rules.max_p99_ms:.0f} ms bound"
+        )
+    return None
+
+
+@dataclass
+class Guardrails:
+    """Watches the running rollout; aborts it when `objection` says so."""
+
+    engine: AsyncEngine
+    bootstrap_servers: str
+    rules: Rules
+    metrics: HistoryMetrics
+    interval_s: float = 5.0
+
+    async def run(self) -> None:
+        """Check every `interval_s` until cancelled; a failed check is logged and retried."""
+        while True:
+            try:
+                await self.check()
+            except Exception as exc:  # Postgres or Kafka away: the next round tries again
+                log.warning("rollout guardrails could not check", error=repr(exc))
+            await asyncio.sleep(self.interval_s)
+
+    async def check(self) -> str | None:
+        """Judge the running rollout once; returns the reason it was aborted for, if it was."""
+        async with self.engine.connect() as conn:
+            running = (await ledger_state(conn)).rollout
+            if running is None:
+                self._observe(None)
+                return None
+            judged = await judged_rollout(conn, running, Evidence(self.rules.min_labels, Z99))
+        self._observe(judged)
+        reason = objection(judged, self.rules)
+        if reason is not None:
+            await self._abort(running, reason)
+        return reason
+
+    def _observe(self, rollout: RolloutOut | None) -> None:
+        for gauge in (
+            self.metrics.rollout_readings,
+            self.metrics.rollout_labeled,
+            self.metrics.rollout_correct,
+        ):
+            gauge.clear()  # a version of an ended rollout is not shown as if it ran
+        if rollout is None:
+            self.metrics.rollout_running.set(0)
+            self.metrics.rollout_percent.set(0)
+            return
+        self.metrics.rollout_running.set(1)
+        self.metrics.rollout_percent.set(0 if rollout.mode == "shadow" else rollout.percent)
+        for v in rollout.versions:
+            labels = {"model_version": str(v.version), "role": v.role}
+            self.metrics.rollout_readings.labels(**labels).set(v.readings)
+            self.metrics.rollout_labeled.labels(**labels).set(v.labeled)
+            self.metrics.rollout_correct.labels(**labels).set(v.correct)
+
+    async def _abort(self, running: Rollout, reason: str) -> None:
+        step = running.step("aborted", by=GUARDRAIL, reason=reason)
+        async with durable_producer(self.bootstrap_servers) as producer:
+            await asyncio.wait_for(
+                producer.send_and_wait(
+                    MODEL_PROMOTED.name, step.to_bytes(), key=step.candidate.name.encode()
+                ),
+                PUBLISH_TIMEOUT_S,
+            )
+        self.metrics.rollout_aborts.inc()
+        log.warning(
+            "rollout aborted by a guardrail",
+            rollout_id=str(running.rollout_id),
+            candidate=running.started.candidate.version,
+            reason=reason,
+        )

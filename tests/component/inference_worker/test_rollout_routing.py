@@ -1,0 +1,152 @@
+"""During a rollout the worker's batch handler routes each drawing: in a canary the candidate
+answers its share (the same drawing always to the same version), in a shadow rollout both read
+every drawing and only the champion answers; a failing candidate never costs an answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from inference_worker.handlers import SERVICE, BatchHandler
+from inference_worker.keeper import Release
+from inference_worker.metrics import WorkerMetrics
+from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, typed_batch
+from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelRollout, RolloutMode
+from mnistream_common.ledger import fold
+from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
+
+from tests.helpers import (
+    FakePublisher,
+    deliver,
+    model_ref,
+    promotion,
+    records,
+    submitted,
+    tiny_onnx_model,
+)
+
+CHAMPION_ONNX, CANDIDATE_ONNX = tiny_onnx_model(31), tiny_onnx_model(32)
+OPTIONS = RuntimeOptions(1, False, 4)
+
+
+@pytest.fixture(scope="module")
+def champion() -> LoadedModel:
+    return build_model(model_ref(CHAMPION_ONNX, 1), CHAMPION_ONNX, OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def candidate() -> LoadedModel:
+    return build_model(model_ref(CANDIDATE_ONNX, 2), CANDIDATE_ONNX, OPTIONS)
+
+
+class FailingSession:
+    """An onnxruntime session that fails on everything, as a broken candidate would."""
+
+    def run(self, *_: Any) -> Any:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : broken candidate")
+
+
+def release(candidate: LoadedModel, mode: RolloutMode, percent: float = 30.0) -> Release:
+    start = ModelRollout(
+        rollout_id=uuid.uuid4(),
+        action="started",
+        mode=mode,
+        candidate=candidate.ref,
+        onnx_uri="s3://mlflow/models/v2.onnx",
+        architecture="linear",
+        champion_version=1,
+        percent=100.0 if mode == "shadow" else percent,
+        requested_by="tests@localhost",
+    )
+    rollout = fold([promotion(CHAMPION_ONNX, 1), start]).rollout
+    assert rollout is not None
+    return Release(rollout, candidate)
+
+
+async def run(
+    champion: LoadedModel, drawings: Sequence[DigitSubmitted], rel: Release | None
+) -> tuple[list[DigitPredicted], FakePublisher, WorkerMetrics]:
+    published, deadletter, metrics = FakePublisher(), FakePublisher(), WorkerMetrics()
+    handler = BatchHandler("worker-under-test", published, metrics)
+
+    @typed_batch(DigitSubmitted, DeadLetterRejects(deadletter, SERVICE))
+    async def on_submitted(deliveries: list[Delivery[DigitSubmitted]]) -> list[Rejected]:
+        return await handler(champion, deliveries, rel)
+
+    await deliver(on_submitted, records([d.to_bytes() for d in drawings]))
+    return [DigitPredicted.from_bytes(b) for b in published.bodies], deadletter, metrics
+
+
+async def test_a_canary_answers_each_drawing_once_by_the_version_its_id_routes_to(
+    champion: LoadedModel, candidate: LoadedModel
+) -> None:
+    drawings = [submitted() for _ in range(200)]
+    rel = release(candidate, "canary", 30.0)
+
+    predicted, dead, _ = await run(champion, drawings, rel)
+
+    assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in drawings)
+    assert {p.kind for p in predicted} == {"live"}
+    assert {p.rollout_id for p in predicted} == {rel.rollout.rollout_id}
+    for p in predicted:
+        expected = 2 if rel.rollout.candidate_answers(p.digit_id) else 1
+        assert p.model.version == expected, p.digit_id
+    assert 30 < sum(p.model.version == 2 for p in predicted) < 90  # 60 expected
+    assert dead.bodies == []
+
+
+async def test_a_redelivered_drawing_is_answered_by_the_same_version(
+    champion: LoadedModel, candidate: LoadedModel
+) -> None:
+    drawings = [submitted() for _ in range(40)]
+    rel = release(candidate, "canary", 50.0)
+
+    first, _, _ = await run(champion, drawings, rel)
+    again, _, _ = await run(champion, list(reversed(drawings)), rel)
+
+    assert {(p.digit_id, p.model.version) for p in first} == {
+        (p.digit_id, p.model.version) for p in again
+    }
+
+
+async def test_a_shadow_rollout_answers_with_the_champion_and_reads_with_both(
+    champion: LoadedModel, candidate: LoadedModel
+) -> None:
+    drawings = [submitted() for _ in range(20)]
+    rel = release(candidate, "shadow")
+
+    predicted, dead, metrics = await run(champion, drawings, rel)
+
+    live = [p for p in predicted if p.kind == "live"]
+    shadow = [p for p in predicted if p.kind == "shadow"]
+    ids = sorted(d.digit_id for d in drawings)
+    assert sorted(p.digit_id for p in live) == ids and {p.model.version for p in live} == {1}
+    assert sorted(p.digit_id for p in shadow) == ids and {p.model.version for p in shadow} == {2}
+    assert {p.rollout_id for p in predicted} == {rel.rollout.rollout_id}
+    assert [p.kind for p in predicted] == ["live"] * 20 + ["shadow"] * 20  # answers first
+    assert dead.bodies == []
+    shadow_count = metrics.predictions.labels(model_version="2", kind="shadow")._value.get()
+    assert shadow_count == 20
+
+
+@pytest.mark.parametrize("mode", ["canary", "shadow"])
+async def test_a_failing_candidate_leaves_every_answer_to_the_champion(
+    champion: LoadedModel, candidate: LoadedModel, mode: RolloutMode
+) -> None:
+    broken = LoadedModel(candidate.ref, FailingSession(), "CPUExecutionProvider")
+    drawings = [submitted() for _ in range(30)]
+    rel = release(broken, mode, 60.0)
+
+    predicted, dead, metrics = await run(champion, drawings, rel)
+
+    assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in drawings)
+    assert {(p.kind, p.model.version) for p in predicted} == {("live", 1)}
+    assert dead.bodies == []
+    assert metrics.candidate_failures.labels(model_version="2")._value.get() > 0
+
+
+async def test_outside_a_rollout_predictions_name_no_rollout(champion: LoadedModel) -> None:
+    predicted, _, _ = await run(champion, [submitted() for _ in range(5)], None)
+    assert {(p.kind, p.model.version, p.rollout_id) for p in predicted} == {("live", 1, None)}

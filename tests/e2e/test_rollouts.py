@@ -1,0 +1,221 @@
+"""Canary and shadow releases end to end: the CLI, every worker holding both models, routing by
+digit id, the history's verdict, and a guardrail that ends a bad canary on its own."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import numpy as np
+import pytest
+from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.ledger import LedgerState, fold
+
+from tests.e2e.support import (
+    Models,
+    Predictions,
+    history_caught_up,
+    mnistream,
+    upload_all,
+    worker_rollouts,
+    worker_versions,
+)
+from tests.polling import eventually
+from tests.stack import require_kafka
+from tests.system import ADMIN_TOKEN, System
+
+pytestmark = pytest.mark.e2e
+
+
+async def ledger() -> LedgerState:
+    return fold(await read_ledger_entries(require_kafka()))
+
+
+@pytest.fixture
+async def champion(system: System, models: Models) -> AsyncIterator[int]:
+    """The better model serving alone; afterwards no rollout is left running."""
+    if (await ledger()).rollout is not None:
+        mnistream("abort", "--reason", "e2e: a rollout left from before")
+    mnistream("promote", str(models.better), "--force", "--reason", "e2e: rollouts' champion")
+
+    async def serving() -> bool:
+        return await worker_versions(system) == {models.better}
+
+    await eventually(serving, 60, "the better model serving")
+    try:
+        yield models.better
+    finally:
+        if (await ledger()).rollout is not None:
+            mnistream("abort", "--reason", "e2e: end of test")
+
+
+async def all_workers_apply(system: System) -> str:
+    """Wait until every worker holds the running rollout's candidate; its id."""
+    rollout = (await ledger()).rollout
+    assert rollout is not None
+    wanted = (str(rollout.rollout_id), True)
+
+    async def applied() -> bool:
+        return set(await worker_rollouts(system)) == {wanted}
+
+    await eventually(applied, 60, "every worker holding the candidate")
+    return str(rollout.rollout_id)
+
+
+async def test_a_canary_answers_its_share_and_each_drawing_by_the_version_its_id_routes_to(
+    system: System, models: Models, champion: int, drawings: list[bytes], predictions: Predictions
+) -> None:
+    started = mnistream(
+        "canary", str(models.weak), "--percent", "20", "--force", "--reason", "e2e: canary"
+    )
+    assert "canary started" in started.stdout, started.stdout
+    rollout_id = await all_workers_apply(system)
+
+    images = (drawings * 4)[:1000]
+    ids = await upload_all(system.gateway_url, images, concurrency=16)
+    await eventually(lambda: not predictions.missing(ids), 120, "every upload answered")
+
+    rollout = (await ledger()).rollout
+    assert rollout is not None
+    by_weak = 0
+    for digit_id in ids:
+        live = [p for p in predictions.by_digit[digit_id] if p.kind == "live"]
+        assert {p.model.version for p in live} == {
+            models.weak if rollout.candidate_answers(digit_id) else champion
+        }, digit_id
+        assert {str(p.rollout_id) for p in live} == {rollout_id}
+        by_weak += live[0].model.version == models.weak
+    # The binomial 99.9 % bounds of 1,000 drawings at 20 %: 200 ± 3.29 σ.
+    sigma = math.sqrt(1000 * 0.2 * 0.8)
+    assert 200 - 3.29 * sigma < by_weak < 200 + 3.29 * sigma, by_weak
+
+    await eventually(history_caught_up, 60, "history caught up")
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        [current, *_] = (await client.get("/api/rollouts")).json()
+    assert (current["rollout_id"], current["state"], current["percent"]) == (
+        rollout_id,
+        "running",
+        20,
+    )
+    answered = {v["role"]: v["answered"] for v in current["versions"]}
+    assert answered == {"candidate": by_weak, "champion": 1000 - by_weak}
+    shown = mnistream("rollout", "status").stdout
+    assert f"canary {rollout_id}" in shown and "verdict:" in shown, shown
+
+    mnistream("canary", str(models.weak), "--percent", "60", "--reason", "e2e: more")
+    changed = (await ledger()).rollout
+    assert changed is not None and changed.percent == 60
+
+
+async def test_after_every_worker_has_the_abort_every_upload_is_read_by_the_champion(
+    system: System, models: Models, champion: int, drawings: list[bytes], predictions: Predictions
+) -> None:
+    mnistream("canary", str(models.weak), "--percent", "50", "--force", "--reason", "e2e: abort")
+    await all_workers_apply(system)
+
+    aborted = mnistream("abort", "--reason", "e2e: seen enough")
+    assert "aborted" in aborted.stdout
+
+    async def none_apply() -> bool:
+        return set(await worker_rollouts(system)) == {None}
+
+    await eventually(none_apply, 30, "every worker back to the champion alone")
+    ids = await upload_all(system.gateway_url, drawings[:100], concurrency=16)
+    await eventually(lambda: not predictions.missing(ids), 60, "every upload answered")
+    assert {(p.model.version, p.rollout_id) for d in ids for p in predictions.by_digit[d]} == {
+        (champion, None)
+    }
+    ended = (await ledger()).ended[-1]
+    assert (ended.outcome, ended.reason) == ("aborted", "e2e: seen enough")
+
+
+async def test_a_shadow_rollout_reads_every_drawing_with_both_and_answers_with_the_champion(
+    system: System, models: Models, champion: int, drawings: list[bytes], predictions: Predictions
+) -> None:
+    mnistream("shadow", str(models.weak), "--force", "--reason", "e2e: shadow")
+    rollout_id = await all_workers_apply(system)
+
+    answers = []
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        for image in drawings[100:160]:
+            response = await client.post(
+                "/api/predictions",
+                params={"wait": 5000},
+                files={"image": ("digit.png", image, "image/png")},
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+    assert {a["prediction"]["model"]["version"] for a in answers} == {champion}
+    ids = [uuid.UUID(a["digit_id"]) for a in answers]
+    await eventually(
+        lambda: not predictions.missing(ids, version=models.weak, kind="shadow"),
+        60,
+        "every drawing read by the shadow too",
+    )
+    for digit_id in ids:
+        kinds = {(p.kind, p.model.version) for p in predictions.by_digit[digit_id]}
+        assert kinds == {("live", champion), ("shadow", models.weak)}, digit_id
+
+    await eventually(history_caught_up, 60, "history caught up")
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        [current, *_] = (await client.get("/api/rollouts")).json()
+    assert (current["rollout_id"], current["mode"], current["compared"]) == (
+        rollout_id,
+        "shadow",
+        60,
+    )
+    assert current["agreement"] is not None
+    shown = mnistream("rollout", "status").stdout
+    assert "agreement on the 60 drawings both read" in shown, shown
+
+
+def true_labels(count: int) -> list[int]:
+    """The MNIST labels of the suite's drawings (the first test digits)."""
+    from trainer.data import load_split
+    from trainer.settings import Settings as TrainerSettings
+
+    labels = load_split(TrainerSettings().mnist_root, train=False).labels[:count]
+    return [int(x) for x in np.asarray(labels)]
+
+
+@pytest.fixture
+def erased_afterwards() -> Iterator[list[uuid.UUID]]:
+    """Drawings to erase after the test, so their labels weigh on no other test's gate."""
+    ids: list[uuid.UUID] = []
+    yield ids
+    if ids:
+        env = {"ADMIN_TOKEN": ADMIN_TOKEN}
+        mnistream("erase", *map(str, ids), "--yes", "--reason", "e2e: rollout labels", env=env)
+
+
+async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(
+    system: System,
+    models: Models,
+    champion: int,
+    drawings: list[bytes],
+    predictions: Predictions,
+    erased_afterwards: list[uuid.UUID],
+) -> None:
+    mnistream("canary", str(models.weak), "--percent", "50", "--force", "--reason", "e2e: bad")
+    rollout_id = await all_workers_apply(system)
+    labels = true_labels(len(drawings))
+
+    ids = await upload_all(system.gateway_url, drawings, concurrency=16)
+    erased_afterwards.extend(ids)
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        for digit_id, label in zip(ids, labels, strict=True):
+            labeled = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
+            assert labeled.status_code == 202, labeled.text
+
+    async def aborted() -> bool:
+        state = await ledger()
+        return state.rollout is None and any(
+            str(e.rollout.rollout_id) == rollout_id for e in state.ended
+        )
+
+    await eventually(aborted, 90, "the guardrail's abort in the ledger")
+    ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
+    assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
+    assert ended.reason.startswith("the candidate is significantly worse on user labels"), ended
