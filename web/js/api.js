@@ -13,7 +13,7 @@
  * @property {number} predicted_digit
  * @property {number} confidence
  * @property {number[]} [probabilities]
- * @property {string} [kind] "live", "rescore" or "candidate"
+ * @property {string} [kind] "live", "rescore", "candidate" or "shadow"
  * @property {string} [predicted_at]
  */
 
@@ -240,6 +240,42 @@ export function getModelVersion(version) {
  */
 export function getRescoreJobs({ active = false } = {}) {
   return getJson(`/api/rescore-jobs${active ? "?active=true" : ""}`);
+}
+
+/**
+ * One version's figures in a rollout (`GET /api/rollouts`).
+ * @typedef {object} RolloutVersion
+ * @property {number} version
+ * @property {"champion" | "candidate"} role
+ * @property {number} readings drawings it read during the rollout
+ * @property {number} answered of those, the ones it answered
+ * @property {number} labeled
+ * @property {number | null} accuracy on the labeled ones
+ * @property {number | null} accuracy_low 95 % interval
+ * @property {number | null} accuracy_high
+ * @property {number | null} latency_p50_ms
+ * @property {number | null} latency_p99_ms
+ */
+
+/**
+ * A canary or shadow rollout and its verdict.
+ * @typedef {object} Rollout
+ * @property {string} rollout_id
+ * @property {"canary" | "shadow"} mode
+ * @property {number} candidate_version
+ * @property {number} champion_version
+ * @property {number} percent
+ * @property {string} state "running", "completed", "aborted" or "superseded"
+ * @property {string | null} end_reason
+ * @property {RolloutVersion[]} versions
+ * @property {number} compared drawings both versions read (shadow)
+ * @property {number | null} agreement
+ * @property {string} verdict in plain words
+ */
+
+/** @returns {Promise<Rollout[]>} newest first */
+export function getRollouts() {
+  return getJson("/api/rollouts");
 }
 
 /**

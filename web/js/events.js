@@ -7,6 +7,11 @@
 
 /** @import { LivePrediction, Promotion, RescoreJob } from "./api.js" */
 
+/**
+ * A `rollout` event: a ModelRollout step (docs/events.md).
+ * @typedef {{rollout_id: string, action: string, mode: string, percent: number, candidate: {version: number}}} RolloutEvent
+ */
+
 /** @typedef {"connecting" | "live" | "reconnecting"} ConnectionState */
 
 /**
@@ -19,14 +24,15 @@
  * connection; `resync` follows a reconnection, when events may have been missed.
  * @typedef {object} LiveEventMap
  * @property {ConnectionState} state
- * @property {{champion?: {model: {version: number}, promoted_at: string} | null}} hello
+ * @property {{champion?: {model: {version: number}, promoted_at: string} | null, rollout?: object | null}} hello
  * @property {LivePrediction} prediction
  * @property {RescoreJob} rescore
  * @property {PromotionEvent} promotion
+ * @property {RolloutEvent} rollout
  * @property {null} resync
  */
 
-const EVENT_NAMES = /** @type {const} */ (["hello", "prediction", "rescore", "promotion"]);
+const EVENT_NAMES = /** @type {const} */ (["hello", "prediction", "rescore", "promotion", "rollout"]);
 const MAX_BACKOFF_MS = 15_000;
 
 /**

@@ -9,6 +9,7 @@ import { HistoryTable } from "./history.js";
 import { ModelsPanel } from "./models.js";
 import { DrawingPad } from "./pad.js";
 import { ResultPanel } from "./result.js";
+import { RolloutPanel } from "./rollout.js";
 
 /** @import { LivePrediction, StoredDrawing } from "./api.js" */
 /** @import { ConnectionState } from "./events.js" */
@@ -125,6 +126,7 @@ function main() {
     ledger: byId("ledger"),
     message: byId("models-message"),
   });
+  const rollout = new RolloutPanel(byId("rollout"));
   const events = new LiveEvents("/api/events");
   const predictions = new Predictions();
   const drawMessage = byId("draw-message");
@@ -201,8 +203,15 @@ function main() {
   events.on("promotion", (promotion) => {
     history.promoted(promotion.model.version);
     models.promoted(promotion);
+    rollout.refresh(); // a promotion ends the running rollout
+  });
+  // The history stores a step a moment after the stream carries it: read it again shortly too.
+  events.on("rollout", () => {
+    rollout.refresh();
+    setTimeout(() => rollout.refresh(), 1_000);
   });
   events.on("resync", () => {
+    rollout.refresh();
     models.refresh();
     models.loadActiveJobs().catch(() => {});
     history.resync();
@@ -214,6 +223,7 @@ function main() {
   updateButtons();
   history.start();
   models.refresh();
+  rollout.refresh();
   models.loadActiveJobs().catch(() => {});
   events.start();
 }
