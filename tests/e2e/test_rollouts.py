@@ -219,3 +219,52 @@ async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(
     ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
     assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
     assert ended.reason.startswith("the candidate is significantly worse on user labels"), ended
+
+
+async def test_watch_completes_a_canary_significantly_not_worse_on_labels(
+    system: System,
+    models: Models,
+    drawings: list[bytes],
+    erased_afterwards: list[uuid.UUID],
+) -> None:
+    """The weak model serving, the better one in a canary, every drawing labeled: `rollout
+    watch --complete` promotes the candidate once its advantage's interval clears the margin,
+    and the ledger records the rollout as completed."""
+    if (await ledger()).rollout is not None:
+        mnistream("abort", "--reason", "e2e: a rollout left from before")
+    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: weak champion")
+
+    async def weak_serving() -> bool:
+        return await worker_versions(system) == {models.weak}
+
+    await eventually(weak_serving, 60, "the weak model serving")
+    try:
+        mnistream("canary", str(models.better), "--percent", "50", "--reason", "e2e: better")
+        rollout_id = await all_workers_apply(system)
+        labels = true_labels(len(drawings))
+        ids = await upload_all(system.gateway_url, drawings, concurrency=16)
+        erased_afterwards.extend(ids)
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            for digit_id, label in zip(ids, labels, strict=True):
+                labeled = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
+                assert labeled.status_code == 202, labeled.text
+
+        watched = mnistream(
+            "rollout",
+            "watch",
+            "--complete",
+            "--min-labels",
+            "50",
+            "--interval",
+            "1",
+            "--timeout",
+            "120",
+        )
+        assert "completing it" in watched.stdout and "promoted" in watched.stdout, watched.stdout
+        state = await ledger()
+        assert state.champion is not None and state.champion.model.version == models.better
+        ended = next(e for e in state.ended if str(e.rollout.rollout_id) == rollout_id)
+        assert ended.outcome == "completed"
+    finally:
+        if (await ledger()).rollout is not None:
+            mnistream("abort", "--reason", "e2e: end of test")

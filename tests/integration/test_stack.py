@@ -17,12 +17,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from mnistream_common.events import DigitLabeled, utc_now
-from mnistream_common.kafka import KafkaProbe
+from mnistream_common.events import DigitLabeled, ModelRef, ModelRollout, utc_now
+from mnistream_common.kafka import (
+    KafkaProbe,
+    durable_producer,
+    promotions_end,
+    read_ledger_entries,
+)
 from mnistream_common.s3_users import SERVICES, S3User
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio
-from mnistream_common.topics import ALL_TOPICS
+from mnistream_common.topics import ALL_TOPICS, MODEL_PROMOTED
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -157,6 +162,33 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]
     """A topic's effective configuration."""
     response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     return {entry[0]: entry[1] for entry in response[0].resources[0][4]}
+
+
+async def test_a_rollout_step_does_not_count_as_a_newer_promotion(
+    kafka_bootstrap_servers: str,
+) -> None:
+    """The rescore planner skips a promotion only for a newer promotion: a rollout step after
+    it (here an abort of no running rollout, which every reader ignores) must not count."""
+    step = ModelRollout(
+        rollout_id=uuid.uuid4(),
+        action="aborted",
+        mode="shadow",
+        candidate=ModelRef(name="mnist-digits", version=1, sha256="ab" * 32),
+        onnx_uri="s3://mlflow/none.onnx",
+        architecture="linear",
+        champion_version=1,
+        percent=100.0,
+        requested_by="integration tests",
+        reason="a step no reader applies",
+    )
+    async with durable_producer(kafka_bootstrap_servers) as producer:
+        sent = await producer.send_and_wait(
+            MODEL_PROMOTED.name, step.to_bytes(), key=b"mnist-digits"
+        )
+
+    assert await promotions_end(kafka_bootstrap_servers) <= sent.offset
+    entries = await read_ledger_entries(kafka_bootstrap_servers)
+    assert (sent.offset, step) in entries
 
 
 async def test_the_readiness_probe_tells_a_live_kafka_from_a_dead_port(

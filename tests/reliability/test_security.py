@@ -36,6 +36,7 @@ PUBLIC_OPERATIONS = {
     ("get", "/api/digits{rest}"),
     ("get", "/api/models{rest}"),
     ("get", "/api/rescore-jobs{rest}"),
+    ("get", "/api/rollouts{rest}"),
 }
 RATE_LIMIT_PORT = 17390
 

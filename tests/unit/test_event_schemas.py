@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from mnistream_common.events import ALL_EVENTS, Event, RescoreTask
+from mnistream_common.events import (
+    ALL_EVENTS,
+    DigitPredicted,
+    Event,
+    InvalidEventError,
+    ModelRollout,
+    RescoreTask,
+)
 from mnistream_common.schemas import (
     SCHEMA_FILE,
     SchemaChangedError,
@@ -19,6 +26,8 @@ from mnistream_common.schemas import (
     schema_problem,
     schema_version,
 )
+
+from tests.unit.test_events import sample_events
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -111,3 +120,46 @@ def test_the_command_checks_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([str(tmp_path)]) == 0
     assert main(["--check", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(event_schemas())
+
+
+# ------------------------------------------------- rules between fields, for machines too
+
+
+@pytest.mark.parametrize(
+    ("event", "changes", "valid"),
+    [
+        (DigitPredicted, {"kind": "shadow", "rollout_id": None}, False),
+        (
+            DigitPredicted,
+            {"kind": "shadow", "rollout_id": "2c6d4e7f-8a9b-4c0d-9e1f-2a3b4c5d6e7f"},
+            True,
+        ),
+        (
+            DigitPredicted,
+            {"schema_version": 1, "rollout_id": "2c6d4e7f-8a9b-4c0d-9e1f-2a3b4c5d6e7f"},
+            False,
+        ),
+        (DigitPredicted, {"schema_version": 1, "kind": "live", "rollout_id": None}, True),
+        (ModelRollout, {"mode": "shadow", "percent": 50.0}, False),
+        (ModelRollout, {"mode": "shadow", "percent": 100.0}, True),
+    ],
+)
+def test_the_exported_schema_enforces_the_rules_between_fields(
+    event: type[Event], changes: dict[str, object], valid: bool
+) -> None:
+    """What the models' validators refuse, the committed JSON Schema refuses too (checked with
+    jsonschema-rs, schemathesis' validator)."""
+    import jsonschema_rs
+
+    sample = next(e for e in sample_events() if type(e) is event)
+    payload = json.loads(sample.to_bytes()) | changes
+    schema = json.loads(
+        (SCHEMAS / schema_filename(event.event_type, schema_version(event))).read_text()
+    )
+    assert jsonschema_rs.validator_for(schema).is_valid(payload) is valid
+    try:
+        event.from_bytes(json.dumps(payload).encode())
+        parsed = True
+    except InvalidEventError:
+        parsed = False
+    assert parsed is valid

@@ -176,7 +176,10 @@ def test_the_native_stack_binds_to_localhost() -> None:
     assert addresses and all("//127.0.0.1:" in a for a in addresses), addresses
 
 
-ADMIN_WORDS = ("promote", "rollback", "replay", "reset", "admin", "deadletter", "train")
+ADMIN_WORDS = (
+    *("promote", "rollback", "replay", "reset", "admin", "deadletter", "train"),
+    *("canary", "shadow", "abort", "erase"),
+)
 
 
 def test_the_public_api_has_no_admin_route() -> None:

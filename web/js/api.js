@@ -273,9 +273,12 @@ export function getRescoreJobs({ active = false } = {}) {
  * @property {string} verdict in plain words
  */
 
-/** @returns {Promise<Rollout[]>} newest first */
-export function getRollouts() {
-  return getJson("/api/rollouts");
+/**
+ * @param {number} [limit] the newest this many
+ * @returns {Promise<Rollout[]>} newest first
+ */
+export function getRollouts(limit = 10) {
+  return getJson(`/api/rollouts?limit=${encodeURIComponent(String(limit))}`);
 }
 
 /**

@@ -31,18 +31,24 @@ export class RolloutPanel {
   }
 
   async #load() {
-    let running = null;
+    let running = false;
     try {
-      const [newest] = await getRollouts();
-      running = newest && newest.state === "running" ? newest : null;
-      this.#render(running);
+      const [newest] = await getRollouts(1);
+      running = newest?.state === "running";
+      this.#render(running ? newest : null);
     } catch (error) {
-      this.#slot.hidden = false;
-      this.#slot.replaceChildren(
-        element("p", { className: "message", text: `The rollout could not be loaded: ${messageOf(error)}` }),
-      );
+      // Shown in place of the figures, and tried again as long as a rollout was shown.
+      running = !this.#slot.hidden;
+      if (running) {
+        this.#slot.replaceChildren(
+          element("p", {
+            className: "message",
+            text: `The rollout could not be loaded: ${messageOf(error)}`,
+          }),
+        );
+      }
     }
-    this.#poll(running !== null);
+    this.#poll(running);
   }
 
   /** @param {boolean} running */

@@ -19,14 +19,15 @@ async def publish_promotion(bootstrap_servers: str, event: ModelPromoted) -> Non
     await publish_ledger(bootstrap_servers, event, event.model.name)
 
 
-async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name: str) -> None:
+async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name: str) -> int:
     """Append a record to the ledger, keyed by the model name, and wait until Kafka has it
-    (acks=all)."""
+    (acks=all); its offset."""
     async with durable_producer(bootstrap_servers) as producer:
-        await asyncio.wait_for(
+        sent = await asyncio.wait_for(
             producer.send_and_wait(MODEL_PROMOTED.name, entry.to_bytes(), key=model_name.encode()),
             PUBLISH_TIMEOUT_S,
         )
+    return int(sent.offset)
 
 
 async def publish_job(bootstrap_servers: str, history: StoredIds, job: JobSpec) -> int:

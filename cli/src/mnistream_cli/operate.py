@@ -16,8 +16,8 @@ from mnistream_common.history_client import (
     HistoryRefusedError,
     HistoryUnavailableError,
 )
-from mnistream_common.kafka import read_ledger, read_ledger_entries
-from mnistream_common.ledger import fold
+from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.ledger import Rollout, fold
 from mnistream_common.rescore import JobSpec
 from mnistream_common.topics import Groups
 from rich.console import Console
@@ -86,7 +86,8 @@ def promote(
 
 
 async def _promote(promoter: Promoter, version: int | None, reason: str, force: bool) -> None:
-    version = await _version_to_promote(promoter, version, force)
+    rollout = await _running_rollout(promoter)
+    version = _version_to_promote(rollout, version, force, "promote")
     try:
         report = await promoter.check(version)
         show_gate(report)
@@ -94,24 +95,37 @@ async def _promote(promoter: Promoter, version: int | None, reason: str, force: 
             raise fail(
                 "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
             )
+        if rollout is not None and rollout.started.candidate.version == version:
+            await _still_running(promoter, rollout, force)
         previous = report.serving
         event = await promoter.promote(report.candidate, previous=previous, reason=reason)
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
+    completed = " (the rollout is complete)" if rollout is not None else ""
     console.print(
         f"[bold green]promoted[/] {event.model.name} v{event.model.version} "
-        f"(previous: {f'v{previous}' if previous else 'none'}); workers swap now, "
+        f"(previous: {f'v{previous}' if previous else 'none'}){completed}; workers swap now, "
         "rescoring of the history starts"
     )
 
 
-async def _version_to_promote(promoter: Promoter, version: int | None, force: bool) -> int:
-    """The version asked for, or the running rollout's candidate; another version while a
-    rollout runs (it would end the rollout unfinished) only with --force."""
+async def complete_rollout(promoter: Promoter, version: int, reason: str) -> None:
+    """Promote the running rollout's candidate, as `mnistream promote` does (gate included)."""
+    await _promote(promoter, version, reason, force=False)
+
+
+async def _running_rollout(promoter: Promoter) -> Rollout | None:
     try:
-        rollout = fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers)).rollout
+        return fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers)).rollout
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka is unreachable ({exc}); nothing was promoted") from exc
+
+
+def _version_to_promote(
+    rollout: Rollout | None, version: int | None, force: bool, command: str
+) -> int:
+    """The version asked for, or the running rollout's candidate; another version while a
+    rollout runs (it would end the rollout unfinished) only with --force."""
     if rollout is None:
         if version is None:
             raise fail("which version? No rollout is running whose candidate to promote")
@@ -122,9 +136,28 @@ async def _version_to_promote(promoter: Promoter, version: int | None, force: bo
     if version != candidate and not force:
         raise fail(
             f"a {rollout.started.mode} of v{candidate} is running: promote v{candidate} to "
-            "complete it, `mnistream abort` it first, or use --force (it ends unfinished)"
+            f"complete it, `mnistream abort` it first, or {command} with --force (it ends "
+            "unfinished)"
         )
     return version
+
+
+async def _still_running(promoter: Promoter, rollout: Rollout, force: bool) -> None:
+    """The rollout being completed has not ended meanwhile (a guardrail may have aborted it
+    while the gate ran)."""
+    now = await _running_rollout(promoter)
+    if now is not None and now.rollout_id == rollout.rollout_id:
+        return
+    if force:
+        console.print("[yellow]the rollout ended meanwhile; promoting anyway (--force)[/]")
+        return
+    state = fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers))
+    ended = [e for e in state.ended if e.rollout.rollout_id == rollout.rollout_id]
+    why = f"{ended[-1].outcome} by {ended[-1].by}: {ended[-1].reason}" if ended else "it ended"
+    raise fail(
+        f"the {rollout.started.mode} of v{rollout.started.candidate.version} ended while the "
+        f"gate ran ({why}); nothing was promoted. Use --force to promote it anyway."
+    )
 
 
 def show_gate(report: GateReport) -> None:
@@ -165,12 +198,19 @@ def _print_flips(report: GateReport) -> None:
 
 def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "rollback",
+    force: Annotated[bool, typer.Option(help="Roll back even while a rollout runs.")] = False,
 ) -> None:
     """Re-promote the champion before the current one (from the ledger)."""
-    asyncio.run(_rollback(Promoter(Settings()), reason))
+    asyncio.run(_rollback(Promoter(Settings()), reason, force))
 
 
-async def _rollback(promoter: Promoter, reason: str) -> None:
+async def _rollback(promoter: Promoter, reason: str, force: bool) -> None:
+    rollout = await _running_rollout(promoter)
+    if rollout is not None and not force:
+        raise fail(
+            f"a {rollout.started.mode} of v{rollout.started.candidate.version} is running: "
+            "`mnistream abort` it first, or roll back with --force (it ends unfinished)"
+        )
     try:
         ledger = await promoter.ledger()
         if not ledger or ledger[-1].previous_version is None:
@@ -305,8 +345,8 @@ def status() -> None:
 async def _status(settings: Settings) -> None:
     try:
         # Read at once: each is a few round trips to the broker.
-        ledger, groups = await asyncio.gather(
-            read_ledger(settings.kafka_bootstrap_servers),
+        entries, groups = await asyncio.gather(
+            read_ledger_entries(settings.kafka_bootstrap_servers),
             group_status(
                 settings.kafka_bootstrap_servers,
                 [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
@@ -314,14 +354,23 @@ async def _status(settings: Settings) -> None:
         )
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc
-    if ledger:
-        last = ledger[-1]
+    state = fold(entries)
+    last = state.champion
+    if last is not None:
         console.print(
             f"champion: {last.model.name} v{last.model.version} ({last.architecture}), promoted "
             f"{last.promoted_at:%Y-%m-%d %H:%M:%S} by {last.promoted_by}"
         )
     else:
         console.print("champion: none promoted yet (`mnistream promote VERSION`)")
+    if state.rollout is not None:
+        start = state.rollout.started
+        share = "shadow" if state.rollout.shadow else f"{state.rollout.percent:g} % of drawings"
+        console.print(
+            f"rollout: {start.mode} of v{start.candidate.version} ({share}), started "
+            f"{start.occurred_at:%Y-%m-%d %H:%M:%S} by {start.requested_by}; "
+            "`mnistream rollout status` for its verdict"
+        )
     table = Table(title="consumer groups")
     for column in ("group", "state", "members", "lag"):
         table.add_column(column)

@@ -9,7 +9,9 @@ applied, never as done.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -25,7 +27,7 @@ from mnistream_common.ledger import LedgerState, Rollout, fold
 from rich.table import Table
 
 from mnistream_cli.kafka_ops import publish_ledger
-from mnistream_cli.operate import console, fail, show_gate
+from mnistream_cli.operate import complete_rollout, console, fail, show_gate
 from mnistream_cli.promotion import Promoter, PromotionError, promoted_by
 from mnistream_cli.registry import RegistryError
 from mnistream_cli.settings import Settings
@@ -168,20 +170,25 @@ async def _abort(settings: Settings, reason: str) -> None:
 
 
 async def _publish(settings: Settings, step: ModelRollout) -> Rollout:
-    """Publish a step (acks=all), then read the ledger back: the running rollout it made, or
-    an error saying what landed first."""
+    """Publish a step (acks=all), then read the ledger back: the rollout as that step left it,
+    or an error saying what landed first (the step itself is then ignored by every reader)."""
     try:
-        await publish_ledger(settings.kafka_bootstrap_servers, step, step.candidate.name)
+        offset = await publish_ledger(settings.kafka_bootstrap_servers, step, step.candidate.name)
     except Exception as exc:
         raise fail(f"publishing the rollout step failed ({exc!r}); nothing changed") from exc
     state = await ledger_state(settings)
-    running = state.rollout
     if step.action == "aborted":
-        ended = [e for e in state.ended if e.rollout.rollout_id == step.rollout_id]
-        if not ended or (running is not None and running.rollout_id == step.rollout_id):
-            raise fail("the abort was not applied; run `mnistream rollout status`")
-        return ended[-1].rollout
-    if running is None or running.rollout_id != step.rollout_id:
+        mine = [e for e in state.ended if e.offset == offset and e.outcome == "aborted"]
+        if not mine:
+            ended = [e for e in state.ended if e.rollout.rollout_id == step.rollout_id]
+            why = f"it had ended already ({ended[-1].outcome})" if ended else "it was not running"
+            raise fail(f"the abort was not applied: {why}; see `mnistream rollout status`")
+        return mine[0].rollout
+    running = state.rollout
+    applied = running is not None and running.rollout_id == step.rollout_id
+    if step.action == "started":
+        applied = applied and running is not None and running.started_offset == offset
+    if not applied or running is None:
         now = describe(running) if running else "no rollout runs"
         raise fail(f"the step was not applied: the ledger changed meanwhile ({now})")
     return running
@@ -196,24 +203,115 @@ def status() -> None:
 
 async def _status(settings: Settings) -> None:
     state = await ledger_state(settings)
-    if state.rollout is None and not state.ended:
+    current = state.rollout or (state.ended[-1].rollout if state.ended else None)
+    if current is None:
         console.print("no rollout has run yet (`mnistream canary VERSION` or `shadow VERSION`)")
         return
     if state.rollout is None:
         console.print("no rollout is running; the last one:")
     async with HistoryClient.at(settings.history_url) as history:
         try:
-            found = await history.rollouts()
+            found = await history.rollout(current.rollout_id)
         except (HistoryUnavailableError, HistoryRefusedError) as exc:
-            if state.rollout is not None:
-                console.print(describe(state.rollout))
+            console.print(describe(current))
             raise fail(f"the verdict is not available: {exc}") from exc
-    if not found:
-        if state.rollout is not None:
-            console.print(describe(state.rollout))
-        console.print("[yellow]history-service has not stored this rollout yet; try again[/]")
-        return
-    print_rollout(found[0])
+    if found is None or (state.rollout is None and found.state == "running"):
+        console.print(describe(current))
+        console.print("[yellow]history-service has not stored its latest step yet; try again[/]")
+        if found is None:
+            return
+    print_rollout(found)
+
+
+@rollout_app.command("watch")
+def watch(
+    complete: Annotated[
+        bool,
+        typer.Option(
+            help="Promote the candidate (with the gate) once it is significantly not worse."
+        ),
+    ] = False,
+    min_labels: Annotated[
+        int, typer.Option(min=1, help="Labeled drawings per version before completing.")
+    ] = 100,
+    margin: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="How much worse on labels still counts as not worse (0.01: 1 point)."
+        ),
+    ] = 0.01,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between looks.")] = 5.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds.")] = 3600,
+) -> None:
+    """Follow the running rollout's verdict until it ends; with --complete, promote its
+    candidate once the lower end of the 95 % interval of its advantage on labels is above
+    -MARGIN, over at least MIN_LABELS labeled drawings per version. The guardrails in
+    history-service still abort a bad one on their own."""
+    settings = Settings()
+    rule = Completion(min_labels, margin) if complete else None
+    asyncio.run(_watch(settings, Promoter(settings), rule, interval, timeout))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """When `rollout watch --complete` promotes the candidate."""
+
+    min_labels: int
+    margin: float
+
+    def met(self, rollout: RolloutOut) -> bool:
+        """Enough labels on both sides, and significantly not worse than the champion."""
+        labeled = min(v.labeled for v in rollout.versions)
+        low = rollout.difference_low
+        return labeled >= self.min_labels and low is not None and low > -self.margin
+
+
+async def _watch(
+    settings: Settings,
+    promoter: Promoter,
+    rule: Completion | None,
+    interval: float,
+    wait_s: float,
+) -> None:
+    running = (await ledger_state(settings)).rollout
+    if running is None:
+        raise fail("no rollout is running")
+    console.print(describe(running))
+    deadline = time.monotonic() + wait_s
+    shown = ""
+    async with HistoryClient.at(settings.history_url) as history:
+        while time.monotonic() < deadline:
+            try:
+                found = await history.rollout(running.rollout_id)
+            except (HistoryUnavailableError, HistoryRefusedError) as exc:
+                console.print(f"[yellow]the verdict is not available: {exc}[/]")
+                found = None
+            if found is not None:
+                line = _progress(found)
+                if line != shown:
+                    console.print(line)
+                    shown = line
+                if found.state != "running":
+                    console.print(f"the rollout is {found.state}" + _ending(found))
+                    return
+                if rule is not None and rule.met(found):
+                    console.print("the candidate is significantly not worse: completing it")
+                    reason = f"rollout watch: {found.verdict}"
+                    await complete_rollout(promoter, found.candidate_version, reason)
+                    return
+            await asyncio.sleep(interval)
+    raise fail(f"the rollout was still running after {wait_s:.0f} s")
+
+
+def _progress(rollout: RolloutOut) -> str:
+    counts = ", ".join(
+        f"v{v.version} read {v.readings} (labels {v.labeled})" for v in rollout.versions
+    )
+    return f"{counts}; {rollout.verdict}"
+
+
+def _ending(rollout: RolloutOut) -> str:
+    return f" ({rollout.ended_by}: {rollout.end_reason})" if rollout.end_reason else ""
 
 
 def print_rollout(rollout: RolloutOut) -> None:

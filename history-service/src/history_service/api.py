@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -49,6 +49,7 @@ class ReadContext:
     health: Health
     drawings_bucket: str
     inputs: InputSource
+    rollout_evidence: rollouts.Evidence = field(default_factory=rollouts.Evidence)
 
 
 def get_context(request: Request) -> ReadContext:
@@ -208,18 +209,21 @@ def _previous_of(version: int, ledger: list[dict[str, Any]]) -> int | None:
 
 
 @router.get("/api/rollouts", response_model=list[RolloutOut], summary="Rollouts and verdicts")
-async def list_rollouts(context: Context) -> list[RolloutOut]:
-    """Every canary and shadow rollout, newest first (a running one is first), each with what
-    each version read during it, its accuracy on user labels and the verdict."""
+async def list_rollouts(
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=100, description="The newest this many")] = 10,
+) -> list[RolloutOut]:
+    """Canary and shadow rollouts, newest first (a running one is first), each with what each
+    version read during it, its accuracy on user labels and the verdict."""
     async with context.engine.connect() as conn:
-        return await rollouts.rollouts(conn)
+        return await rollouts.rollouts(conn, context.rollout_evidence, limit)
 
 
 @router.get("/api/rollouts/{rollout_id}", response_model=RolloutOut, responses=NotFound)
 async def get_rollout(rollout_id: uuid.UUID, context: Context) -> RolloutOut:
     """One rollout's course and verdict."""
     async with context.engine.connect() as conn:
-        found = await rollouts.rollout(conn, rollout_id)
+        found = await rollouts.rollout(conn, rollout_id, context.rollout_evidence)
     if found is None:
         raise HTTPException(404, f"the ledger has no rollout {rollout_id}")
     return found

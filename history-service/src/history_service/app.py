@@ -24,6 +24,7 @@ from history_service.guardrails import Guardrails, Rules
 from history_service.inputs import InputSource
 from history_service.metrics import HistoryMetrics
 from history_service.migrate import upgrade_async
+from history_service.rollouts import Evidence
 from history_service.settings import Settings
 from history_service.writer import HistoryWriter
 
@@ -69,6 +70,7 @@ def _lifespan(
             consumers.health,
             settings.drawings_bucket,
             InputSource(engine, store, consumers.writer),
+            Evidence(settings.rollout_min_labels),
         )
         app.state.replayer = consumers
         app.state.eraser = Eraser(settings.kafka_bootstrap_servers, engine)

@@ -128,7 +128,8 @@ class RolloutReading(Base):
     __tablename__ = "rollout_readings"
 
     rollout_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Indexed: an erasure deletes a drawing's readings by digit id.
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, index=True)
     model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     predicted_digit: Mapped[int] = mapped_column(SmallInteger)

@@ -168,6 +168,7 @@ async def version_stats(
         "live": kinds.get("live", 0),
         "rescore": kinds.get("rescore", 0),
         "candidate": kinds.get("candidate", 0),
+        "shadow": kinds.get("shadow", 0),
         "mean_confidence": micros / MICROS / predicted if predicted else None,
         "previous_version": previous,
         "labeled": labeled,

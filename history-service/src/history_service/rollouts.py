@@ -98,13 +98,20 @@ async def ledger_state(conn: AsyncConnection) -> LedgerState:
     return state
 
 
-async def rollouts(conn: AsyncConnection, evidence: Evidence | None = None) -> list[RolloutOut]:
-    """Every rollout, newest first, with its figures and verdict."""
-    state = await ledger_state(conn)
+def _courses(state: LedgerState) -> list[tuple[Rollout, Ended | None]]:
+    """Every rollout of the ledger, newest first, with how it ended (None: running)."""
     courses: list[tuple[Rollout, Ended | None]] = [(e.rollout, e) for e in state.ended]
     if state.rollout is not None:
         courses.append((state.rollout, None))
-    courses.sort(key=lambda course: course[0].started_offset, reverse=True)
+    return sorted(courses, key=lambda course: course[0].started_offset, reverse=True)
+
+
+async def rollouts(
+    conn: AsyncConnection, evidence: Evidence | None = None, limit: int = 10
+) -> list[RolloutOut]:
+    """The newest `limit` rollouts, newest first, each with its figures and verdict (counted
+    for those only: the ledger's fold is cheap, the figures are not)."""
+    courses = _courses(await ledger_state(conn))[:limit]
     return [await _rollout_out(conn, r, ended, evidence or Evidence()) for r, ended in courses]
 
 
@@ -112,7 +119,10 @@ async def rollout(
     conn: AsyncConnection, rollout_id: uuid.UUID, evidence: Evidence | None = None
 ) -> RolloutOut | None:
     """One rollout, or None if the ledger has none of that id."""
-    return next((r for r in await rollouts(conn, evidence) if r.rollout_id == rollout_id), None)
+    for running, ended in _courses(await ledger_state(conn)):
+        if running.rollout_id == rollout_id:
+            return await _rollout_out(conn, running, ended, evidence or Evidence())
+    return None
 
 
 async def judged_rollout(

@@ -131,26 +131,34 @@ class BatchHandler:
         champion answers what it could not read, and a shadow reading that fails is counted
         and left out."""
         if release is None:
-            return await self._answer(model, deliveries, None)
+            rejected, raised = await self._read(model, deliveries, "live", None)
+            return await self._judged(model, deliveries, rejected, raised)
         rollout = release.rollout
         if rollout.shadow:
-            rejected = await self._answer(model, deliveries, rollout.rollout_id)
+            rejected, raised = await self._read(model, deliveries, "live", rollout.rollout_id)
+            rejected = await self._judged(model, deliveries, rejected, raised)
             await self._shadow(release, deliveries)
             return rejected
         mine = [d for d in deliveries if rollout.candidate_answers(d.event.digit_id)]
         theirs = [d for d in deliveries if not rollout.candidate_answers(d.event.digit_id)]
-        rejected = await self._answer(model, theirs, rollout.rollout_id) if theirs else []
-        if mine:
-            rejected += await self._by_candidate(model, release, mine)
-        return rejected
+        # Both shares at once: neither waits for the other's answers to be acknowledged.
+        (theirs_rejected, theirs_raised), (mine_rejected, mine_raised) = await asyncio.gather(
+            self._read(model, theirs, "live", rollout.rollout_id),
+            self._by_candidate(model, release, mine),
+        )
+        return await self._judged(
+            model, deliveries, theirs_rejected + mine_rejected, theirs_raised + mine_raised
+        )
 
-    async def _answer(
+    async def _judged(
         self,
         model: LoadedModel,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-        rollout_id: uuid.UUID | None,
+        rejected: list[Rejected],
+        raised: list[Exception],
     ) -> list[Rejected]:
-        rejected, raised = await self._read(model, deliveries, "live", rollout_id)
+        """The champion failing on every drawing of the batch fails the batch (after a pause);
+        otherwise the drawings it failed on alone are rejected."""
         if deliveries and len(raised) == len(deliveries):
             delay = await self.backoff.wait()
             log.error(
@@ -168,16 +176,17 @@ class BatchHandler:
         champion: LoadedModel,
         release: Release,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-    ) -> list[Rejected]:
-        """The canary's share: the candidate answers; what it fails on, the champion does."""
+    ) -> tuple[list[Rejected], list[Exception]]:
+        """The canary's share: the candidate answers; what it fails on, the champion does (what
+        the champion then raised on is returned, for the batch's judgement)."""
         rollout_id = release.rollout.rollout_id
         rejected, raised = await self._read(release.candidate, deliveries, "live", rollout_id)
         if not raised:
-            return rejected
+            return rejected, []
         failed = {id(r.record) for r in rejected}
         again = [d for d in deliveries if id(d.record) in failed]
         self._candidate_failed(release, len(raised), raised[0])
-        return await self._answer(champion, again, rollout_id)
+        return await self._read(champion, again, "live", rollout_id)
 
     async def _shadow(
         self, release: Release, deliveries: Sequence[Delivery[DigitSubmitted]]

@@ -59,6 +59,7 @@ class ModelKeeper:
         self.read_up_to = -1  # the last ledger offset read, valid or not
         self._wanted: Wanted | None = None
         self._candidates_rejected: set[tuple[str, int, str, str]] = set()
+        self._retired: LoadedModel | None = None  # the candidate of the rollout that just ended
         self._ledger: dict[int, ModelPromoted] = {}  # every promotion read, by offset
         self._rejected: set[Refusal] = set()
         self._loader = loader
@@ -199,6 +200,9 @@ class ModelKeeper:
             return
         if rollout is None or rollout.rollout_id != release.rollout.rollout_id:
             self.release = None
+            ended = self.ledger.ended[-1] if self.ledger.ended else None
+            if ended is not None and ended.outcome == "completed":
+                self._retired = release.candidate  # the promotion that completed it swaps it in
             log.info(
                 "rollout ended; the champion serves alone",
                 rollout_id=str(release.rollout.rollout_id),
@@ -208,10 +212,18 @@ class ModelKeeper:
             self.release = Release(rollout, release.candidate)
             log.info("rollout share changed", percent=rollout.percent)
 
+    async def _champion_model(self, event: ModelPromoted) -> LoadedModel:
+        """The promoted model: the rollout's candidate this worker held, when the promotion
+        completes that rollout (already checked and warm: the swap is at once), else loaded."""
+        retired, self._retired = self._retired, None
+        if retired is not None and retired.ref == event.model:
+            return retired
+        return await self._loader(event.model, event.onnx_uri)
+
     async def _try_load(self, wanted: Wanted) -> None:
         ref = wanted.event.model
         try:
-            model = await self._loader(wanted.event.model, wanted.event.onnx_uri)
+            model = await self._champion_model(wanted.event)
         except ModelRejectedError as exc:
             self._rejected.add(refusal(wanted.event))
             self.last_error = f"v{ref.version} rejected: {exc}"

@@ -28,8 +28,8 @@ from mnistream_common.history_client import HistoryClient
 from mnistream_common.kafka import (
     LONG_POLL_MS,
     KafkaProbe,
-    end_offsets,
     make_broker,
+    promotions_end,
     wait_for_group,
 )
 from mnistream_common.logs import configure_logging, get_logger
@@ -142,7 +142,8 @@ def build_parts(
 
 
 async def _ledger_end(settings: Settings) -> int:
-    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
+    # Promotions only: a rollout step after a promotion does not supersede its rescore.
+    return await promotions_end(settings.kafka_bootstrap_servers)
 
 
 CATCH_UP_S = 60.0

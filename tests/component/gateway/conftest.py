@@ -70,6 +70,7 @@ class FakeWorker:
     broker: KafkaBroker
     answering: bool = False
     misaddressed: bool = False  # answer with another drawing's id
+    shadow_digit: int | None = None  # a shadow rollout's candidate reads it first, as this
     digit: int = 7
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     replied_at: list[float] = field(default_factory=list)  # loop time each reply was consumed
@@ -88,9 +89,23 @@ class FakeWorker:
         if not self.answering:
             return
         # Published from a task, so it reaches the gateway while the upload is waiting.
-        task = asyncio.create_task(self.publish(self.prediction_for(event)))
+        task = asyncio.create_task(self.answer(event))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def answer(self, event: DigitSubmitted) -> None:
+        if self.shadow_digit is not None:
+            candidate = MODEL.model_copy(update={"version": MODEL.version + 1})
+            shadow = prediction(
+                event.digit_id,
+                candidate,
+                digit=self.shadow_digit,
+                kind="shadow",
+                rollout_id=uuid.uuid4(),
+                submitted_at=event.submitted_at,
+            )
+            await self.publish(shadow)
+        await self.publish(self.prediction_for(event))
 
     async def publish(self, event: DigitPredicted) -> None:
         # The in-memory broker hands the record to the gateway's subscriber before it returns.

@@ -120,6 +120,20 @@ async def test_wait_answers_200_with_the_prediction_when_it_arrives(gateway: Gat
     assert len(gateway.submitted) == 1
 
 
+async def test_a_shadow_reading_is_never_the_answer(gateway: Gateway) -> None:
+    gateway.worker.answering = True
+    gateway.worker.digit, gateway.worker.shadow_digit = 4, 9
+
+    response = await upload_raw(gateway, PNG, query="?wait=5000")
+
+    prediction = response.json()["prediction"]
+    assert (prediction["kind"], prediction["predicted_digit"], prediction["model"]["version"]) == (
+        "live",
+        4,
+        7,
+    )
+
+
 async def test_wait_answers_202_when_no_prediction_arrives_in_time(gateway: Gateway) -> None:
     response = await upload_raw(gateway, PNG, query="?wait=50")
 

@@ -337,9 +337,11 @@ async def test_promoting_the_candidate_ends_the_rollout_and_swaps_it_in(running:
     running.keeper.rollout_step(rollout_step(2), 1)
     await running.until(lambda: running.keeper.release is not None, "the candidate")
 
+    loads = list(running.store.loads)
     running.promote(2, 2)
     assert running.keeper.release is None  # the champion answers everything until the swap
     await running.until_serving(2)
+    assert running.store.loads == loads  # the candidate held is swapped in, not loaded again
 
 
 async def test_a_worker_restarted_into_a_rollout_consumes_only_once_it_holds_the_candidate() -> (

@@ -13,7 +13,13 @@ from inference_worker.handlers import SERVICE, BatchHandler
 from inference_worker.keeper import Release
 from inference_worker.metrics import WorkerMetrics
 from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, typed_batch
-from mnistream_common.events import DigitPredicted, DigitSubmitted, ModelRollout, RolloutMode
+from mnistream_common.events import (
+    DeadLetter,
+    DigitPredicted,
+    DigitSubmitted,
+    ModelRollout,
+    RolloutMode,
+)
 from mnistream_common.ledger import fold
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
 
@@ -60,7 +66,7 @@ def release(candidate: LoadedModel, mode: RolloutMode, percent: float = 30.0) ->
         percent=100.0 if mode == "shadow" else percent,
         requested_by="tests@localhost",
     )
-    rollout = fold([promotion(CHAMPION_ONNX, 1), start]).rollout
+    rollout = fold(enumerate([promotion(CHAMPION_ONNX, 1), start])).rollout
     assert rollout is not None
     return Release(rollout, candidate)
 
@@ -150,3 +156,37 @@ async def test_a_failing_candidate_leaves_every_answer_to_the_champion(
 async def test_outside_a_rollout_predictions_name_no_rollout(champion: LoadedModel) -> None:
     predicted, _, _ = await run(champion, [submitted() for _ in range(5)], None)
     assert {(p.kind, p.model.version, p.rollout_id) for p in predicted} == {("live", 1, None)}
+
+
+class PickySession:
+    """A real session that fails on any batch holding a white square (all pixels 1)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, outputs: Any, feeds: dict[str, Any]) -> Any:
+        pixels = next(iter(feeds.values()))
+        if (pixels.reshape(len(pixels), -1).min(axis=1) >= 1.0).any():
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad input")
+        return self.session.run(outputs, feeds)
+
+
+async def test_a_drawing_both_models_fail_on_is_dead_lettered_not_the_batch_retried(
+    champion: LoadedModel, candidate: LoadedModel
+) -> None:
+    """In the candidate's share, a drawing the candidate fails on goes to the champion; if the
+    champion fails on it too, it alone is rejected: the batch (and its partition) goes on."""
+    picky_champion = LoadedModel(champion.ref, PickySession(champion.session), champion.provider)
+    picky_candidate = LoadedModel(
+        candidate.ref, PickySession(candidate.session), candidate.provider
+    )
+    rel = release(picky_candidate, "canary", 50.0)
+    poison_id = next(i for i in iter(uuid.uuid4, None) if rel.rollout.candidate_answers(i))
+    poison = submitted(digit_id=poison_id).model_copy(update={"model_input": b"\xff" * 784})
+    good = [submitted() for _ in range(9)]
+
+    predicted, dead, _ = await run(picky_champion, [poison, *good], rel)
+
+    assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in good)
+    [letter] = [DeadLetter.from_bytes(body) for body in dead.bodies]
+    assert "the model failed on this drawing" in letter.error

@@ -42,7 +42,7 @@ def step(
 
 def test_a_promotion_makes_the_champion_and_a_start_opens_a_rollout() -> None:
     start = step(2)
-    state = fold([promoted(1), start])
+    state = fold(enumerate([promoted(1), start]))
     assert state.champion is not None and state.champion.model.version == 1
     assert state.rollout is not None
     assert (state.rollout.rollout_id, state.rollout.percent) == (start.rollout_id, 20.0)
@@ -51,7 +51,7 @@ def test_a_promotion_makes_the_champion_and_a_start_opens_a_rollout() -> None:
 def test_a_change_sets_the_share_and_an_abort_ends_the_rollout() -> None:
     start = step(2)
     changed = step(2, "changed", rollout_id=start.rollout_id, percent=50.0)
-    state = fold([promoted(1), start, changed])
+    state = fold(enumerate([promoted(1), start, changed]))
     assert state.rollout is not None and state.rollout.percent == 50.0
     state.apply(step(2, "aborted", rollout_id=start.rollout_id), 3)
     assert state.rollout is None
@@ -59,8 +59,8 @@ def test_a_change_sets_the_share_and_an_abort_ends_the_rollout() -> None:
 
 
 def test_promoting_the_candidate_completes_the_rollout_and_another_supersedes_it() -> None:
-    completed = fold([promoted(1), step(2), promoted(2)])
-    superseded = fold([promoted(1), step(2), promoted(3)])
+    completed = fold(enumerate([promoted(1), step(2), promoted(2)]))
+    superseded = fold(enumerate([promoted(1), step(2), promoted(3)]))
     assert [e.outcome for e in completed.ended] == ["completed"]
     assert [e.outcome for e in superseded.ended] == ["superseded"]
     assert completed.rollout is None and superseded.rollout is None
@@ -76,7 +76,7 @@ def test_promoting_the_candidate_completes_the_rollout_and_another_supersedes_it
     ids=["no champion", "the champion itself", "a second rollout"],
 )
 def test_a_start_that_does_not_apply_is_ignored(entries: list[LedgerEntry], why: str) -> None:
-    state = fold(entries)
+    state = fold(enumerate(entries))
     before = state.rollout
     candidate = 1 if why.startswith("v1") else 3
     assert why in (state.apply(step(candidate), len(entries)) or "")
@@ -85,7 +85,7 @@ def test_a_start_that_does_not_apply_is_ignored(entries: list[LedgerEntry], why:
 
 def test_a_step_of_a_rollout_that_is_not_running_is_ignored() -> None:
     start = step(2)
-    state = fold([promoted(1), start, step(2, "aborted", rollout_id=start.rollout_id)])
+    state = fold(enumerate([promoted(1), start, step(2, "aborted", rollout_id=start.rollout_id)]))
     for late in (
         step(2, "changed", rollout_id=start.rollout_id, percent=90.0),
         step(2, "aborted", rollout_id=start.rollout_id),
@@ -97,13 +97,13 @@ def test_a_step_of_a_rollout_that_is_not_running_is_ignored() -> None:
 
 def test_a_shadow_rollout_has_no_share_to_change() -> None:
     start = step(2, mode="shadow")
-    state = fold([promoted(1), start])
+    state = fold(enumerate([promoted(1), start]))
     why = state.apply(step(2, "changed", rollout_id=start.rollout_id, percent=50.0), 2)
     assert why == "a shadow rollout has no share to change"
 
 
 def test_routing_is_deterministic_per_drawing_and_close_to_the_share() -> None:
-    state = fold([promoted(1), step(2, percent=20.0)])
+    state = fold(enumerate([promoted(1), step(2, percent=20.0)]))
     rollout = state.rollout
     assert rollout is not None
     ids = [uuid.UUID(int=i * 7919 + 13) for i in range(20_000)]  # not random: hashed anyway
@@ -128,6 +128,6 @@ def test_a_larger_share_keeps_every_drawing_the_smaller_share_gave_the_candidate
 
 
 def test_a_shadow_rollout_answers_nothing() -> None:
-    state = fold([promoted(1), step(2, mode="shadow")])
+    state = fold(enumerate([promoted(1), step(2, mode="shadow")]))
     assert state.rollout is not None
     assert not any(state.rollout.candidate_answers(uuid.uuid4()) for _ in range(1000))

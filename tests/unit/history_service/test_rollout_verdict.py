@@ -122,3 +122,9 @@ def test_guardrails_judge_at_99_percent() -> None:
     low99 = difference_interval(zero, one, Z99)
     assert low95 is not None and low99 is not None
     assert low95[2] < 0 < low99[2]
+
+
+def test_a_shadow_candidates_latency_is_not_judged() -> None:
+    slow = figures("candidate", 0, 0, readings=500, latency_p99_ms=5000.0)
+    shadow = rollout_with(slow).model_copy(update={"mode": "shadow"})
+    assert objection(shadow, Rules()) is None

@@ -173,6 +173,33 @@ class DigitPredicted(Event):
     records have neither.
     """
 
+    # The rules between fields (checked by `_rollout_matches_version`), for the JSON Schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"kind": {"const": "shadow"}}, "required": ["kind"]},
+                    "then": {
+                        "required": ["rollout_id"],
+                        "properties": {"rollout_id": {"type": "string"}},
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"schema_version": {"const": 1}},
+                        "required": ["schema_version"],
+                    },
+                    "then": {
+                        "properties": {
+                            "kind": {"not": {"const": "shadow"}},
+                            "rollout_id": {"type": "null"},
+                        }
+                    },
+                },
+            ]
+        }
+    )
+
     event_type: ClassVar[str] = "digit.predicted"
     schema_version: Literal[1, 2] = 2
     digit_id: DigitId
@@ -250,6 +277,13 @@ class ModelRollout(Event):
     which model it is about. Records that do not apply to the ledger's state (a second start, a
     change of a rollout that has ended) are ignored by every reader alike.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"mode": {"const": "shadow"}}, "required": ["mode"]},
+            "then": {"properties": {"percent": {"const": 100}}},
+        }
+    )
 
     event_type: ClassVar[str] = "model.rollout"
     schema_version: Literal[1] = 1

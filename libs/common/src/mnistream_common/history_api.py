@@ -80,6 +80,7 @@ class VersionStats(BaseModel):
     live: int
     rescore: int
     candidate: int
+    shadow: int = Field(0, description="Drawings it read only as a shadow rollout's candidate.")
     mean_confidence: float | None = None
     previous_version: int | None
     compared: int

@@ -115,9 +115,17 @@ class HistoryClient:
         params = {"active": "true"} if active else None
         return _JOBS.validate_python(await self._json("GET", "/api/rescore-jobs", params=params))
 
-    async def rollouts(self) -> list[RolloutOut]:
-        """Every rollout, newest first, with its verdict."""
-        return _ROLLOUTS.validate_python(await self._json("GET", "/api/rollouts"))
+    async def rollouts(self, limit: int = 10) -> list[RolloutOut]:
+        """The newest rollouts, newest first, with their verdicts."""
+        found = await self._json("GET", "/api/rollouts", params={"limit": limit})
+        return _ROLLOUTS.validate_python(found)
+
+    async def rollout(self, rollout_id: uuid.UUID) -> RolloutOut | None:
+        """One rollout with its verdict, or None if history-service has none of that id."""
+        response = await self._request("GET", f"/api/rollouts/{rollout_id}", allow=(404,))
+        if response.status_code == 404:
+            return None
+        return _parse(RolloutOut, response)
 
     async def stored_id_pages(
         self, page: int = ID_PAGE, *, until: datetime | None = None

@@ -173,18 +173,36 @@ async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first (invalid records are skipped:
     history-service dead-letters them; rollout steps are left out)."""
     entries = await read_ledger_entries(bootstrap_servers)
-    return [e for e in entries if isinstance(e, ModelPromoted)]
+    return [e for _, e in entries if isinstance(e, ModelPromoted)]
 
 
-async def read_ledger_entries(bootstrap_servers: str) -> list[LedgerEntry]:
-    """Every valid record of the ledger, promotions and rollout steps, oldest first."""
-    return await read_topic(bootstrap_servers, MODEL_PROMOTED, LedgerRecords)
+async def read_ledger_entries(bootstrap_servers: str) -> list[tuple[int, LedgerEntry]]:
+    """Every valid record of the ledger, promotions and rollout steps, oldest first, with its
+    offset."""
+    found = await read_topic_records(bootstrap_servers, MODEL_PROMOTED, LedgerRecords)
+    return [(offset, event) for _, offset, event in found]
+
+
+async def promotions_end(bootstrap_servers: str) -> int:
+    """One past the offset of the ledger's newest promotion (0: none): what a newer promotion
+    is judged by, since rollout steps follow promotions in the same ledger."""
+    promotions = [
+        o for o, e in await read_ledger_entries(bootstrap_servers) if isinstance(e, ModelPromoted)
+    ]
+    return promotions[-1] + 1 if promotions else 0
 
 
 async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: Parser[E]) -> list[E]:
     """Every valid event of a topic up to its end offsets now, in each partition's order,
     partition by partition (invalid records and tombstones are skipped: the topic's group
     consumers dead-letter the first)."""
+    return [e for _, _, e in await read_topic_records(bootstrap_servers, spec, event_type)]
+
+
+async def read_topic_records(
+    bootstrap_servers: str, spec: TopicSpec, event_type: Parser[E]
+) -> list[tuple[int, int, E]]:
+    """`read_topic`, each event with its partition and offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     try:
         await consumer.start()
@@ -195,14 +213,15 @@ async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: Parser
         # the end here (aiokafka 0.14), silently reading an empty ledger.
         for tp, offset in (await consumer.beginning_offsets(partitions)).items():
             consumer.seek(tp, offset)
-        events: list[E] = []
+        events: list[tuple[int, int, E]] = []
         for tp in partitions:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for record in batch.get(tp, []):
                     with contextlib.suppress(InvalidEventError):
                         if record.value is not None:
-                            events.append(event_type.from_bytes(record.value))
+                            event = event_type.from_bytes(record.value)
+                            events.append((record.partition, record.offset, event))
         return events
     finally:
         await consumer.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
@@ -150,10 +151,9 @@ def rollout_json(rollout: Rollout) -> dict[str, object]:
     }
 
 
-def fold(entries: list[LedgerEntry]) -> LedgerState:
-    """The state after every valid record of a ledger read from its beginning (their positions
-    in the list stand in for offsets)."""
+def fold(entries: Iterable[tuple[int, LedgerEntry]]) -> LedgerState:
+    """The state after every (offset, record) of a ledger read from its beginning."""
     state = LedgerState()
-    for offset, entry in enumerate(entries):
+    for offset, entry in entries:
         state.apply(entry, offset)
     return state

@@ -35,9 +35,12 @@ def upgrade() -> None:
         sa.Column("predicted_digit", sa.SmallInteger(), nullable=False),
         sa.Column("latency_ms", sa.Float(), nullable=True),
     )
+    # An erasure deletes a drawing's readings by digit id.
+    op.create_index("ix_rollout_readings_digit_id", "rollout_readings", ["digit_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_rollout_readings_digit_id", "rollout_readings")
     op.drop_table("rollout_readings")
     op.drop_index("ix_rollout_steps_rollout_id", "rollout_steps")
     op.drop_table("rollout_steps")
