@@ -85,8 +85,16 @@ def promote(
     asyncio.run(_promote(Promoter(Settings()), version, reason, force))
 
 
-async def _promote(promoter: Promoter, version: int | None, reason: str, force: bool) -> None:
+async def _promote(
+    promoter: Promoter,
+    version: int | None,
+    reason: str,
+    force: bool,
+    completing: uuid.UUID | None = None,
+) -> None:
     rollout = await _running_rollout(promoter)
+    if completing is not None and (rollout is None or rollout.rollout_id != completing):
+        raise fail(f"rollout {completing} is no longer running; nothing was promoted")
     version = _version_to_promote(rollout, version, force, "promote")
     try:
         report = await promoter.check(version)
@@ -95,23 +103,29 @@ async def _promote(promoter: Promoter, version: int | None, reason: str, force: 
             raise fail(
                 "refused: " + "; ".join(report.objections) + ". Use --force to promote anyway."
             )
-        if rollout is not None and rollout.started.candidate.version == version:
-            await _still_running(promoter, rollout, force)
+        completes = rollout is not None and rollout.started.candidate.version == version
+        if completes and rollout is not None:
+            completes = await _still_running(promoter, rollout, force)
         previous = report.serving
         event = await promoter.promote(report.candidate, previous=previous, reason=reason)
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
-    completed = " (the rollout is complete)" if rollout is not None else ""
+    ended = ""
+    if rollout is not None:
+        ended = " and completes its rollout" if completes else " and ends the rollout unfinished"
     console.print(
         f"[bold green]promoted[/] {event.model.name} v{event.model.version} "
-        f"(previous: {f'v{previous}' if previous else 'none'}){completed}; workers swap now, "
+        f"(previous: {f'v{previous}' if previous else 'none'}){ended}; workers swap now, "
         "rescoring of the history starts"
     )
 
 
-async def complete_rollout(promoter: Promoter, version: int, reason: str) -> None:
-    """Promote the running rollout's candidate, as `mnistream promote` does (gate included)."""
-    await _promote(promoter, version, reason, force=False)
+async def complete_rollout(
+    promoter: Promoter, rollout_id: uuid.UUID, version: int, reason: str
+) -> None:
+    """Promote the running rollout's candidate, as `mnistream promote` does (gate included),
+    if that rollout still runs."""
+    await _promote(promoter, version, reason, force=False, completing=rollout_id)
 
 
 async def _running_rollout(promoter: Promoter) -> Rollout | None:
@@ -142,18 +156,17 @@ def _version_to_promote(
     return version
 
 
-async def _still_running(promoter: Promoter, rollout: Rollout, force: bool) -> None:
-    """The rollout being completed has not ended meanwhile (a guardrail may have aborted it
-    while the gate ran)."""
-    now = await _running_rollout(promoter)
-    if now is not None and now.rollout_id == rollout.rollout_id:
-        return
-    if force:
-        console.print("[yellow]the rollout ended meanwhile; promoting anyway (--force)[/]")
-        return
+async def _still_running(promoter: Promoter, rollout: Rollout, force: bool) -> bool:
+    """Whether the rollout being completed still runs (a guardrail may have aborted it while
+    the gate ran); if it ended, the promotion goes on only with --force."""
     state = fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers))
+    if state.rollout is not None and state.rollout.rollout_id == rollout.rollout_id:
+        return True
     ended = [e for e in state.ended if e.rollout.rollout_id == rollout.rollout_id]
     why = f"{ended[-1].outcome} by {ended[-1].by}: {ended[-1].reason}" if ended else "it ended"
+    if force:
+        console.print(f"[yellow]the rollout ended meanwhile ({why}); promoting anyway[/]")
+        return False
     raise fail(
         f"the {rollout.started.mode} of v{rollout.started.candidate.version} ended while the "
         f"gate ran ({why}); nothing was promoted. Use --force to promote it anyway."

@@ -292,12 +292,17 @@ async def _watch(
                     console.print(line)
                     shown = line
                 if found.state != "running":
-                    console.print(f"the rollout is {found.state}" + _ending(found))
+                    ending = f"the rollout is {found.state}" + _ending(found)
+                    if rule is not None and found.state != "completed":
+                        raise fail(ending)  # --complete asked for a completion
+                    console.print(ending)
                     return
                 if rule is not None and rule.met(found):
                     console.print("the candidate is significantly not worse: completing it")
                     reason = f"rollout watch: {found.verdict}"
-                    await complete_rollout(promoter, found.candidate_version, reason)
+                    await complete_rollout(
+                        promoter, found.rollout_id, found.candidate_version, reason
+                    )
                     return
             await asyncio.sleep(interval)
     raise fail(f"the rollout was still running after {wait_s:.0f} s")

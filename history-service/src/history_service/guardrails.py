@@ -88,9 +88,9 @@ class Guardrails:
             judged = await judged_rollout(conn, running, Evidence(self.rules.min_labels, Z99))
         self._observe(judged)
         reason = objection(judged, self.rules)
-        if reason is not None:
-            await self._abort(running, reason)
-        return reason
+        if reason is not None and await self._abort(running, reason):
+            return reason
+        return None
 
     def _observe(self, rollout: RolloutOut | None) -> None:
         for gauge in (
@@ -111,13 +111,13 @@ class Guardrails:
             self.metrics.rollout_labeled.labels(**labels).set(v.labeled)
             self.metrics.rollout_correct.labels(**labels).set(v.correct)
 
-    async def _abort(self, running: Rollout, reason: str) -> None:
+    async def _abort(self, running: Rollout, reason: str) -> bool:
         # The tables can lag the ledger (history catching up, a replay): abort only a rollout
         # the ledger itself says is running, or every check would add an abort nobody applies.
         now = fold(await read_ledger_entries(self.bootstrap_servers)).rollout
         if now is None or now.rollout_id != running.rollout_id:
             log.info("a guardrail objection to a rollout that has ended", reason=reason)
-            return
+            return False
         step = now.step("aborted", by=GUARDRAIL, reason=reason)
         async with durable_producer(self.bootstrap_servers) as producer:
             await asyncio.wait_for(
@@ -133,3 +133,4 @@ class Guardrails:
             candidate=running.started.candidate.version,
             reason=reason,
         )
+        return True

@@ -132,34 +132,52 @@ class BatchHandler:
         and left out."""
         if release is None:
             rejected, raised = await self._read(model, deliveries, "live", None)
-            return await self._judged(model, deliveries, rejected, raised)
+            return await self._judged(model, rejected, raised, len(raised) == len(deliveries))
         rollout = release.rollout
         if rollout.shadow:
             rejected, raised = await self._read(model, deliveries, "live", rollout.rollout_id)
-            rejected = await self._judged(model, deliveries, rejected, raised)
+            rejected = await self._judged(model, rejected, raised, len(raised) == len(deliveries))
             await self._shadow(release, deliveries)
             return rejected
+        return await self._canary(model, release, deliveries)
+
+    async def _canary(
+        self,
+        model: LoadedModel,
+        release: Release,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+    ) -> list[Rejected]:
+        """Both shares at once, so neither waits for the other's answers to be acknowledged;
+        one failing (Kafka refusing a send) cancels the other, and the batch is read again."""
+        rollout = release.rollout
         mine = [d for d in deliveries if rollout.candidate_answers(d.event.digit_id)]
         theirs = [d for d in deliveries if not rollout.candidate_answers(d.event.digit_id)]
-        # Both shares at once: neither waits for the other's answers to be acknowledged.
-        (theirs_rejected, theirs_raised), (mine_rejected, mine_raised) = await asyncio.gather(
-            self._read(model, theirs, "live", rollout.rollout_id),
-            self._by_candidate(model, release, mine),
-        )
-        return await self._judged(
-            model, deliveries, theirs_rejected + mine_rejected, theirs_raised + mine_raised
-        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                champion = group.create_task(self._read(model, theirs, "live", rollout.rollout_id))
+                candidate = group.create_task(self._by_candidate(model, release, mine))
+        except* Exception as failed:
+            raise failed.exceptions[0] from failed
+        theirs_rejected, theirs_raised = champion.result()
+        mine_rejected, again, again_raised = candidate.result()
+        # The champion is broken when it fails on every drawing it read, unless it read only
+        # what the candidate failed on while the candidate read the rest: those drawings are
+        # the problem, and they are dead-lettered.
+        read = len(theirs) + again
+        raised = theirs_raised + again_raised
+        broken = read > 0 and len(raised) == read and (bool(theirs) or again == len(deliveries))
+        return await self._judged(model, theirs_rejected + mine_rejected, raised, broken)
 
     async def _judged(
         self,
         model: LoadedModel,
-        deliveries: Sequence[Delivery[DigitSubmitted]],
         rejected: list[Rejected],
         raised: list[Exception],
+        broken: bool,
     ) -> list[Rejected]:
-        """The champion failing on every drawing of the batch fails the batch (after a pause);
-        otherwise the drawings it failed on alone are rejected."""
-        if deliveries and len(raised) == len(deliveries):
+        """A broken champion (it fails on every drawing it read) fails the batch, after a
+        pause, to be read again; otherwise the drawings it failed on alone are rejected."""
+        if broken:
             delay = await self.backoff.wait()
             log.error(
                 "the model fails on every drawing; the batch will be read again",
@@ -176,17 +194,18 @@ class BatchHandler:
         champion: LoadedModel,
         release: Release,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-    ) -> tuple[list[Rejected], list[Exception]]:
-        """The canary's share: the candidate answers; what it fails on, the champion does (what
-        the champion then raised on is returned, for the batch's judgement)."""
+    ) -> tuple[list[Rejected], int, list[Exception]]:
+        """The canary's share: the candidate answers; what it fails on, the champion does.
+        Returns the rejected drawings, how many the champion read, and what it raised on."""
         rollout_id = release.rollout.rollout_id
         rejected, raised = await self._read(release.candidate, deliveries, "live", rollout_id)
         if not raised:
-            return rejected, []
+            return rejected, 0, []
         failed = {id(r.record) for r in rejected}
         again = [d for d in deliveries if id(d.record) in failed]
         self._candidate_failed(release, len(raised), raised[0])
-        return await self._read(champion, again, "live", rollout_id)
+        rejected, champion_raised = await self._read(champion, again, "live", rollout_id)
+        return rejected, len(again), champion_raised
 
     async def _shadow(
         self, release: Release, deliveries: Sequence[Delivery[DigitSubmitted]]

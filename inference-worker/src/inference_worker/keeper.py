@@ -59,7 +59,8 @@ class ModelKeeper:
         self.read_up_to = -1  # the last ledger offset read, valid or not
         self._wanted: Wanted | None = None
         self._candidates_rejected: set[tuple[str, int, str, str]] = set()
-        self._retired: LoadedModel | None = None  # the candidate of the rollout that just ended
+        # The candidate (and its object) of the rollout a promotion just completed.
+        self._retired: tuple[LoadedModel, str] | None = None
         self._ledger: dict[int, ModelPromoted] = {}  # every promotion read, by offset
         self._rejected: set[Refusal] = set()
         self._loader = loader
@@ -125,6 +126,7 @@ class ModelKeeper:
                 self.fallback = None  # the ledger's newest is the model serving again
             if decision is SwapDecision.LOAD and wanted is not None:
                 await self._try_load(wanted)
+            self._retired = None  # used by that load, or not wanted: not held any longer
             if self.current is not None and self._ledger_end_to_wait_for() == 0:
                 await self._settle_release()
                 await self._announce_ready()
@@ -202,7 +204,8 @@ class ModelKeeper:
             self.release = None
             ended = self.ledger.ended[-1] if self.ledger.ended else None
             if ended is not None and ended.outcome == "completed":
-                self._retired = release.candidate  # the promotion that completed it swaps it in
+                # The promotion that completed it swaps it in.
+                self._retired = (release.candidate, release.rollout.started.onnx_uri)
             log.info(
                 "rollout ended; the champion serves alone",
                 rollout_id=str(release.rollout.rollout_id),
@@ -216,8 +219,8 @@ class ModelKeeper:
         """The promoted model: the rollout's candidate this worker held, when the promotion
         completes that rollout (already checked and warm: the swap is at once), else loaded."""
         retired, self._retired = self._retired, None
-        if retired is not None and retired.ref == event.model:
-            return retired
+        if retired is not None and (retired[0].ref, retired[1]) == (event.model, event.onnx_uri):
+            return retired[0]  # the same model from the same object, checked when loaded
         return await self._loader(event.model, event.onnx_uri)
 
     async def _try_load(self, wanted: Wanted) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from inference_worker.handlers import SERVICE, BatchHandler
+from inference_worker.handlers import SERVICE, BatchHandler, ModelFailingError
 from inference_worker.keeper import Release
 from inference_worker.metrics import WorkerMetrics
 from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, typed_batch
@@ -190,3 +190,15 @@ async def test_a_drawing_both_models_fail_on_is_dead_lettered_not_the_batch_retr
     assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in good)
     [letter] = [DeadLetter.from_bytes(body) for body in dead.bodies]
     assert "the model failed on this drawing" in letter.error
+
+
+async def test_a_champion_failing_on_its_whole_share_fails_the_batch(
+    champion: LoadedModel, candidate: LoadedModel
+) -> None:
+    """The candidate answering its share does not hide a broken champion: its share is not
+    dead-lettered but read again (the batch is not committed)."""
+    broken = LoadedModel(champion.ref, FailingSession(), champion.provider)
+    rel = release(candidate, "canary", 50.0)
+
+    with pytest.raises(ModelFailingError):
+        await run(broken, [submitted() for _ in range(20)], rel)
