@@ -238,6 +238,11 @@ class ModelKeeper:
             )
             if self.current is None:
                 await self._fall_back(wanted.offset)
+                if self.current is not None:
+                    # Consuming starts before the fallback is reported: a worker that says
+                    # what it serves instead is serving it.
+                    await self._settle_release()
+                    await self._announce_ready()
             self._note_fallback(ref)
             return
         except ModelUnavailableError as exc:

@@ -385,3 +385,24 @@ async def test_a_candidate_not_loadable_yet_does_not_hold_up_serving() -> None:
         assert keeper.release is None and "unavailable" in (keeper.candidate_error or "")
     finally:
         task.cancel()
+
+
+async def test_a_restarted_worker_consumes_before_it_reports_serving_an_earlier_champion() -> None:
+    """What /readyz reports as the fallback is already serving: consuming started first."""
+    store = FakeModelStore(rejected={2})
+    fallback_when_ready: list[str | None] = []
+    keeper: ModelKeeper
+
+    async def on_ready() -> None:
+        fallback_when_ready.append(keeper.fallback)
+
+    keeper = ModelKeeper(store.load, Swaps(), retry_seconds=0.01, on_ready=on_ready)
+    task = asyncio.create_task(keeper.run())
+    try:
+        keeper.ledger_end_at_start = 2
+        keeper.promoted(promotion(MODELS[1], 1), 0)
+        keeper.promoted(promotion(MODELS[2], 2), 1)
+        await eventually(lambda: asyncio.sleep(0, keeper.fallback is not None), 5.0, "fallback")
+        assert fallback_when_ready == [None]
+    finally:
+        task.cancel()
