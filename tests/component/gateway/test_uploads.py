@@ -4,6 +4,7 @@ their time-ordered id; `?wait=` answers with the prediction; every bad upload ge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -132,6 +133,30 @@ async def test_a_shadow_reading_is_never_the_answer(gateway: Gateway) -> None:
         4,
         7,
     )
+
+
+async def test_the_event_stream_carries_the_champions_answer_and_no_shadow_reading(
+    gateway: Gateway,
+) -> None:
+    gateway.worker.answering = True
+    gateway.worker.digit, gateway.worker.shadow_digit = 4, 9
+    stream = gateway.app.state.gateway.hub.subscribe()
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)  # subscribed before the upload
+
+    response = await upload_raw(gateway, PNG, query="?wait=5000")
+    event = await asyncio.wait_for(first, 5)
+    second = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.2)
+
+    assert response.status_code == 200, response.text
+    assert event.name == "prediction"
+    assert (event.data["kind"], event.data["predicted_digit"]) == ("live", 4)
+    assert not second.done(), "a second prediction event (the shadow reading) was streamed"
+    second.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second
+    await stream.aclose()
 
 
 async def test_wait_answers_202_when_no_prediction_arrives_in_time(gateway: Gateway) -> None:
