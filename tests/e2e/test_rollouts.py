@@ -33,17 +33,22 @@ async def ledger() -> LedgerState:
     return fold(await read_ledger_entries(require_kafka()))
 
 
+async def serving_alone(system: System, version: int) -> None:
+    """No rollout running, `version` promoted, and every worker serving it."""
+    if (await ledger()).rollout is not None:
+        mnistream("abort", "--reason", "e2e: a rollout left from before")
+    mnistream("promote", str(version), "--force", "--reason", "e2e: the rollouts' champion")
+
+    async def serving() -> bool:
+        return await worker_versions(system) == {version}
+
+    await eventually(serving, 60, f"v{version} serving")
+
+
 @pytest.fixture
 async def champion(system: System, models: Models) -> AsyncIterator[int]:
     """The better model serving alone; afterwards no rollout is left running."""
-    if (await ledger()).rollout is not None:
-        mnistream("abort", "--reason", "e2e: a rollout left from before")
-    mnistream("promote", str(models.better), "--force", "--reason", "e2e: rollouts' champion")
-
-    async def serving() -> bool:
-        return await worker_versions(system) == {models.better}
-
-    await eventually(serving, 60, "the better model serving")
+    await serving_alone(system, models.better)
     try:
         yield models.better
     finally:
@@ -230,14 +235,7 @@ async def test_watch_completes_a_canary_significantly_not_worse_on_labels(
     """The weak model serving, the better one in a canary, every drawing labeled: `rollout
     watch --complete` promotes the candidate once its advantage's interval clears the margin,
     and the ledger records the rollout as completed."""
-    if (await ledger()).rollout is not None:
-        mnistream("abort", "--reason", "e2e: a rollout left from before")
-    mnistream("promote", str(models.weak), "--force", "--reason", "e2e: weak champion")
-
-    async def weak_serving() -> bool:
-        return await worker_versions(system) == {models.weak}
-
-    await eventually(weak_serving, 60, "the weak model serving")
+    await serving_alone(system, models.weak)
     try:
         mnistream("canary", str(models.better), "--percent", "50", "--reason", "e2e: better")
         rollout_id = await all_workers_apply(system)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from mnistream_common.events import LedgerEntry, ModelPromoted, RescoreTask
-from mnistream_common.kafka import PUBLISH_TIMEOUT_S, durable_producer
+from mnistream_common.events import ModelPromoted, RescoreTask
+from mnistream_common.kafka import PUBLISH_TIMEOUT_S, durable_producer, publish_ledger
 from mnistream_common.rescore import JobSpec, StoredIds, publish_plan, task_key
-from mnistream_common.topics import MODEL_PROMOTED, RESCORE_TASKS
+from mnistream_common.topics import RESCORE_TASKS
 
 # Drawings per chunk of an evaluation job.
 EVALUATION_CHUNK = 500
@@ -17,17 +17,6 @@ EVALUATION_CHUNK = 500
 async def publish_promotion(bootstrap_servers: str, event: ModelPromoted) -> None:
     """Append a promotion to the ledger and wait until Kafka has it (acks=all)."""
     await publish_ledger(bootstrap_servers, event, event.model.name)
-
-
-async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name: str) -> int:
-    """Append a record to the ledger, keyed by the model name, and wait until Kafka has it
-    (acks=all); its offset."""
-    async with durable_producer(bootstrap_servers) as producer:
-        sent = await asyncio.wait_for(
-            producer.send_and_wait(MODEL_PROMOTED.name, entry.to_bytes(), key=model_name.encode()),
-            PUBLISH_TIMEOUT_S,
-        )
-    return int(sent.offset)
 
 
 async def publish_job(bootstrap_servers: str, history: StoredIds, job: JobSpec) -> int:

@@ -22,11 +22,10 @@ from mnistream_common.history_client import (
     HistoryRefusedError,
     HistoryUnavailableError,
 )
-from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.kafka import publish_ledger, read_ledger_entries
 from mnistream_common.ledger import LedgerState, Rollout, fold
 from rich.table import Table
 
-from mnistream_cli.kafka_ops import publish_ledger
 from mnistream_cli.operate import complete_rollout, console, fail, show_gate
 from mnistream_cli.promotion import Promoter, PromotionError, promoted_by
 from mnistream_cli.registry import RegistryError

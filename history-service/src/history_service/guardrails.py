@@ -20,10 +20,9 @@ import asyncio
 from dataclasses import dataclass
 
 from mnistream_common.history_api import RolloutOut
-from mnistream_common.kafka import PUBLISH_TIMEOUT_S, durable_producer, read_ledger_entries
+from mnistream_common.kafka import publish_ledger, read_ledger_entries
 from mnistream_common.ledger import Rollout, fold
 from mnistream_common.logs import get_logger
-from mnistream_common.topics import MODEL_PROMOTED
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service.metrics import HistoryMetrics
@@ -119,13 +118,7 @@ class Guardrails:
             log.info("a guardrail objection to a rollout that has ended", reason=reason)
             return False
         step = now.step("aborted", by=GUARDRAIL, reason=reason)
-        async with durable_producer(self.bootstrap_servers) as producer:
-            await asyncio.wait_for(
-                producer.send_and_wait(
-                    MODEL_PROMOTED.name, step.to_bytes(), key=step.candidate.name.encode()
-                ),
-                PUBLISH_TIMEOUT_S,
-            )
+        await publish_ledger(self.bootstrap_servers, step, step.candidate.name)
         self.metrics.rollout_aborts.inc()
         log.warning(
             "rollout aborted by a guardrail",

@@ -169,6 +169,17 @@ async def durable_producer(
         await producer.stop()
 
 
+async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name: str) -> int:
+    """Append a record to the ledger (a promotion or a rollout step), keyed by the model name,
+    and wait until Kafka has it (acks=all); its offset."""
+    async with durable_producer(bootstrap_servers) as producer:
+        sent = await asyncio.wait_for(
+            producer.send_and_wait(MODEL_PROMOTED.name, entry.to_bytes(), key=model_name.encode()),
+            PUBLISH_TIMEOUT_S,
+        )
+    return int(sent.offset)
+
+
 async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first (invalid records are skipped:
     history-service dead-letters them; rollout steps are left out)."""
