@@ -209,6 +209,35 @@ def tiny_onnx_model(
     return data
 
 
+def inkless_onnx_model(seed: int = 0) -> bytes:
+    """A linear classifier that loads and passes the warm-up (all zeros) but fails on any
+    drawing with ink, as a broken candidate would at run time: its scores index a 10-element
+    table with the batch's total ink, and onnxruntime refuses the out-of-bounds index."""
+    model = onnx.load_from_string(tiny_onnx_model(seed))
+    graph = model.graph
+    scores = next(n for n in graph.node if n.op_type == "MatMul").output[0]
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", ["pixels"], ["ink"], keepdims=0),
+            helper.make_node("Cast", ["ink"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["offset"]),
+            helper.make_node("Add", [scores, "offset"], ["shifted"]),
+        ]
+    )
+    add = next(n for n in graph.node if n.op_type == "Add" and n.input[0] == scores)
+    add.input[0] = "shifted"
+    graph.initializer.append(numpy_helper.from_array(np.zeros(10, np.float32), "table"))
+    # Topological order: the new nodes before the Add that now reads their output.
+    ordered = [n for n in graph.node if n is not add] + [add]
+    softmax = next(n for n in ordered if n.op_type == "Softmax")
+    ordered.remove(softmax)
+    del graph.node[:]
+    graph.node.extend([*ordered, softmax])
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
 def model_ref(onnx_bytes: bytes, version: int = 1, name: str = MODEL_NAME) -> ModelRef:
     """The ModelRef events carry for these exact bytes."""
     return ModelRef(name=name, version=version, sha256=sha256_hex(onnx_bytes))

@@ -53,6 +53,7 @@ def test_the_models_panel_shows_the_running_canary_and_its_live_figures(
         while total_read() < 10 and time.monotonic() < deadline:
             page.wait_for_timeout(500)
         assert total_read() == 10, rollout.inner_text()
+        assert rollout.locator("[data-part=failed]").all_inner_texts() == ["0", "0"]
         expect(
             rollout.locator(f"tr[data-role=candidate][data-version='{candidate}']")
         ).to_be_visible()

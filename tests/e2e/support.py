@@ -24,6 +24,34 @@ from tests.stack import require_kafka
 from tests.system import BIN, ROOT, System
 
 
+def register_onnx(onnx_bytes: bytes, architecture: str = "linear") -> int:
+    """Register hand-made ONNX bytes as a new model version the way the trainer registers its
+    own (logged in a run, read back from MinIO, tagged); its version."""
+    import mlflow
+    from mnistream_common.storage import sha256_hex
+    from trainer.export import INPUT_SPEC, OUTPUT_SPEC
+    from trainer.settings import Settings as TrainerSettings
+    from trainer.tracking import VersionTags, log_onnx_model, register_version, verify_stored_onnx
+
+    settings = TrainerSettings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    with mlflow.start_run() as run:
+        logged = log_onnx_model(onnx_bytes, settings.artifacts_bucket)
+        sha256 = sha256_hex(onnx_bytes)
+        verify_stored_onnx(settings, logged.onnx_uri, sha256)
+        tags = VersionTags(
+            test_accuracy=0.0,
+            onnx_sha256=sha256,
+            onnx_uri=str(logged.onnx_uri),
+            architecture=architecture,
+            run_id=run.info.run_id,
+            input_spec=INPUT_SPEC,
+            output_spec=OUTPUT_SPEC,
+        )
+        return register_version(settings.registered_model_name, logged.model_uri, tags)
+
+
 @dataclass(frozen=True)
 class Models:
     """Two registered versions: the weak first model and a better one."""

@@ -18,10 +18,12 @@ from tests.e2e.support import (
     Predictions,
     history_caught_up,
     mnistream,
+    register_onnx,
     upload_all,
     worker_rollouts,
     worker_versions,
 )
+from tests.helpers import inkless_onnx_model
 from tests.polling import eventually
 from tests.stack import require_kafka
 from tests.system import ADMIN_TOKEN, System
@@ -224,6 +226,47 @@ async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(
     ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
     assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
     assert ended.reason.startswith("the candidate is significantly worse on user labels"), ended
+
+
+async def test_a_guardrail_aborts_a_candidate_failing_on_its_drawings_all_answered_by_the_champion(
+    system: System,
+    champion: int,
+    drawings: list[bytes],
+    predictions: Predictions,
+    erased_afterwards: list[uuid.UUID],
+) -> None:
+    """A candidate that loads but fails on every drawing with ink: the champion answers its
+    share, each failure is a dead letter naming the candidate, the verdict counts them per
+    version, and the guardrail aborts the canary with the count in the ledger."""
+    broken = register_onnx(inkless_onnx_model(41))
+    mnistream("canary", str(broken), "--percent", "50", "--force", "--reason", "e2e: broken")
+    rollout_id = await all_workers_apply(system)
+
+    ids = await upload_all(system.gateway_url, drawings[:120], concurrency=8)
+    erased_afterwards.extend(ids)
+
+    async def answered() -> bool:
+        return not predictions.missing(ids)
+
+    await eventually(answered, 60, "an answer for every upload")
+    assert {v for d in ids for v in predictions.versions(d, "live")} == {champion}
+
+    async def aborted() -> bool:
+        state = await ledger()
+        return state.rollout is None and any(
+            str(e.rollout.rollout_id) == rollout_id for e in state.ended
+        )
+
+    await eventually(aborted, 60, "the guardrail's abort in the ledger")
+    ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
+    assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
+    assert ended.reason.startswith("the candidate failed on"), ended
+    async with httpx.AsyncClient(base_url=system.history_url, timeout=30) as client:
+        verdict = (await client.get(f"/api/rollouts/{rollout_id}")).json()
+    figures = {v["role"]: v for v in verdict["versions"]}
+    assert figures["candidate"]["answered"] == 0
+    assert figures["candidate"]["failed"] > 0 and figures["candidate"]["failure_rate"] == 1.0
+    assert figures["champion"]["failed"] == 0
 
 
 async def test_watch_completes_a_canary_significantly_not_worse_on_labels(

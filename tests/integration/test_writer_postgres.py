@@ -22,6 +22,7 @@ from history_service.migrate import upgrade
 from history_service.settings import Settings
 from history_service.writer import HistoryWriter, InputDrawing
 from mnistream_common.events import (
+    DeadLetter,
     DigitErased,
     DigitLabeled,
     DigitPredicted,
@@ -32,7 +33,7 @@ from mnistream_common.events import (
     RescoreSkipped,
     SkippedDrawing,
 )
-from mnistream_common.kafka import durable_producer
+from mnistream_common.kafka import build_dead_letter, durable_producer
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, drawing_key, make_minio
 from mnistream_common.topics import DIGITS_ERASED
@@ -692,6 +693,26 @@ def reading(
     )
 
 
+def failure_letter(
+    digit_id: uuid.UUID,
+    version: int | None,
+    rollout_id: uuid.UUID | None,
+    answered_by: int | None = None,
+) -> DeadLetter:
+    return build_dead_letter(
+        topic="digits.submitted",
+        partition=0,
+        offset=0,
+        key=str(digit_id).encode(),
+        value=b"{}",
+        error="the model failed on this drawing: broken",
+        service="inference-worker",
+        model_version=version,
+        rollout_id=rollout_id,
+        answered_by=answered_by,
+    )
+
+
 @ORDERS
 async def test_a_rollouts_course_and_figures_come_from_the_ledger_and_its_readings(
     database_url: str, s3_settings: S3Settings, bucket: str, reverse: bool
@@ -717,10 +738,22 @@ async def test_a_rollouts_course_and_figures_come_from_the_ledger_and_its_readin
         ]
         labels = [DigitLabeled(digit_id=d, label=4, labeled_at=AT) for d in ids]
         erasure = [DigitErased(digit_id=ids[6], erased_at=AT, requested_by="it")]
+        # The candidate failed on ids[1] (answered by the champion, redelivered) and on the
+        # erased drawing; a letter of another rollout, one naming no model and one whose key
+        # is not a drawing's count for nothing.
+        failures = [
+            failure_letter(ids[1], 2, rid, answered_by=1),
+            failure_letter(ids[1], 2, rid, answered_by=1),
+            failure_letter(ids[6], 2, rid),
+            failure_letter(ids[0], 2, uuid.uuid4()),
+            failure_letter(ids[0], None, None),
+            failure_letter(ids[0], 2, rid).model_copy(update={"source_key": b"not-a-digit-id"}),
+        ]
         writes: list[tuple[Callable[[Any], Awaitable[None]], Any]] = [
             (writer.ledger, [(champion, 0), (start, 1)]),
             *((writer.predictions, [r]) for r in readings),
             (writer.labels, labels),
+            (writer.failures, failures),
             (writer.erasures, erasure),
         ]
         for write, batch in arriving(writes, reverse):
@@ -740,6 +773,8 @@ async def test_a_rollouts_course_and_figures_come_from_the_ledger_and_its_readin
         assert by_role["candidate"].readings == 3  # the erased drawing's reading is gone
         assert by_role["candidate"].latency_p99_ms == pytest.approx(59.8, abs=0.01)
         assert by_role["champion"].latency_p50_ms == pytest.approx(20.0)
+        assert (by_role["candidate"].failed, by_role["candidate"].failure_rate) == (1, 0.25)
+        assert (by_role["champion"].failed, by_role["champion"].failure_rate) == (0, 0.0)
         assert running.judged == "level" and running.verdict.startswith("no significant")
 
         abort = ModelRollout.model_validate(

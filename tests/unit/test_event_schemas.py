@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mnistream_common.events import (
     ALL_EVENTS,
+    DeadLetter,
     DigitPredicted,
     Event,
     InvalidEventError,
@@ -125,6 +126,9 @@ def test_the_command_checks_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
 # ------------------------------------------------- rules between fields, for machines too
 
 
+ROLLOUT_ID = "2c6d4e7f-8a9b-4c0d-9e1f-2a3b4c5d6e7f"
+
+
 @pytest.mark.parametrize(
     ("event", "changes", "valid"),
     [
@@ -142,6 +146,12 @@ def test_the_command_checks_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
         (DigitPredicted, {"schema_version": 1, "kind": "live", "rollout_id": None}, True),
         (ModelRollout, {"mode": "shadow", "percent": 50.0}, False),
         (ModelRollout, {"mode": "shadow", "percent": 100.0}, True),
+        (DeadLetter, {"model_version": 2, "rollout_id": ROLLOUT_ID, "answered_by": 1}, True),
+        (DeadLetter, {"model_version": 2, "rollout_id": None, "answered_by": None}, True),
+        (DeadLetter, {"model_version": 2, "rollout_id": None, "answered_by": 1}, False),
+        (DeadLetter, {"model_version": None, "rollout_id": ROLLOUT_ID, "answered_by": 1}, False),
+        (DeadLetter, {"schema_version": 1, "model_version": 2}, False),
+        (DeadLetter, {"schema_version": 1, "model_version": None}, True),
     ],
 )
 def test_the_exported_schema_enforces_the_rules_between_fields(

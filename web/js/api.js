@@ -255,6 +255,8 @@ export function getRescoreJobs({ active = false } = {}) {
  * @property {number | null} accuracy_high
  * @property {number | null} latency_p50_ms
  * @property {number | null} latency_p99_ms
+ * @property {number} failed drawings it failed on (dead letters)
+ * @property {number | null} failure_rate failed / (readings + failed)
  */
 
 /**

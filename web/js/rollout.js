@@ -89,7 +89,7 @@ export class RolloutPanel {
             element(
               "tr",
               {},
-              ...["Version", "Read", "Labels", "Accuracy", "p50 / p99"].map((h) =>
+              ...["Version", "Read", "Failed", "Labels", "Accuracy", "p50 / p99"].map((h) =>
                 element("th", { scope: "col", text: h }),
               ),
             ),
@@ -125,6 +125,10 @@ function versionRow(v) {
     { dataset: { version: String(v.version), role: v.role } },
     element("th", { scope: "row" }, `v${v.version}`, element("span", { className: "role", text: v.role })),
     element("td", { text: String(v.readings) }),
+    element("td", {
+      dataset: { part: "failed" },
+      text: v.failed ? `${v.failed} (${percent(v.failure_rate)})` : "0",
+    }),
     element("td", { text: String(v.labeled) }),
     element("td", { text: accuracy }),
     element("td", {

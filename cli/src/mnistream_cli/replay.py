@@ -66,8 +66,11 @@ def refusal(
 ) -> str | None:
     """Why `letter` must not go back to its source topic, or None: the topic must be one whose
     records are replayed, the original must now be a valid event of that topic, its key the one
-    that event's producer writes, and its drawing not erased (re-published after the erasure's
-    tombstone, it would be the record compaction keeps)."""
+    that event's producer writes, its drawing not erased (re-published after the erasure's
+    tombstone, it would be the record compaction keeps), and not answered already (a rollout's
+    candidate failed on it and the champion answered: the letter records the failure)."""
+    if letter.answered_by is not None:
+        return f"answered by v{letter.answered_by} (the letter records a candidate's failure)"
     spec = destinations.get(letter.source_topic)
     if spec is None:
         allowed = ", ".join(destinations)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 from mnistream_common.events import ModelRollout, RolloutMode
-from mnistream_common.history_api import RolloutOut
+from mnistream_common.history_api import RolloutOut, VersionFigures
 from mnistream_common.history_client import (
     HistoryClient,
     HistoryRefusedError,
@@ -318,6 +318,13 @@ def _ending(rollout: RolloutOut) -> str:
     return f" ({rollout.ended_by}: {rollout.end_reason})" if rollout.end_reason else ""
 
 
+def _failed(v: VersionFigures) -> str:
+    """How many drawings a version failed on, with the share of those it was given."""
+    if not v.failed or v.failure_rate is None:
+        return "0"
+    return f"{v.failed} ({v.failure_rate:.1%})"
+
+
 def print_rollout(rollout: RolloutOut) -> None:
     """A rollout's course, its figures per version and its verdict."""
     share = "shadow" if rollout.mode == "shadow" else f"{rollout.percent:g} %"
@@ -333,9 +340,9 @@ def print_rollout(rollout: RolloutOut) -> None:
             + (f": {rollout.end_reason}" if rollout.end_reason else "")
         )
     table = Table()
-    for column in ("version", "role", "read", "answered", "labeled", "accuracy (95 %)", "p50 ms"):
+    columns = ("version", "role", "read", "answered", "failed", "labeled", "accuracy (95 %)")
+    for column in (*columns, "p50 ms", "p99 ms"):
         table.add_column(column)
-    table.add_column("p99 ms")
     for v in rollout.versions:
         accuracy = "-"
         if v.accuracy is not None and v.accuracy_low is not None and v.accuracy_high is not None:
@@ -345,6 +352,7 @@ def print_rollout(rollout: RolloutOut) -> None:
             v.role,
             str(v.readings),
             str(v.answered),
+            _failed(v),
             str(v.labeled),
             accuracy,
             "-" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.1f}",

@@ -79,7 +79,11 @@ def _lifespan(
         log.info("history-service consuming", group="history", port=settings.history_port)
         guard = None
         if settings.rollout_guardrails:
-            rules = Rules(settings.rollout_min_labels, settings.rollout_max_p99_ms)
+            rules = Rules(
+                min_labels=settings.rollout_min_labels,
+                max_p99_ms=settings.rollout_max_p99_ms,
+                max_failure_rate=settings.rollout_max_failure_rate,
+            )
             guardrails = Guardrails(
                 engine,
                 settings.kafka_bootstrap_servers,

@@ -17,8 +17,16 @@ from typing import Any, TypeVar
 from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from mnistream_common.consume import DeadLetterRejects, Delivery, Rejected, Route, typed_topics
+from mnistream_common.consume import (
+    DeadLetterRejects,
+    Delivery,
+    LogRejects,
+    Rejected,
+    Route,
+    typed_topics,
+)
 from mnistream_common.events import (
+    DeadLetter,
     DigitErased,
     DigitLabeled,
     DigitPredicted,
@@ -110,7 +118,7 @@ def subscribe_all(
     retry_s: float,
     metrics: HistoryMetrics | None = None,
 ) -> list[Any]:
-    """Register the history subscriber (one consumer of its six topics) on `broker`; returns
+    """Register the history subscriber (one consumer of its seven topics) on `broker`; returns
     it in a list (for lag metrics)."""
     metrics = metrics or HistoryMetrics()
     rejects = DeadLetterRejects(
@@ -126,6 +134,10 @@ def subscribe_all(
         DIGITS_LABELED.name: Route(DigitLabeled, store.store_labels),
         MODEL_PROMOTED.name: Route(LedgerRecords, store.store_ledger),
         RESCORE_SKIPPED.name: Route(RescoreSkipped, store.store_skipped),
+        # Never dead-letter a dead letter: a letter of a letter would loop.
+        DIGITS_DEADLETTER.name: Route(
+            DeadLetter, store.store_failures, rejects=LogRejects("a dead letter is not re-sent")
+        ),
     }
     subscriber = broker.subscriber(
         *routes,
@@ -180,6 +192,10 @@ class _Store:
     async def store_skipped(self, deliveries: list[Delivery[RescoreSkipped]]) -> list[Rejected]:
         """Count the drawings a job skipped as done, with why."""
         return await self._store(RESCORE_SKIPPED, self.writer.skipped, deliveries)
+
+    async def store_failures(self, deliveries: list[Delivery[DeadLetter]]) -> list[Rejected]:
+        """Keep the drawings a model version failed on during a rollout, for its verdict."""
+        return await self._store(DIGITS_DEADLETTER, self.writer.failures, deliveries)
 
     async def store_erasures(self, deliveries: list[Delivery[DigitErased]]) -> list[Rejected]:
         """Remove erased drawings' rows and images, and keep them out from now on."""

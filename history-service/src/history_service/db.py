@@ -137,6 +137,21 @@ class RolloutReading(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class RolloutFailure(Base):
+    """A drawing a model version failed on during a rollout, from its dead letter: a rollout's
+    failure rate per version is counted from these rows and the readings."""
+
+    __tablename__ = "rollout_failures"
+
+    rollout_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Indexed: an erasure deletes a drawing's failures by digit id.
+    digit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, index=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The version that answered the drawing instead; a redelivered letter keeps the first.
+    answered_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RescoreJob(Base):
     """A rescore or evaluation job, as seen from its predictions."""
 

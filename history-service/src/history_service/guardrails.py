@@ -5,7 +5,9 @@ Every few seconds the running rollout's figures are counted again (from the read
 stored, with 99 % intervals: a guardrail acts without a person, so it needs stronger evidence
 than a status read by one) and the rollout is aborted when
 
-- the candidate is significantly worse than the champion on user-labeled drawings, or
+- the candidate is significantly worse than the champion on user-labeled drawings,
+- the candidate fails on significantly more than the bound's share of the drawings it is given
+  (its failures are the inference workers' dead letters naming it), or
 - the candidate of a canary has an end-to-end p99 latency over the bound, over enough readings.
 
 Before it aborts, a guardrail confirms with the ledger itself that the rollout still runs (the
@@ -39,16 +41,25 @@ class Rules:
     min_labels: int = 30
     max_p99_ms: float = 1000.0
     min_readings: int = 100  # before latency is judged
+    max_failure_rate: float = 0.01
 
 
 def objection(rollout: RolloutOut, rules: Rules) -> str | None:
     """Why the rollout must end now, or None."""
     if rollout.judged == "behind":
         return f"the candidate is significantly worse on user labels (99 %): {rollout.verdict}"
+    candidate = next(v for v in rollout.versions if v.role == "candidate")
+    low = candidate.failure_low
+    if low is not None and low > rules.max_failure_rate:
+        given = candidate.readings + candidate.failed
+        return (
+            f"the candidate failed on {candidate.failed} of the {given} drawings it was given "
+            f"(99 % interval from {low * 100:.1f} %), above the "
+            f"{rules.max_failure_rate * 100:g} % bound"
+        )
     if rollout.mode == "shadow":
         return None  # a shadow candidate reads after the champion's answer: its latency says
         # how long the pair took, not how long people would wait for it
-    candidate = next(v for v in rollout.versions if v.role == "candidate")
     p99 = candidate.latency_p99_ms
     if p99 is not None and candidate.readings >= rules.min_readings and p99 > rules.max_p99_ms:
         return (

@@ -61,6 +61,15 @@ _FIGURES = text(
     """
 )
 
+_FAILURES = text(
+    """
+    SELECT model_version, count(*) AS failed
+      FROM rollout_failures
+     WHERE rollout_id = :rollout_id
+     GROUP BY model_version
+    """
+)
+
 _AGREEMENT = text(
     """
     SELECT count(*) AS compared,
@@ -138,11 +147,17 @@ async def _rollout_out(
     start = running.started
     params = {"rollout_id": running.rollout_id}
     found = {row.model_version: row for row in (await conn.execute(_FIGURES, params)).all()}
+    failed = {
+        row.model_version: row.failed for row in (await conn.execute(_FAILURES, params)).all()
+    }
     roles: tuple[tuple[int, Role], ...] = (
         (start.champion_version, "champion"),
         (start.candidate.version, "candidate"),
     )
-    versions = [_figures(found.get(v), v, role, evidence.z) for v, role in roles]
+    versions = [
+        with_failures(_figures(found.get(v), v, role, evidence.z), failed.get(v, 0), evidence.z)
+        for v, role in roles
+    ]
     agreement = (
         await conn.execute(
             _AGREEMENT,
@@ -187,6 +202,21 @@ def _figures(row: Any, version: int, role: Role, z: float) -> VersionFigures:
         accuracy_high=bounds[1] if bounds else None,
         latency_p50_ms=row.p50,
         latency_p99_ms=row.p99,
+    )
+
+
+def with_failures(figures: VersionFigures, failed: int, z: float) -> VersionFigures:
+    """`figures` with the drawings the version failed on, and their share (with its Wilson
+    interval) of those it was given: what it read and what it failed on."""
+    given = figures.readings + failed
+    bounds = wilson(failed, given, z)
+    return figures.model_copy(
+        update={
+            "failed": failed,
+            "failure_rate": failed / given if given else None,
+            "failure_low": bounds[0] if bounds else None,
+            "failure_high": bounds[1] if bounds else None,
+        }
     )
 
 

@@ -29,6 +29,12 @@ class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings)
     rollout_max_p99_ms: float = Field(
         default=1000.0, gt=0, description="A candidate's end-to-end p99 above this aborts it."
     )
+    rollout_max_failure_rate: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="A candidate failing on significantly more of its drawings aborts it.",
+    )
     rollout_guard_interval_s: float = Field(
         default=5.0, gt=0, description="How often the guardrails judge the running rollout."
     )

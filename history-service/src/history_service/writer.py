@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnistream_common.events import (
+    DeadLetter,
     DigitErased,
     DigitLabeled,
     DigitPredicted,
@@ -37,6 +38,7 @@ from history_service.db import (
     Promotion,
     RescoreJob,
     RescoreJobItem,
+    RolloutFailure,
     RolloutReading,
     RolloutStep,
 )
@@ -170,6 +172,7 @@ _ERASED = text("SELECT digit_id FROM erasures WHERE digit_id = ANY(:ids)").bindp
 _ERASE_ROWS = (
     text("DELETE FROM predictions WHERE digit_id = ANY(:ids)").bindparams(_IDS),
     text("DELETE FROM rollout_readings WHERE digit_id = ANY(:ids)").bindparams(_IDS),
+    text("DELETE FROM rollout_failures WHERE digit_id = ANY(:ids)").bindparams(_IDS),
     text("DELETE FROM labels WHERE digit_id = ANY(:ids)").bindparams(_IDS),
     text("DELETE FROM drawings WHERE digit_id = ANY(:ids)").bindparams(_IDS),
 )
@@ -192,6 +195,7 @@ def _readings_upsert() -> Any:
 
 
 _READINGS_UPSERT = _readings_upsert()
+_FAILURES_INSERT = insert(RolloutFailure).on_conflict_do_nothing()
 _INPUTS_UPDATE = (
     update(Drawing)
     .where(Drawing.digit_id == bindparam("b_digit_id"))
@@ -378,6 +382,30 @@ class HistoryWriter:
                 await connection.execute(statement, {"ids": ids})
         await self.store.delete_many(self._bucket, [drawing_key(i) for i in ids])
 
+    async def failures(self, letters: Sequence[DeadLetter]) -> None:
+        """Record the drawings a model failed on during a rollout (letters naming one, of a
+        drawing: keyed by its digit id); other letters are not the history's to keep."""
+        rows = _keep_first(
+            (
+                {
+                    "rollout_id": letter.rollout_id,
+                    "digit_id": digit_id,
+                    "model_version": letter.model_version,
+                    "answered_by": letter.answered_by,
+                    "failed_at": letter.failed_at,
+                }
+                for letter in letters
+                if letter.rollout_id is not None
+                and letter.model_version is not None
+                and (digit_id := _digit_id(letter.source_key)) is not None
+            ),
+            key=lambda r: (r["rollout_id"], r["digit_id"], r["model_version"]),
+            order=lambda r: r["failed_at"],
+        )
+        if rows:
+            async with self._engine.begin() as connection:
+                await _upsert_unerased(connection, _FAILURES_INSERT, rows)
+
     async def ledger(self, entries: Sequence[tuple[LedgerEntry, int]]) -> None:
         """Record the ledger's records with their offsets: promotions (and the flips of a
         comparison they add), and rollout steps as published."""
@@ -430,6 +458,13 @@ async def _erased(connection: Any, digit_ids: Iterable[uuid.UUID]) -> set[uuid.U
     written either is committed and seen here, or waits for this transaction)."""
     found = await connection.execute(_ERASED, {"ids": sorted(digit_ids)})
     return {digit_id for (digit_id,) in found.all()}
+
+
+def _digit_id(key: bytes | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID((key or b"").decode())
+    except ValueError:  # not a drawing's key (or not UTF-8: UnicodeDecodeError is one)
+        return None
 
 
 async def _upsert_unerased(connection: Any, statement: Any, rows: list[dict[str, Any]]) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from mnistream_common.consume import Backoff, Delivery, Rejected
+from mnistream_common.consume import Backoff, Delivery, Failure, Rejected
 from mnistream_common.events import (
     DigitPredicted,
     DigitSubmitted,
@@ -18,6 +18,7 @@ from mnistream_common.events import (
     Timings,
     utc_now,
 )
+from mnistream_common.kafka import Record
 from mnistream_common.logs import get_logger
 from mnistream_common.preprocessing import PreprocessError, peek
 from mnistream_serving.batch import (
@@ -89,6 +90,21 @@ def within_budget(
     return parts
 
 
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """What a model raised on one drawing (its record)."""
+
+    record: Record
+    error: Exception
+
+
+def _answered(rejected: Rejected, champion: int, unanswered: set[int]) -> Rejected:
+    """A candidate's failure, saying the champion answered the drawing unless it did not."""
+    if rejected.failed is None or id(rejected.record) in unanswered:
+        return rejected
+    return replace(rejected, failed=replace(rejected.failed, answered_by=champion))
+
+
 class ModelFailingError(RuntimeError):
     """The model fails on every drawing of a batch: the model's fault, not the drawings'."""
 
@@ -117,7 +133,7 @@ class BatchHandler:
     ) -> list[Rejected]:
         """Score the batch with `model` (and, during a rollout, its candidate); return once
         every prediction is acknowledged by Kafka, with the drawings that could not become a
-        model input.
+        model input or that a model failed on.
 
         Drawings that carry their model input are scored and published first, at once; those
         that must be decoded (version 1 records) follow in parts of at most `pixel_budget`
@@ -128,8 +144,9 @@ class BatchHandler:
         In a canary the candidate answers the drawings the rollout gives it (by digit id); in
         a shadow rollout the champion answers every drawing and the candidate's readings
         follow as `shadow` predictions. A candidate failing never costs an answer: the
-        champion answers what it could not read, and a shadow reading that fails is counted
-        and left out."""
+        champion answers what it could not read. Every drawing a model fails on is rejected
+        naming that version and the rollout (a dead letter the rollout's verdict counts); the
+        candidate's say which version answered instead."""
         if release is None:
             rejected, raised = await self._read(model, deliveries, "live", None)
             return await self._judged(model, rejected, raised, len(raised) == len(deliveries))
@@ -137,8 +154,8 @@ class BatchHandler:
         if rollout.shadow:
             rejected, raised = await self._read(model, deliveries, "live", rollout.rollout_id)
             rejected = await self._judged(model, rejected, raised, len(raised) == len(deliveries))
-            await self._shadow(release, deliveries)
-            return rejected
+            unanswered = {id(r.record) for r in rejected}
+            return rejected + await self._shadow(release, deliveries, model, unanswered)
         return await self._canary(model, release, deliveries)
 
     async def _canary(
@@ -172,20 +189,21 @@ class BatchHandler:
         self,
         model: LoadedModel,
         rejected: list[Rejected],
-        raised: list[Exception],
+        raised: list[Raised],
         broken: bool,
     ) -> list[Rejected]:
         """A broken champion (it fails on every drawing it read) fails the batch, after a
         pause, to be read again; otherwise the drawings it failed on alone are rejected."""
         if broken:
             delay = await self.backoff.wait()
+            error = raised[0].error
             log.error(
                 "the model fails on every drawing; the batch will be read again",
                 model_version=model.ref.version,
-                error=str(raised[0]),
+                error=str(error),
                 paused_s=delay,
             )
-            raise ModelFailingError(f"v{model.ref.version} failed on a whole batch: {raised[0]}")
+            raise ModelFailingError(f"v{model.ref.version} failed on a whole batch: {error}")
         self.backoff.reset()
         return rejected
 
@@ -194,38 +212,50 @@ class BatchHandler:
         champion: LoadedModel,
         release: Release,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-    ) -> tuple[list[Rejected], int, list[Exception]]:
+    ) -> tuple[list[Rejected], int, list[Raised]]:
         """The canary's share: the candidate answers; what it fails on, the champion does.
-        Returns the rejected drawings, how many the champion read, and what it raised on."""
+        Returns the rejected drawings (the candidate's failures among them, each saying whether
+        the champion answered it), how many the champion read, and what it raised on."""
         rollout_id = release.rollout.rollout_id
         rejected, raised = await self._read(release.candidate, deliveries, "live", rollout_id)
         if not raised:
             return rejected, 0, []
-        failed = {id(r.record) for r in rejected}
+        self._candidate_failed(release, raised)
+        failed = {id(r.record) for r in raised}
         again = [d for d in deliveries if id(d.record) in failed]
-        self._candidate_failed(release, len(raised), raised[0])
-        rejected, champion_raised = await self._read(champion, again, "live", rollout_id)
-        return rejected, len(again), champion_raised
+        theirs, champion_raised = await self._read(champion, again, "live", rollout_id)
+        unanswered = {id(r.record) for r in theirs}
+        answered = [_answered(r, champion.ref.version, unanswered) for r in rejected]
+        return answered + theirs, len(again), champion_raised
 
     async def _shadow(
-        self, release: Release, deliveries: Sequence[Delivery[DigitSubmitted]]
-    ) -> None:
-        """The candidate reads every drawing too; its readings are never the answer."""
-        _, raised = await self._read(
+        self,
+        release: Release,
+        deliveries: Sequence[Delivery[DigitSubmitted]],
+        champion: LoadedModel,
+        unanswered: set[int],
+    ) -> list[Rejected]:
+        """The candidate reads every drawing too; its readings are never the answer. Returns
+        the drawings it failed on (those it could not decode the champion could not either:
+        they are rejected once, as the champion's)."""
+        rejected, raised = await self._read(
             release.candidate, deliveries, "shadow", release.rollout.rollout_id
         )
-        if raised:
-            self._candidate_failed(release, len(raised), raised[0])
+        if not raised:
+            return []
+        self._candidate_failed(release, raised)
+        version = champion.ref.version
+        return [_answered(r, version, unanswered) for r in rejected if r.failed is not None]
 
-    def _candidate_failed(self, release: Release, count: int, error: Exception) -> None:
+    def _candidate_failed(self, release: Release, raised: list[Raised]) -> None:
         version = str(release.candidate.ref.version)
-        self.metrics.candidate_failures.labels(model_version=version).inc(count)
+        self.metrics.candidate_failures.labels(model_version=version).inc(len(raised))
         log.error(
             "the rollout's candidate failed on drawings; the champion answers them",
             model_version=release.candidate.ref.version,
             mode=release.rollout.started.mode,
-            count=count,
-            error=str(error),
+            count=len(raised),
+            error=str(raised[0].error),
         )
 
     async def _read(
@@ -234,13 +264,13 @@ class BatchHandler:
         deliveries: Sequence[Delivery[DigitSubmitted]],
         kind: PredictionKind,
         rollout_id: uuid.UUID | None,
-    ) -> tuple[list[Rejected], list[Exception]]:
+    ) -> tuple[list[Rejected], list[Raised]]:
         """Score and publish the batch in parts; the drawings that could not be read, and what
         the model raised on, drawing by drawing."""
         ready = [d for d in deliveries if d.event.model_input is not None]
         older = [d for d in deliveries if d.event.model_input is None]
         rejected: list[Rejected] = []
-        raised: list[Exception] = []
+        raised: list[Raised] = []
         for part in (ready, *within_budget(older, self.pixel_budget)):
             if part:
                 rejected += await self._predict(model, part, raised, kind, rollout_id)
@@ -250,12 +280,12 @@ class BatchHandler:
         self,
         model: LoadedModel,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-        raised: list[Exception],
+        raised: list[Raised],
         kind: PredictionKind = "live",
         rollout_id: uuid.UUID | None = None,
     ) -> list[Rejected]:
         """Score and publish one part; what the model raised on, drawing by drawing, is added
-        to `raised`."""
+        to `raised`, and those drawings are rejected naming the version."""
         started = utc_now()
         result = await self._score(model, deliveries, raised)
         predictions = [
@@ -280,13 +310,18 @@ class BatchHandler:
                 inference_ms=round(result.inference_ms, 3),
                 digit_ids=[str(p.digit_id) for p in predictions],
             )
-        return [Rejected(f.item.record, f.error) for f in result.failed]
+        by_model = {id(r.record) for r in raised}
+        failure = Failure(model.ref.version, rollout_id)
+        return [
+            Rejected(f.item.record, f.error, failure if id(f.item.record) in by_model else None)
+            for f in result.failed
+        ]
 
     async def _score(
         self,
         model: LoadedModel,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-        raised: list[Exception],
+        raised: list[Raised],
     ) -> BatchResult[Delivery[DigitSubmitted]]:
         # CPU work off the event loop: the loop keeps polling Kafka and answering probes.
         try:
@@ -298,7 +333,7 @@ class BatchHandler:
         self,
         model: LoadedModel,
         deliveries: Sequence[Delivery[DigitSubmitted]],
-        raised: list[Exception],
+        raised: list[Raised],
     ) -> BatchResult[Delivery[DigitSubmitted]]:
         """The part failed: score each drawing alone to find the ones the model fails on."""
         scored: list[Scored[Delivery[DigitSubmitted]]] = []
@@ -307,7 +342,7 @@ class BatchHandler:
             try:
                 alone = await asyncio.to_thread(score_drawings, model, [delivery])
             except Exception as exc:  # onnxruntime raises untyped errors
-                raised.append(exc)
+                raised.append(Raised(delivery.record, exc))
                 failed.append(Failed(delivery, f"the model failed on this drawing: {exc}"))
                 continue
             scored += alone.scored

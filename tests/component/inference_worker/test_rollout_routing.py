@@ -149,8 +149,16 @@ async def test_a_failing_candidate_leaves_every_answer_to_the_champion(
 
     assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in drawings)
     assert {(p.kind, p.model.version) for p in predicted} == {("live", 1)}
-    assert dead.bodies == []
-    assert metrics.candidate_failures.labels(model_version="2")._value.get() > 0
+    given = [d for d in drawings if mode == "shadow" or rel.rollout.candidate_answers(d.digit_id)]
+    assert 0 < len(given) == metrics.candidate_failures.labels(model_version="2")._value.get()
+    # Each failure is a dead letter for the verdict to count, saying the champion answered it.
+    letters = [DeadLetter.from_bytes(body) for body in dead.bodies]
+    assert sorted(DigitSubmitted.from_bytes(x.original).digit_id for x in letters) == sorted(
+        d.digit_id for d in given
+    )
+    assert {(x.model_version, x.rollout_id, x.answered_by) for x in letters} == {
+        (2, rel.rollout.rollout_id, 1)
+    }
 
 
 async def test_outside_a_rollout_predictions_name_no_rollout(champion: LoadedModel) -> None:
@@ -188,8 +196,47 @@ async def test_a_drawing_both_models_fail_on_is_dead_lettered_not_the_batch_retr
     predicted, dead, _ = await run(picky_champion, [poison, *good], rel)
 
     assert sorted(p.digit_id for p in predicted) == sorted(d.digit_id for d in good)
+    letters = [DeadLetter.from_bytes(body) for body in dead.bodies]
+    assert all("the model failed on this drawing" in x.error for x in letters)
+    # One letter per version that failed on it; neither answered it.
+    assert sorted((x.model_version, x.answered_by) for x in letters) == [(1, None), (2, None)]
+    assert {DigitSubmitted.from_bytes(x.original).digit_id for x in letters} == {poison_id}
+
+
+@pytest.mark.parametrize("mode", ["canary", "shadow"])
+async def test_a_drawing_that_does_not_decode_is_dead_lettered_once_naming_no_model(
+    champion: LoadedModel, candidate: LoadedModel, mode: RolloutMode
+) -> None:
+    """Decoding is the same for both versions: the candidate failing to decode a drawing is not
+    the candidate's failure, and the champion is not asked to decode it again."""
+    rel = release(candidate, mode, 100.0)
+    broken = submitted().model_copy(
+        update={
+            "schema_version": 1,
+            "model_input": None,
+            "preprocessing_version": None,
+            "image": b"\x89PNG not really",
+        }
+    )
+
+    predicted, dead, metrics = await run(champion, [broken, submitted()], rel)
+
+    assert len({p.digit_id for p in predicted}) == 1
     [letter] = [DeadLetter.from_bytes(body) for body in dead.bodies]
-    assert "the model failed on this drawing" in letter.error
+    assert (letter.model_version, letter.answered_by) == (None, None)
+    assert metrics.candidate_failures.labels(model_version="2")._value.get() == 0
+
+
+async def test_outside_a_rollout_a_models_failure_names_its_version(
+    champion: LoadedModel,
+) -> None:
+    picky = LoadedModel(champion.ref, PickySession(champion.session), champion.provider)
+    poison = submitted().model_copy(update={"model_input": b"\xff" * 784})
+
+    _, dead, _ = await run(picky, [poison, submitted()], None)
+
+    [letter] = [DeadLetter.from_bytes(body) for body in dead.bodies]
+    assert (letter.model_version, letter.rollout_id, letter.answered_by) == (1, None, None)
 
 
 async def test_a_champion_failing_on_its_whole_share_fails_the_batch(

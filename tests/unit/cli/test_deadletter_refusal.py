@@ -81,3 +81,16 @@ def test_a_letter_of_an_erased_drawing_is_refused() -> None:
 
     assert refusal(held, REPLAYABLE) is None
     assert refusal(held, REPLAYABLE, erased={drawing.digit_id}) == "its drawing was erased"
+
+
+def test_a_candidates_failure_the_champion_answered_is_not_replayed() -> None:
+    """During a rollout a candidate's failure on a drawing is dead-lettered for the verdict to
+    count, but the champion answered the drawing: re-publishing it would read it again."""
+    drawing = submitted()
+    held = letter("digits.submitted", drawing.to_bytes(), str(drawing.digit_id).encode())
+    rollout_id = uuid.uuid4()
+    unanswered = held.model_copy(update={"model_version": 2, "rollout_id": rollout_id})
+    answered = unanswered.model_copy(update={"answered_by": 1})
+
+    assert refusal(unanswered, REPLAYABLE) is None
+    assert "answered by v1" in (refusal(answered, REPLAYABLE) or "")

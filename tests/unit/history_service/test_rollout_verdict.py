@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 from history_service.guardrails import Rules, objection
-from history_service.rollouts import Z95, Z99, Evidence, difference_interval, judge, wilson
+from history_service.rollouts import (
+    Z95,
+    Z99,
+    Evidence,
+    difference_interval,
+    judge,
+    wilson,
+    with_failures,
+)
 from mnistream_common.history_api import RolloutOut, VersionFigures
 
 
@@ -128,3 +136,34 @@ def test_a_shadow_candidates_latency_is_not_judged() -> None:
     slow = figures("candidate", 0, 0, readings=500, latency_p99_ms=5000.0)
     shadow = rollout_with(slow).model_copy(update={"mode": "shadow"})
     assert objection(shadow, Rules()) is None
+
+
+@pytest.mark.parametrize("mode", ["canary", "shadow"])
+@pytest.mark.parametrize(
+    ("read", "failed", "aborted"),
+    [
+        (0, 8, True),  # fails on everything: out after a few drawings
+        (970, 30, True),  # 3 %: the 99 % interval starts above 1 %
+        (990, 10, False),  # 1 %: at the bound, not significantly over it
+        (97, 3, False),  # 3 %, but over too few drawings to be sure it is over 1 %
+        (500, 0, False),
+    ],
+)
+def test_a_guardrail_objects_to_a_candidate_failing_significantly_over_the_bound(
+    mode: str, read: int, failed: int, aborted: bool
+) -> None:
+    candidate = with_failures(figures("candidate", 0, 0, readings=read), failed, Z99)
+    reason = objection(rollout_with(candidate).model_copy(update={"mode": mode}), Rules())
+    if aborted:
+        assert reason is not None
+        assert f"failed on {failed} of the {read + failed} drawings" in reason
+    else:
+        assert reason is None
+
+
+def test_a_versions_failure_rate_is_of_the_drawings_it_was_given() -> None:
+    figured = with_failures(figures("candidate", 0, 0, readings=90), 10, Z95)
+    assert (figured.failed, figured.failure_rate) == (10, 0.1)
+    assert figured.failure_low is not None and figured.failure_high is not None
+    assert figured.failure_low < 0.1 < figured.failure_high
+    assert with_failures(figures("candidate", 0, 0), 0, Z95).failure_rate is None

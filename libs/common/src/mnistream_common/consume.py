@@ -18,6 +18,7 @@ predictions) log and skip, because N copies of one dead letter help nobody.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -43,10 +44,21 @@ class Delivery(Generic[E]):
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that cannot be processed, and why."""
+    """A record that cannot be processed, and why; when a model failed on it, which one, in
+    which rollout, and which version answered it instead (see `DeadLetter`)."""
 
     record: Record
     reason: str
+    failed: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A model version failed on a record."""
+
+    model_version: int
+    rollout_id: uuid.UUID | None = None
+    answered_by: int | None = None
 
 
 Check = Callable[[E], "str | None"]
@@ -114,7 +126,16 @@ class DeadLetterRejects:
             if self.counter is not None:
                 reason = item.reason.split(":")[0][:40]
                 self.counter.labels(topic=item.record.topic, reason=reason).inc()
-            await send_to_dead_letter(self.publisher, item.record, item.reason, self.service)
+            failed = item.failed
+            await send_to_dead_letter(
+                self.publisher,
+                item.record,
+                item.reason,
+                self.service,
+                model_version=failed.model_version if failed else None,
+                rollout_id=failed.rollout_id if failed else None,
+                answered_by=failed.answered_by if failed else None,
+            )
 
 
 @dataclass(frozen=True)
@@ -169,11 +190,13 @@ class Route(Generic[E]):
     event_type: Parser[E]
     handler: BatchHandler[E]
     check: Check[E] | None = None
+    rejects: RejectPolicy | None = None  # the subscriber's unless set (the dead letters' own)
 
 
 def typed_topics(routes: Mapping[str, Route[Any]], rejects: RejectPolicy) -> MessageHandler:
     """One FastStream callback for a subscriber of several topics: each topic's records are
     parsed into its route's event type and handed to its handler, in the order of `routes`.
+    What a route rejects goes through its own policy if it has one, else `rejects`.
 
     One consumer instead of one per topic: a service reading four topics polls, fetches and
     heartbeats once, not four times (a quarter of its idle CPU and of its Kafka requests).
@@ -183,16 +206,22 @@ def typed_topics(routes: Mapping[str, Route[Any]], rejects: RejectPolicy) -> Mes
         by_topic: dict[str, list[Record]] = {}
         for record in records_of(msg):
             by_topic.setdefault(record.topic, []).append(record)
-        rejected: list[Rejected] = []
+        rejected: dict[int, tuple[RejectPolicy, list[Rejected]]] = {}
+
+        def reject(policy: RejectPolicy | None, items: Sequence[Rejected]) -> None:
+            policy = policy or rejects
+            if items:
+                rejected.setdefault(id(policy), (policy, []))[1].extend(items)
+
         for topic, route in routes.items():
             deliveries, bad = parse_records(by_topic.pop(topic, []), route.event_type, route.check)
-            rejected += bad
+            reject(route.rejects, bad)
             if deliveries:
-                rejected += await route.handler(deliveries)
+                reject(route.rejects, await route.handler(deliveries))
         for topic, records in by_topic.items():  # subscribed to a topic without a route
-            rejected += [Rejected(r, f"no handler for records of topic {topic}") for r in records]
-        if rejected:
-            await rejects(rejected)
+            reject(None, [Rejected(r, f"no handler for records of topic {topic}") for r in records])
+        for policy, items in rejected.values():
+            await policy(items)
 
     consume.__name__ = "consume_" + "_".join(t.replace(".", "_") for t in routes)
     return consume

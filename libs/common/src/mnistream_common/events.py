@@ -406,10 +406,51 @@ class DigitErased(Event):
 
 
 class DeadLetter(Event):
-    """A record some consumer could not process, kept with the reason for a later replay."""
+    """A record some consumer could not process, kept with the reason for a later replay.
+
+    Version 2 names the model version that failed on the record, when a model did
+    (`model_version`), the rollout it was read in (`rollout_id`), and the version that answered
+    the drawing instead (`answered_by`: a rollout's champion, after its candidate failed on it).
+    A letter with `answered_by` records a failure, not a lost record, so it is not replayed.
+    Version 1 letters have none of the three.
+    """
+
+    # The rules between fields (checked by `_model_fields_match_version`), for the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"schema_version": {"const": 1}},
+                        "required": ["schema_version"],
+                    },
+                    "then": {
+                        "properties": {
+                            "model_version": {"type": "null"},
+                            "rollout_id": {"type": "null"},
+                            "answered_by": {"type": "null"},
+                        }
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"answered_by": {"type": "integer"}},
+                        "required": ["answered_by"],
+                    },
+                    "then": {
+                        "required": ["model_version", "rollout_id"],
+                        "properties": {
+                            "model_version": {"type": "integer"},
+                            "rollout_id": {"type": "string"},
+                        },
+                    },
+                },
+            ]
+        }
+    )
 
     event_type: ClassVar[str] = "dead.letter"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     source_topic: str
     source_partition: int = Field(ge=0)
     source_offset: int = Field(ge=0)
@@ -418,6 +459,27 @@ class DeadLetter(Event):
     error: str = Field(max_length=4000)
     service: str
     failed_at: AwareDatetime
+    model_version: int | None = Field(
+        default=None, ge=1, description="The model version that failed on it (from version 2)."
+    )
+    rollout_id: uuid.UUID | None = Field(
+        default=None, description="The rollout it was read in (from version 2)."
+    )
+    answered_by: int | None = Field(
+        default=None,
+        ge=1,
+        description="The version that answered the drawing instead: the letter records a "
+        "failure and is not replayed (from version 2).",
+    )
+
+    @model_validator(mode="after")
+    def _model_fields_match_version(self) -> Self:
+        named = (self.model_version, self.rollout_id, self.answered_by)
+        if self.schema_version == 1 and any(v is not None for v in named):
+            raise ValueError("version 1 letters name no model version, rollout or answer")
+        if self.answered_by is not None and (self.model_version is None or self.rollout_id is None):
+            raise ValueError("an answered letter names the version that failed and its rollout")
+        return self
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (

@@ -240,6 +240,12 @@ class VersionFigures(BaseModel):
     accuracy_high: float | None = None
     latency_p50_ms: float | None = Field(None, description="Submission to its reading.")
     latency_p99_ms: float | None = None
+    failed: int = Field(
+        0, description="Drawings it failed on (dead letters); a candidate's are answered."
+    )
+    failure_rate: float | None = Field(None, description="failed / (readings + failed).")
+    failure_low: float | None = Field(None, description="Its interval (Wilson, as accuracy's).")
+    failure_high: float | None = None
 
 
 class RolloutOut(BaseModel):

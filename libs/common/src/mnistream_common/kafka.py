@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -435,8 +436,12 @@ def build_dead_letter(
     value: bytes,
     error: str,
     service: str,
+    model_version: int | None = None,
+    rollout_id: uuid.UUID | None = None,
+    answered_by: int | None = None,
 ) -> DeadLetter:
-    """The dead letter for a record that a consumer could not process."""
+    """The dead letter for a record that a consumer could not process (and, when a model failed
+    on it, which version, in which rollout, and which version answered it instead)."""
     if len(value) > MAX_DEAD_LETTER_ORIGINAL:
         note = (
             f" [original cut to its first {MAX_DEAD_LETTER_ORIGINAL} of {len(value)} bytes; "
@@ -452,6 +457,9 @@ def build_dead_letter(
         error=error[:4000],
         service=service,
         failed_at=utc_now(),
+        model_version=model_version,
+        rollout_id=rollout_id,
+        answered_by=answered_by,
     )
 
 
@@ -470,7 +478,16 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
-async def send_to_dead_letter(publisher: Any, record: Record, error: str, service: str) -> None:
+async def send_to_dead_letter(
+    publisher: Any,
+    record: Record,
+    error: str,
+    service: str,
+    *,
+    model_version: int | None = None,
+    rollout_id: uuid.UUID | None = None,
+    answered_by: int | None = None,
+) -> None:
     """Build, log and publish (acks=all) the dead letter of a consumer record."""
     letter = build_dead_letter(
         topic=record.topic,
@@ -480,6 +497,9 @@ async def send_to_dead_letter(publisher: Any, record: Record, error: str, servic
         value=record.value or b"",
         error=error,
         service=service,
+        model_version=model_version,
+        rollout_id=rollout_id,
+        answered_by=answered_by,
     )
     _log.warning(
         "record sent to dead letter",
@@ -488,5 +508,7 @@ async def send_to_dead_letter(publisher: Any, record: Record, error: str, servic
         partition=record.partition,
         offset=record.offset,
         error=error,
+        model_version=model_version,
+        answered_by=answered_by,
     )
     await publisher.publish(letter.to_bytes(), key=record.key)

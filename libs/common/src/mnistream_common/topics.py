@@ -151,7 +151,7 @@ DIGITS_DEADLETTER = TopicSpec(
     partitions=3,
     retention_ms=UNLIMITED,
     producers=("inference-worker", "history-service", "rescore-worker"),
-    consumers=("mnistream replay deadletter",),
+    consumers=("mnistream replay deadletter", "history-service (group history)"),
     extra_config={"max.message.bytes": str(2 * 1024 * 1024)},
 )
 
@@ -174,6 +174,7 @@ HISTORY_TOPICS: tuple[TopicSpec, ...] = (
     MODEL_PROMOTED,
     RESCORE_SKIPPED,
     DIGITS_ERASED,
+    DIGITS_DEADLETTER,  # for the failures of rollouts' versions
 )
 
 
