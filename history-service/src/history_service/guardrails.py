@@ -107,6 +107,7 @@ class Guardrails:
             self.metrics.rollout_readings,
             self.metrics.rollout_labeled,
             self.metrics.rollout_correct,
+            self.metrics.rollout_failed,
         ):
             gauge.clear()  # a version of an ended rollout is not shown as if it ran
         if rollout is None:
@@ -120,6 +121,7 @@ class Guardrails:
             self.metrics.rollout_readings.labels(**labels).set(v.readings)
             self.metrics.rollout_labeled.labels(**labels).set(v.labeled)
             self.metrics.rollout_correct.labels(**labels).set(v.correct)
+            self.metrics.rollout_failed.labels(**labels).set(v.failed)
 
     async def _abort(self, running: Rollout, reason: str) -> bool:
         # The tables can lag the ledger (history catching up, a replay): abort only a rollout

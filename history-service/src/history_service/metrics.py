@@ -63,6 +63,12 @@ class HistoryMetrics:
             rollout_labels,
             registry=r,
         )
+        self.rollout_failed = Gauge(
+            "mnistream_rollout_failed",
+            "Drawings each version failed on during the running rollout (its dead letters).",
+            rollout_labels,
+            registry=r,
+        )
         self.rollout_aborts = Counter(
             "mnistream_rollout_guardrail_aborts", "Rollouts a guardrail aborted.", registry=r
         )
