@@ -225,8 +225,12 @@ bench: install data bench-tools ## Every benchmark on a clean bench stack (.data
 	$(UV) run --frozen python -m bench all --report $(BENCH_ARGS)
 
 .PHONY: bench-inference
-bench-inference: install data bench-tools ## Raw ONNX limit, worker topic→topic, ingest vs baseline, latency, hot swap
+bench-inference: install data bench-tools ## Raw ONNX limit, worker topic→topic, ingest vs baseline, latency, hot swap, shadow rollout
 	$(UV) run --frozen python -m bench inference $(BENCH_ARGS)
+
+.PHONY: bench-rollout
+bench-rollout: install data ## A shadow rollout of a second CNN under load: worker peak RSS with one and two CNNs, latency
+	$(UV) run --frozen python -m bench rollout $(BENCH_ARGS)
 
 .PHONY: bench-cpu
 bench-cpu: install data bench-tools ## CPU per drawing of every process at fixed rates, idle CPU, capacity at p99 ≤ 60 ms, live profiles

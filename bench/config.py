@@ -81,6 +81,8 @@ class Sizes:
     rate_seconds: float = 6.0
     swap_rate: int = 200
     swap_seconds: float = 24.0
+    rollout_rate: int = 100  # the shadow rollout: both CNNs read every drawing
+    rollout_seconds: float = 12.0
     rescore_drawings: int = 10_000
     profile_seconds: int = 10
     scale_drawings: tuple[int, ...] = (1_000_000, 10_000_000)
@@ -102,6 +104,7 @@ SMALL = Sizes(
     ingest_seconds=3,
     rate_seconds=3.0,
     swap_seconds=8.0,
+    rollout_seconds=4.0,
     rescore_drawings=600,
     profile_seconds=3,
     scale_drawings=(20_000, 100_000),

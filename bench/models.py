@@ -59,47 +59,63 @@ class _Settings(KafkaSettings, S3Settings):
 def train_models(sizes: Sizes) -> BenchModels:
     """Train and register the weak MLP (10 hidden units) and a quick CNN on a subset."""
     from trainer.config import TrainConfig
+
+    mlp = _train(TrainConfig(arch="mlp", hidden=10, workers=0))
+    return BenchModels(cnn=_train(_cnn_config(sizes)), mlp=mlp)
+
+
+def train_second_cnn(sizes: Sizes, seed: int = 7) -> BenchModel:
+    """Another quick CNN (another seed), registered: the candidate of the rollout phase."""
+    return _train(_cnn_config(sizes, seed))
+
+
+def _cnn_config(sizes: Sizes, seed: int = 0) -> Any:
+    from trainer.config import TrainConfig
+
+    return TrainConfig(
+        arch="cnn",
+        limit_train=sizes.cnn_train_images,
+        epochs=sizes.cnn_epochs,
+        augment=False,
+        workers=0,
+        seed=seed,
+    )
+
+
+def _train(train_config: Any) -> BenchModel:
     from trainer.pipeline import train_and_register
     from trainer.settings import Settings as TrainerSettings
 
-    settings = TrainerSettings()
-    trained: dict[str, BenchModel] = {}
-    configs = {
-        "mlp": TrainConfig(arch="mlp", hidden=10, workers=0),
-        "cnn": TrainConfig(
-            arch="cnn",
-            limit_train=sizes.cnn_train_images,
-            epochs=sizes.cnn_epochs,
-            augment=False,
-            workers=0,
-        ),
-    }
-    for arch, train_config in configs.items():
-        started = time.monotonic()
-        registered = train_and_register(train_config, settings)
-        seconds = time.monotonic() - started
-        trained[arch] = BenchModel(
-            arch=arch,
-            version=registered.version,
-            test_accuracy=registered.test_accuracy,
-            onnx_uri=registered.onnx_uri,
-            sha256=registered.sha256,
-            train_images=train_config.limit_train or 55_000,
-            epochs=train_config.epochs,
-            train_seconds=round(seconds, 1),
-        )
-        print(
-            f"trained {arch} v{registered.version}: test accuracy "
-            f"{registered.test_accuracy:.4f} in {seconds:.0f} s",
-            flush=True,
-        )
-    return BenchModels(cnn=trained["cnn"], mlp=trained["mlp"])
+    started = time.monotonic()
+    registered = train_and_register(train_config, TrainerSettings())
+    seconds = time.monotonic() - started
+    print(
+        f"trained {train_config.arch} v{registered.version}: test accuracy "
+        f"{registered.test_accuracy:.4f} in {seconds:.0f} s",
+        flush=True,
+    )
+    return BenchModel(
+        arch=train_config.arch,
+        version=registered.version,
+        test_accuracy=registered.test_accuracy,
+        onnx_uri=registered.onnx_uri,
+        sha256=registered.sha256,
+        train_images=train_config.limit_train or 55_000,
+        epochs=train_config.epochs,
+        train_seconds=round(seconds, 1),
+    )
 
 
 def promote(version: int, reason: str) -> ModelPromoted:
     """`mnistream promote VERSION --force` as an operator runs it; returns its ledger event."""
+    mnistream("promote", str(version), "--force", "--reason", reason)
+    return last_promotion()
+
+
+def mnistream(*args: str) -> str:
+    """Run the `mnistream` CLI as an operator does; its output, or a BenchError with it."""
     result = subprocess.run(
-        [str(BIN / "mnistream"), "promote", str(version), "--force", "--reason", reason],
+        [str(BIN / "mnistream"), *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -107,8 +123,9 @@ def promote(version: int, reason: str) -> ModelPromoted:
         check=False,
     )
     if result.returncode != 0:
-        raise BenchError(f"mnistream promote {version} failed:\n{result.stdout}\n{result.stderr}")
-    return last_promotion()
+        command = " ".join(args)
+        raise BenchError(f"mnistream {command} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
 
 
 def last_promotion() -> ModelPromoted:

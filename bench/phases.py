@@ -244,7 +244,7 @@ async def start_system(bench: Bench, *, rescore_workers: int = 0) -> None:
         port = config.INFERENCE_PORT + index
         service = bench.services.running[f"inference-{index}"]
         Services.wait_ready(service, url=f"http://127.0.0.1:{port}/readyz")
-    await _open_loop(bench, 50, 2.0)  # warm every path once
+    await open_loop(bench, 50, 2.0)  # warm every path once
 
 
 @dataclass
@@ -258,9 +258,11 @@ class OpenLoopRun:
     started: float
 
 
-async def _open_loop(
+async def open_loop(
     bench: Bench, rate: int, seconds: float, during: Callable[[], object] | None = None
 ) -> OpenLoopRun:
+    """Uploads at `rate` per second for `seconds` (bench/openloop.py), with `during` called a
+    quarter of the way in; what was answered, and the predictions seen for it."""
     out = bench.work / f"openloop-{rate}-{time.time_ns()}.json"
     async with collecting() as collector:
         started = time.time()
@@ -287,7 +289,8 @@ async def _open_loop(
     return OpenLoopRun(outcomes, collector, accepted, missing, started)
 
 
-def _latency_figures(run: OpenLoopRun, rate: int, seconds: float) -> dict[str, Any]:
+def latency_figures(run: OpenLoopRun, rate: int, seconds: float) -> dict[str, Any]:
+    """End-to-end, server and HTTP latency quantiles of a run, and what failed or was lost."""
     scheduled = {
         uuid.UUID(o["digit_id"]): o["scheduled"] for o in run.outcomes if o["digit_id"] is not None
     }
@@ -327,8 +330,8 @@ async def latency(bench: Bench) -> dict[str, Any]:
     for rate in bench.sizes.rates:
         runs = []
         for _ in range(bench.sizes.slow_repeats):
-            run = await _open_loop(bench, rate, bench.sizes.rate_seconds)
-            runs.append(_latency_figures(run, rate, bench.sizes.rate_seconds))
+            run = await open_loop(bench, rate, bench.sizes.rate_seconds)
+            runs.append(latency_figures(run, rate, bench.sizes.rate_seconds))
             await wait_drained(Groups.HISTORY, timeout=60, at_most=50)
         results[str(rate)] = {
             **{f"p{q}_ms": spread([r[f"p{q}_ms"] for r in runs]) for q in (50, 95, 99)},
@@ -402,7 +405,7 @@ def _swap_figures(run: OpenLoopRun, event: ModelPromoted, seconds: float) -> dic
         "max_queue_ms_before": round(max(before["queue"], default=0.0), 2),
         "max_batch_gap_ms_around_swap": round(max(around["gap"], default=0.0), 2),
         "max_batch_gap_ms_before": round(max(before["gap"], default=0.0), 2),
-        "latency": _latency_figures(run, 0, seconds) | {"cdf_ms": []},
+        "latency": latency_figures(run, 0, seconds) | {"cdf_ms": []},
     }
 
 
@@ -424,7 +427,7 @@ async def hot_swap(bench: Bench) -> dict[str, Any]:
             into.append(promote(version, "bench: hot swap under load"))
             took.append(time.monotonic() - began)
 
-        run = await _open_loop(bench, bench.sizes.swap_rate, bench.sizes.swap_seconds, promote_now)
+        run = await open_loop(bench, bench.sizes.swap_rate, bench.sizes.swap_seconds, promote_now)
         bench.champion = target.version
         figures = _swap_figures(run, promoted[0], bench.sizes.swap_seconds)
         figures["promote_cli_s"] = round(took[0], 2)

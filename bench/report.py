@@ -12,6 +12,7 @@ from typing import Any
 from bench import config
 from bench.report_cpu import cpu_section, cpu_targets, plot_cpu
 from bench.report_scale import scale_section
+from bench.rollout import ROLLOUT_RSS_MB
 from bench.stats import markdown_table
 
 PLOTS = config.DOCS / "benchmarks"
@@ -169,6 +170,17 @@ def targets(data: dict[str, Any]) -> list[Target]:
             None if mem is None else mem <= 200,
         )
     )
+    rollout = data.get("shadow_rollout") or {}
+    two, one = rollout.get("worker_peak_rss_mb_two_cnns"), rollout.get("worker_peak_rss_mb_one_cnn")
+    rows.append(
+        Target(
+            "inference worker memory, shadow rollout (two CNNs loaded)",
+            f"{_fmt(two)} MB peak RSS (the same workers with one CNN: {_fmt(one)} MB)",
+            f"≤ {ROLLOUT_RSS_MB:g} MB RSS",
+            f"{_fmt(_pct(_ratio(two, ROLLOUT_RSS_MB)))} % of the limit",
+            None if two is None else two <= ROLLOUT_RSS_MB,
+        )
+    )
     rows += [Target(*row) for row in cpu_targets(data)]
     cnn = _get(data, "models", "cnn")
     mlp = _get(data, "models", "mlp")
@@ -200,6 +212,7 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
         _ingest_figures,
         _latency_figures,
         _swap_figures,
+        _rollout_figures,
         _rescore_figures,
         _memory_figures,
     )
@@ -298,6 +311,32 @@ def _latency_figures(data: dict[str, Any]) -> list[list[str]]:
         for rate, entry in (data.get("latency") or {}).items()
         for q in ("50", "95", "99")
     ]
+
+
+def _rollout_figures(data: dict[str, Any]) -> list[list[str]]:
+    rollout = data.get("shadow_rollout")
+    if not rollout:
+        return []
+    alone, shadow, rate = rollout["alone"], rollout["shadow"], rollout["rate_per_s"]
+    rows = [
+        [
+            f"shadow rollout at {rate}/s: upload → answer p{q} (champion alone before)",
+            f"{_fmt(shadow[f'p{q}_ms'], 1)} ms",
+            f"{_fmt(alone[f'p{q}_ms'], 1)} ms",
+            f"{_fmt(_ratio(shadow[f'p{q}_ms'], alone[f'p{q}_ms']), 2)}×",
+        ]
+        for q in (50, 99)
+    ]
+    rows.append(
+        [
+            f"shadow rollout at {rate}/s: lost + failed uploads; shadow readings seen",
+            f"{shadow['lost']} + {shadow['failed']}; {rollout['shadow_readings']} of "
+            f"{shadow['sent']} sent",
+            "0 + 0",
+            "–",
+        ]
+    )
+    return rows
 
 
 def _swap_figures(data: dict[str, Any]) -> list[list[str]]:
@@ -864,18 +903,26 @@ Inputs are the first {sizes["inputs"]} MNIST test images rendered as the browser
    apart by their shared timings; "longest batch wait" is the largest `queue_ms` of the batches
    within ±1 s of that worker's first batch on the new model, compared with the same figure
    before the swap.
-6. **Rescore**: history is reset, exactly {sizes["rescore_drawings"]:,} drawings are stored
+6. **Shadow rollout**: a second quick CNN (another seed) is trained and registered; two fresh
+   workers serve the CNN champion alone at {sizes["rollout_rate"]} uploads/s for
+   {sizes["rollout_seconds"]} s, then `mnistream shadow` starts a shadow rollout of the second
+   CNN and, once every worker's `/readyz` says its candidate is loaded, the same load runs again:
+   every drawing is read by both CNNs, the champion's answer first. Memory is each worker's
+   VmHWM after each run (the largest of the two workers), so the second figure is the peak with
+   two CNNs loaded; latency is the answers' (the champion's), scheduled send to prediction seen.
+   The workers' peaks are kept apart from the one-model memory figure.
+7. **Rescore**: history is reset, exactly {sizes["rescore_drawings"]:,} drawings are stored
    through the real path (`DigitSubmitted` events consumed by history-service into Postgres and
    MinIO); then each
    run promotes the other model and times from the promotion's `promoted_at` to the first
    `/api/rescore-jobs/{{id}}` answer with done == total (polled every 100 ms). Rescore workers
    start before the promotion and have joined their groups. The first run per worker count
    includes loading that model; later runs reuse the workers' model cache.
-7. **Baseline** (`bench/baseline/`, not part of the product): the teaching app's design under
+8. **Baseline** (`bench/baseline/`, not part of the product): the teaching app's design under
    the same `wrk` load: a synchronous FastAPI endpoint that creates an `InferenceSession` per
    request, resizes the canvas naively to 28×28, runs the CNN and inserts a row (image,
    prediction) into Postgres through SQLAlchemy + psycopg2 inside the request.
-8. **Memory**: VmHWM (peak resident set) from `/proc` of every process of each service, read
+9. **Memory**: VmHWM (peak resident set) from `/proc` of every process of each service, read
    just before it is stopped; the highest seen across the run.
 
 Phase durations in this run (seconds): {phases}.

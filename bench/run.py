@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import config, phases, system_cpu
+from bench import config, phases, rollout, system_cpu
 from bench.config import Sizes
 from bench.ingest import wrk_available
 from bench.inputs import make_drawings
@@ -30,11 +30,13 @@ SELECTIONS = {
         "cpu",
         "latency",
         "hot_swap",
+        "rollout",
         "rescore",
         "profiles",
     ),
     "cpu": ("cpu",),
-    "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap"),
+    "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap", "rollout"),
+    "rollout": ("rollout",),
     "rescore": ("rescore",),
     # Not part of "all": seeding and reading ten million drawings takes about 25 minutes.
     "scale": ("scale",),
@@ -184,6 +186,7 @@ def _plan(bench: phases.Bench, onnx: bytes) -> list[tuple[str, str, Callable[[],
         ("cpu", "system_cpu", lambda: asyncio.run(system_cpu.system_cpu(bench))),
         ("latency", "latency", latency),
         ("hot_swap", "hot_swap", hot_swap),
+        ("rollout", "shadow_rollout", lambda: rollout.shadow_rollout(bench)),
         ("rescore", "rescore", lambda: asyncio.run(phases.rescore(bench))),
         ("rescore", "replay", lambda: asyncio.run(phases.replay(bench))),
         ("profiles", "profiles", profiles),

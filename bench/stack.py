@@ -170,8 +170,9 @@ class Services:
         ]
         return self.start("bare", command, {}, f"http://127.0.0.1:{config.BARE_PORT}/healthz")
 
-    def stop(self, name: str) -> None:
-        """Sample its peak memory, then stop it (SIGTERM, SIGKILL if it lingers).
+    def stop(self, name: str, *, kind: str | None = None) -> None:
+        """Sample its peak memory (as `kind`'s, by default its name's), then stop it
+        (SIGTERM, SIGKILL if it lingers).
 
         A profiled service gets SIGINT instead: uvicorn re-raises the signal it stopped on,
         and only an interrupt (not SIGTERM) lets cProfile write its stats on the way out.
@@ -181,7 +182,7 @@ class Services:
             return
         process = service.process
         if process is not None and process.poll() is None:
-            self.memory.observe(_kind(name), process_group_peak_mb(process.pid))
+            self.memory.observe(kind or _kind(name), process_group_peak_mb(process.pid))
         service.stop(signal.SIGINT if "cProfile" in service.command else signal.SIGTERM)
 
     def stop_matching(self, prefix: str) -> None:

@@ -25,7 +25,7 @@ from bench import config
 from bench.baseline.app import prepare_database
 from bench.cpu import Component, cpu_seconds, delta, pid_file_roots
 from bench.kafkaio import wait_drained
-from bench.phases import Bench, _latency_figures, _open_loop, start_system
+from bench.phases import Bench, latency_figures, open_loop, start_system
 from bench.stack import BIN, BenchError
 from bench.stats import percentile
 
@@ -79,11 +79,11 @@ async def cpu_at_rate(bench: Bench, rate: int, seconds: float) -> dict[str, Any]
     """CPU ms per accepted drawing, per component, for one open-loop run at `rate`/s."""
     parts = components(bench, ours=SYSTEM)
     before, started = cpu_seconds(parts), time.monotonic()
-    run = await _open_loop(bench, rate, seconds)
+    run = await open_loop(bench, rate, seconds)
     await wait_drained(Groups.HISTORY, timeout=60)
     used, window = delta(before, cpu_seconds(parts)), time.monotonic() - started
     accepted = max(1, len(run.accepted))
-    figures = _latency_figures(run, rate, seconds)
+    figures = latency_figures(run, rate, seconds)
     return {
         "offered_per_s": rate,
         "accepted": len(run.accepted),
@@ -117,8 +117,8 @@ async def capacity(bench: Bench) -> dict[str, Any]:
     tried: list[dict[str, Any]] = []
     best = 0
     for rate in CAPACITY_RATES:
-        run = await _open_loop(bench, rate, bench.sizes.rate_seconds)
-        figures = _latency_figures(run, rate, bench.sizes.rate_seconds)
+        run = await open_loop(bench, rate, bench.sizes.rate_seconds)
+        figures = latency_figures(run, rate, bench.sizes.rate_seconds)
         await wait_drained(Groups.HISTORY, timeout=60, at_most=50)
         ok = figures["p99_ms"] <= P99_LIMIT_MS and not figures["failed"] and not figures["lost"]
         tried.append({k: figures[k] for k in ("offered_per_s", "p50_ms", "p99_ms", "failed")})
@@ -209,7 +209,7 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
         )
         for name, pid in targets.items()
     }
-    await _open_loop(bench, rate, seconds + 2)
+    await open_loop(bench, rate, seconds + 2)
     for spy in spies.values():
         await spy.wait()
     return {name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies}
