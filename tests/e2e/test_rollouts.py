@@ -239,6 +239,18 @@ async def test_a_guardrail_aborts_a_candidate_failing_on_its_drawings_all_answer
     share, each failure is a dead letter naming the candidate, the verdict counts them per
     version, and the guardrail aborts the canary with the count in the ledger."""
     broken = register_onnx(inkless_onnx_model(41))
+    # The gate reads the labeled drawings with the candidate: it fails on them, and says so.
+    labeled = await upload_all(system.gateway_url, drawings[:5], concurrency=5)
+    erased_afterwards.extend(labeled)
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        for digit_id, label in zip(labeled, true_labels(5), strict=True):
+            answer = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
+            assert answer.status_code == 202, answer.text
+    await eventually(history_caught_up, 60, "the labels stored")
+    refused = mnistream("canary", str(broken), "--percent", "50", "--reason", "e2e", check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert f"v{broken} fails on the labeled drawings" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr, refused.stderr
     mnistream("canary", str(broken), "--percent", "50", "--force", "--reason", "e2e: broken")
     rollout_id = await all_workers_apply(system)
 

@@ -19,6 +19,10 @@ from mnistream_cli.registry import RegisteredVersion
 INPUT_PAGE = 10_000
 
 
+class ModelRunError(RuntimeError):
+    """A version loads but fails when it reads the labeled drawings."""
+
+
 async def label_readings(
     store: ObjectStore,
     bucket: str,
@@ -27,7 +31,8 @@ async def label_readings(
     labeled: list[LabeledOut],
 ) -> dict[uuid.UUID, int]:
     """The digit `version` reads in each labeled drawing it can read (the model from object
-    storage's `bucket`, the drawings' model inputs from history-service)."""
+    storage's `bucket`, the drawings' model inputs from history-service); a ModelRunError when
+    the version fails on them."""
     # The version was read from the registry: no need to ask it again.
     model = await fetch_and_build(
         store, version.ref, version.onnx_uri, RuntimeOptions(), bucket, registry=None
@@ -36,7 +41,12 @@ async def label_readings(
     readings: dict[uuid.UUID, int] = {}
     for start in range(0, len(ids), INPUT_PAGE):
         found = await history.model_inputs(ids[start : start + INPUT_PAGE])
-        result = score_inputs(model, [(i.digit_id, i.model_input) for i in found.inputs])
+        try:
+            result = score_inputs(model, [(i.digit_id, i.model_input) for i in found.inputs])
+        except Exception as exc:  # onnxruntime raises untyped errors
+            raise ModelRunError(
+                f"v{version.version} fails on the labeled drawings: {str(exc)[:300]}"
+            ) from exc
         readings.update({s.item: int(np.argmax(s.probabilities)) for s in result.scored})
     return readings
 

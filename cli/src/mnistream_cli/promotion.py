@@ -152,7 +152,7 @@ class Promoter:
         # second to import): only the promotions that score them pay it, not every command.
         from mnistream_common.storage import ObjectStore, make_minio
 
-        from mnistream_cli.labels import compare, label_readings
+        from mnistream_cli.labels import ModelRunError, compare, label_readings
 
         async with HistoryClient.at(self.settings.history_url) as history:
             try:
@@ -173,6 +173,8 @@ class Promoter:
                 report.negative_flips, report.positive_flips = compared.broken, compared.fixed
             except (HistoryUnavailableError, HistoryRefusedError) as exc:
                 report.objections.append(f"accuracy on user labels cannot be checked: {exc}")
+            except ModelRunError as exc:  # a model that fails at run time: refused, not a crash
+                report.objections.append(str(exc))
 
     async def promote(
         self, candidate: RegisteredVersion, *, previous: int | None, reason: str
