@@ -165,11 +165,36 @@ CHAOS_STACK := MNISTREAM_DATA=$(CURDIR)/.data/chaos \
 
 # Every run starts from an empty chaos stack, so runs are alike (a rescore covers every drawing).
 .PHONY: chaos
-chaos: install data ## Reliability suite: faults under load, poison, hostile input, security (own, fresh stack)
+chaos: install data ## Reliability suite: faults under load, poison, hostile input, security (own, fresh stack), then chaos-cluster
 	$(CHAOS_STACK) infra/stack.sh down
 	rm -rf .data/chaos
 	$(CHAOS_STACK) infra/stack.sh up
 	$(CHAOS_STACK) $(UV) run --frozen pytest tests/reliability -m chaos $(PYTEST_ARGS)
+	$(CHAOS_STACK) infra/stack.sh down  # its cores and memory to the three-broker stack
+	$(MAKE) chaos-cluster
+
+# The three-broker stack (KAFKA_BROKERS=3): broker faults under load, after the rest of the suite.
+CLUSTER_STACK := MNISTREAM_DATA=$(CURDIR)/.data/cluster KAFKA_BROKERS=3 \
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:25092,127.0.0.1:25094,127.0.0.1:25096 KAFKA_CONTROLLER_PORT=25093 \
+  DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:25432/mnistream \
+  S3_ENDPOINT_URL=http://127.0.0.1:25900 MINIO_CONSOLE_PORT=25901 \
+  MLFLOW_TRACKING_URI=http://127.0.0.1:25500
+
+.PHONY: chaos-cluster
+chaos-cluster: install data ## Broker faults on a three-broker KRaft cluster under load (own, fresh stack; part of `make chaos`)
+	$(CLUSTER_STACK) infra/stack.sh down
+	rm -rf .data/cluster
+	$(CLUSTER_STACK) infra/stack.sh up
+	$(CLUSTER_STACK) $(UV) run --frozen pytest tests/cluster -m chaos $(PYTEST_ARGS); \
+	  status=$$?; $(CLUSTER_STACK) infra/stack.sh down; exit $$status
+
+.PHONY: cluster-stack-up
+cluster-stack-up: install data ## Start the three-broker stack (.data/cluster, ports 25092-25097/25432/25900/25500)
+	$(CLUSTER_STACK) infra/stack.sh up
+
+.PHONY: cluster-stack-down
+cluster-stack-down: ## Stop the three-broker stack
+	$(CLUSTER_STACK) infra/stack.sh down
 
 .PHONY: chaos-stack-up
 chaos-stack-up: install data ## Start the chaos stack (.data/chaos, ports 23092/23432/23900/23500)

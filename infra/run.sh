@@ -13,6 +13,8 @@ cleanup() { infra/stack.sh down || true; rm -f "$DATA/run/run.pid"; }
 # Ctrl-C while the stack starts or the first model trains: stop what has started, then leave.
 trap 'echo "interrupted; stopping the stack..." >&2; cleanup; exit 130' INT TERM
 infra/stack.sh up
+# With KAFKA_BROKERS=3 every service and command bootstraps from the three nodes.
+export "$(infra/stack.sh env | grep '^KAFKA_BOOTSTRAP_SERVERS=')"
 .venv/bin/history-service migrate
 .venv/bin/mnistream bootstrap
 

@@ -5,6 +5,10 @@
 #   infra/stack.sh down      stop everything this script started; no process is left behind
 #   infra/stack.sh status    one line per component: healthy / down, pid, port, memory, log file
 #   infra/stack.sh env       the settings it would use (environment, then .env or $MNISTREAM_ENV_FILE)
+#   infra/stack.sh stop|start NAME, kill kafka-N, kafka-leader   one component (fault tests)
+#
+# KAFKA_BROKERS=3 runs Kafka as a cluster of three KRaft nodes (each broker and controller) with
+# topics replicated three times and min.insync.replicas 2; the default is one node.
 #
 # Every address comes from the same variables the services read (see .env.example), so the
 # stack and the services cannot disagree. Data lives in $MNISTREAM_DATA (default .data/),
@@ -34,6 +38,8 @@ MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 
 KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# One broker (the light default) or a cluster of three KRaft nodes, each broker and controller.
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
 DATABASE_URL="${DATABASE_URL:-postgresql+asyncpg://mnistream:mnistream@127.0.0.1:5432/mnistream}"
 S3_ENDPOINT_URL="${S3_ENDPOINT_URL:-http://127.0.0.1:9000}"
 S3_ACCESS_KEY_ID="${S3_ACCESS_KEY_ID:-mnistream}"
@@ -46,7 +52,21 @@ MLFLOW_DATABASE="${MLFLOW_DATABASE:-mlflow}"
 # host:port pieces of the URLs above
 url_port() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest##*:}"; }
 url_host() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest%:*}"; }
-KAFKA_PORT="$(url_port "PLAINTEXT://$KAFKA_BOOTSTRAP_SERVERS")"
+KAFKA_PORT="$(url_port "PLAINTEXT://${KAFKA_BOOTSTRAP_SERVERS%%,*}")"
+[[ "$KAFKA_BROKERS" == 1 || "$KAFKA_BROKERS" == 3 ]] || { echo "error: KAFKA_BROKERS is 1 or 3, not $KAFKA_BROKERS" >&2; exit 2; }
+# Node n listens on the first bootstrap port + 2(n-1) and its controller on
+# KAFKA_CONTROLLER_PORT + 2(n-1): 9092/9093, 9094/9095, 9096/9097 by default.
+kafka_nodes() { seq 1 "$KAFKA_BROKERS"; }
+kafka_name() { if ((KAFKA_BROKERS == 1)); then echo kafka; else echo "kafka-$1"; fi; }
+kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+kafka_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
+kafka_dir() { if ((KAFKA_BROKERS == 1)); then echo "$DATA/kafka"; else echo "$DATA/kafka-$1"; fi; }
+if ((KAFKA_BROKERS > 1)); then
+  # Clients bootstrap from every node, and topics get a replica on each (min.insync.replicas 2).
+  KAFKA_BOOTSTRAP_SERVERS="$(for n in $(kafka_nodes); do printf '127.0.0.1:%s,' "$(kafka_port "$n")"; done)"
+  KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS%,}"
+  export KAFKA_BOOTSTRAP_SERVERS KAFKA_REPLICATION_FACTOR=3
+fi
 PG_HOST="$(url_host "$DATABASE_URL")"
 PG_PORT="$(url_port "$DATABASE_URL")"
 PG_USERINFO="${DATABASE_URL#*://}"; PG_USERINFO="${PG_USERINFO%%@*}"
@@ -223,30 +243,57 @@ up_minio() {
   wait_for minio 60 minio_ready
 }
 
-kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log"; }
-
-up_kafka() {
-  pid_alive kafka && { wait_for kafka 60 kafka_ready; return; }
-  ensure_kafka; ensure_java
-  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken; set KAFKA_BOOTSTRAP_SERVERS to another port"
-  local dir="$DATA/kafka" cp; cp="$(kafka_classpath)"
-  mkdir -p "$dir"
-  sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-    -e "s#@LOG_DIRS@#$dir/logs#g" infra/kafka/server.properties >"$dir/server.properties"
-  if [[ ! -f "$dir/logs/meta.properties" ]]; then
-    say "kafka: formatting KRaft storage in $dir/logs"
-    java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" kafka.tools.StorageTool \
-      format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
-      -c "$dir/server.properties" >>"$LOGS/kafka.log" 2>&1
-  fi
-  echo "--- start $(date -Is)" >>"$LOGS/kafka.log"
-  spawn kafka java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" -cp "$cp" kafka.Kafka "$dir/server.properties"
-  wait_for kafka 90 kafka_ready_since_start
+kafka_ready() { # [node]
+  local n="${1:-1}" name; name="$(kafka_name "$n")"
+  # The log since this node's last start; grep reads it all (-q would end the pipe early, and
+  # under pipefail sed's SIGPIPE would make a started node look down).
+  port_open "$(kafka_port "$n")" && sed -n '/^--- start/h; /^--- start/!H; ${x;p}' "$LOGS/$name.log" | grep "Kafka Server started" >/dev/null
 }
 
-# "started" must come from this run's part of the log, not a previous one.
-kafka_ready_since_start() { port_open "$KAFKA_PORT" && sed -n '/^--- start/h; /^--- start/!H; ${x;p}' "$LOGS/kafka.log" | grep -q "Kafka Server started"; }
+kafka_cluster_id() { # one id for every node of the stack, made once
+  local file="$DATA/kafka-cluster-id" cp
+  if [[ ! -f "$file" ]]; then
+    cp="$(kafka_classpath)"
+    java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null >"$file"
+  fi
+  cat "$file"
+}
+
+up_kafka() { # every node, or node N
+  local n
+  ensure_kafka; ensure_java
+  for n in ${1:-$(kafka_nodes)}; do start_kafka_node "$n"; done
+  for n in ${1:-$(kafka_nodes)}; do wait_for "$(kafka_name "$n")" 90 kafka_ready "$n"; done
+}
+
+start_kafka_node() { # node
+  local n="$1" name port dir cp voters="" m rf=1 min_isr=1
+  name="$(kafka_name "$n")"; port="$(kafka_port "$n")"; dir="$(kafka_dir "$n")"
+  pid_alive "$name" && return 0
+  port_open "$port" && die "port $port is taken; set KAFKA_BOOTSTRAP_SERVERS to another port"
+  cp="$(kafka_classpath)"
+  for m in $(kafka_nodes); do voters+="$m@127.0.0.1:$(kafka_controller_port "$m"),"; done
+  ((KAFKA_BROKERS > 1)) && rf=3 min_isr=2
+  mkdir -p "$dir"
+  sed -e "s#@NODE_ID@#$n#g" -e "s#@VOTERS@#${voters%,}#g" -e "s#@PORT@#$port#g" \
+    -e "s#@CONTROLLER_PORT@#$(kafka_controller_port "$n")#g" -e "s#@LOG_DIRS@#$dir/logs#g" \
+    -e "s#@RF@#$rf#g" -e "s#@MIN_ISR@#$min_isr#g" infra/kafka/server.properties >"$dir/server.properties"
+  if [[ ! -f "$dir/logs/meta.properties" ]]; then
+    say "$name: formatting KRaft storage in $dir/logs"
+    java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" kafka.tools.StorageTool \
+      format -t "$(kafka_cluster_id)" -c "$dir/server.properties" >>"$LOGS/$name.log" 2>&1
+  fi
+  echo "--- start $(date -Is)" >>"$LOGS/$name.log"
+  # A cluster's three JVMs get a smaller heap each than the one broker.
+  local heap="-Xms256m -Xmx768m"; ((KAFKA_BROKERS > 1)) && heap="-Xms128m -Xmx384m"
+  spawn "$name" java ${KAFKA_HEAP_OPTS:-$heap} -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" -cp "$cp" kafka.Kafka "$dir/server.properties"
+}
+
+down_kafka() { # every node, or node N
+  local n
+  for n in ${1:-$(kafka_nodes)}; do stop_group "$(kafka_name "$n")"; done
+}
 
 mlflow_ready() { curl -fsS "http://127.0.0.1:$MLFLOW_PORT/health"; }
 
@@ -270,7 +317,7 @@ cmd_up() {
   local t0=$SECONDS
   up_postgres; say "postgres  healthy on $PG_HOST:$PG_PORT"
   up_minio;    say "minio     healthy on 127.0.0.1:$MINIO_PORT (console :$MINIO_CONSOLE_PORT)"
-  up_kafka;    say "kafka     healthy on $KAFKA_BOOTSTRAP_SERVERS (KRaft, controller :$KAFKA_CONTROLLER_PORT)"
+  up_kafka;    say "kafka     healthy on $KAFKA_BOOTSTRAP_SERVERS (KRaft, $KAFKA_BROKERS node(s), controller :$KAFKA_CONTROLLER_PORT)"
   .venv/bin/mnistream setup >&2   # topics and buckets, idempotent
   up_mlflow;   say "mlflow    healthy on $MLFLOW_TRACKING_URI"
   say "stack up in $((SECONDS - t0))s; logs in $LOGS"
@@ -278,7 +325,7 @@ cmd_up() {
 
 cmd_down() {
   stop_group mlflow
-  stop_group kafka
+  down_kafka
   stop_group minio
   down_postgres
 }
@@ -293,7 +340,7 @@ rss_mb() { # pid -> resident MB of the process and its children
 
 status_line() { # name ready-fn port pid
   local name="$1" fn="$2" port="$3" pid="${4:-}" mem="-" state="down"
-  "$fn" >/dev/null 2>&1 && state="healthy"
+  $fn >/dev/null 2>&1 && state="healthy"  # a function and its arguments
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && mem="$(rss_mb "$pid") MB"
   printf '%-9s %-8s port %-6s pid %-8s rss %-8s log %s\n' "$name" "$state" "$port" "${pid:--}" "$mem" "$LOGS/$name.log"
   [[ "$state" == "healthy" ]]
@@ -304,7 +351,10 @@ cmd_status() {
   [[ -f "$DATA/postgres/postmaster.pid" ]] && pgpid="$(head -1 "$DATA/postgres/postmaster.pid")"
   status_line postgres pg_ready "$PG_PORT" "$pgpid" || ok=1
   status_line minio minio_ready "$MINIO_PORT" "$(cat "$RUN/minio.pid" 2>/dev/null)" || ok=1
-  status_line kafka kafka_ready "$KAFKA_PORT" "$(cat "$RUN/kafka.pid" 2>/dev/null)" || ok=1
+  local n
+  for n in $(kafka_nodes); do
+    status_line "$(kafka_name "$n")" "kafka_ready $n" "$(kafka_port "$n")" "$(cat "$RUN/$(kafka_name "$n").pid" 2>/dev/null)" || ok=1
+  done
   status_line mlflow mlflow_ready "$MLFLOW_PORT" "$(cat "$RUN/mlflow.pid" 2>/dev/null)" || ok=1
   return $ok
 }
@@ -314,7 +364,7 @@ cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
 # What the stack would use, after the environment and .env: one VAR=value a line.
 cmd_env() {
   local name
-  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BOOTSTRAP_SERVERS \
+  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS \
     KAFKA_CONTROLLER_PORT DATABASE_URL S3_ENDPOINT_URL MINIO_CONSOLE_PORT MLFLOW_TRACKING_URI \
     ARTIFACTS_BUCKET MLFLOW_DATABASE; do
     case "$name" in
@@ -325,18 +375,47 @@ cmd_env() {
   done
 }
 
-# One component, for fault tests and operators: stop/start postgres|minio|kafka|mlflow.
-cmd_component() { # stop|start name
+# One component, for fault tests and operators: stop/start postgres|minio|kafka|mlflow, or one
+# node of a cluster: kafka-1|kafka-2|kafka-3 (`kill` stops it with SIGKILL, as a crash would).
+cmd_component() { # stop|start|kill name
   mkdir -p "$DATA" "$LOGS" "$RUN"
   case "$1:$2" in
     stop:postgres) down_postgres ;;
-    stop:minio|stop:kafka|stop:mlflow) stop_group "$2" ;;
+    stop:minio|stop:mlflow) stop_group "$2" ;;
+    stop:kafka) down_kafka ;;
+    stop:kafka-[123]) down_kafka "$(kafka_node_of "$2")" ;;
+    kill:kafka-[123]) kill_kafka_node "$(kafka_node_of "$2")" ;;
     start:postgres) up_postgres ;;
     start:minio) up_minio ;;
     start:kafka) up_kafka ;;
+    start:kafka-[123]) up_kafka "$(kafka_node_of "$2")" ;;
     start:mlflow) up_mlflow ;;
-    *) say "usage: $0 stop|start postgres|minio|kafka|mlflow"; exit 2 ;;
+    *) say "usage: $0 stop|start postgres|minio|kafka|kafka-N|mlflow, or kill kafka-N"; exit 2 ;;
   esac
+}
+
+# The node id of the active controller (the KRaft quorum's leader), as Kafka's own tool says.
+cmd_kafka_leader() {
+  local cp; cp="$(kafka_classpath)" || die "Kafka is not provisioned"
+  java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" \
+    org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
+    describe --status 2>/dev/null | awk '/^LeaderId:/ {print $2}'
+}
+
+kafka_node_of() { # kafka-N -> N, when the stack has that node
+  local n="${1#kafka-}"
+  ((KAFKA_BROKERS > 1 && n <= KAFKA_BROKERS)) || die "$1: this stack has $KAFKA_BROKERS Kafka node(s) (KAFKA_BROKERS)"
+  echo "$n"
+}
+
+kill_kafka_node() { # node: SIGKILL, no shutdown
+  local name pid; name="$(kafka_name "$1")"
+  [[ -f "$RUN/$name.pid" ]] || { say "$name is not running"; return 0; }
+  pid="$(cat "$RUN/$name.pid")"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  rm -f "$RUN/$name.pid"
+  say "killed $name"
 }
 
 case "${1:-}" in
@@ -345,6 +424,7 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   provision) cmd_provision ;;
-  stop|start) cmd_component "$1" "${2:-}" ;;
-  *) say "usage: $0 up|down|status|env|provision|stop NAME|start NAME"; exit 2 ;;
+  stop|start|kill) cmd_component "$1" "${2:-}" ;;
+  kafka-leader) cmd_kafka_leader ;;
+  *) say "usage: $0 up|down|status|env|provision|stop NAME|start NAME|kill kafka-N|kafka-leader"; exit 2 ;;
 esac

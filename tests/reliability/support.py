@@ -236,3 +236,11 @@ def _report(
     line = f"{fault}: {counts}"
     print(f"\n[reliability] {line}")
     REPORT.append(line)
+
+
+async def serving_version(gateway_url: str) -> int:
+    """The version the gateway's ledger says is serving."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
+        body = (await client.get("/readyz")).json()
+    version: int = body["model"]["version"]
+    return version

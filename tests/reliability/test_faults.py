@@ -32,7 +32,7 @@ from tests.e2e.support import (
 )
 from tests.helpers import SEVEN, drawing_png, promotion, tiny_onnx_model
 from tests.polling import eventually
-from tests.reliability.support import assert_nothing_lost, flowing
+from tests.reliability.support import assert_nothing_lost, flowing, serving_version
 from tests.stack import require_kafka
 from tests.system import System
 
@@ -46,10 +46,7 @@ KAFKA_DOWN_S = 45.0
 
 async def champion(system: System) -> int:
     """The version the ledger says is serving."""
-    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
-        body = (await client.get("/readyz")).json()
-    version: int = body["model"]["version"]
-    return version
+    return await serving_version(system.gateway_url)
 
 
 @pytest.mark.parametrize(

@@ -251,3 +251,25 @@ def test_only_the_operator_side_holds_the_root_minio_user() -> None:
         if root in (service.get("environment") or {}).values()
     }
     assert holders <= {"setup", "mlflow", "cli", "trainer", "minio"}, holders
+
+
+def test_the_cluster_variant_is_three_nodes_of_one_quorum_and_clients_bootstrap_from_all() -> None:
+    """docker-compose.cluster.yml: three KRaft nodes with the same voters and cluster id, topics
+    of three replicas (min.insync.replicas 2), and every service of the base file that talks to
+    Kafka given all three nodes."""
+    cluster = compose("docker-compose.cluster.yml")["services"]
+    nodes = {name: cluster[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")}
+    assert {env["KAFKA_NODE_ID"] for env in nodes.values()} == {1, 2, 3}
+    assert len({env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in nodes.values()}) == 1
+    assert len({env["CLUSTER_ID"] for env in nodes.values()}) == 1
+    assert {env["KAFKA_MIN_INSYNC_REPLICAS"] for env in nodes.values()} == {2}
+    everything = "kafka:9092,kafka-2:9092,kafka-3:9092"
+    clients = [
+        name
+        for name, service in compose()["services"].items()
+        if "KAFKA_BOOTSTRAP_SERVERS" in (service.get("environment") or {})
+    ]
+    assert clients
+    for name in clients:
+        assert cluster[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == everything, name
+    assert cluster["setup"]["environment"]["KAFKA_REPLICATION_FACTOR"] == 3

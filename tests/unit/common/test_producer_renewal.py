@@ -90,3 +90,15 @@ async def test_every_send_failing_on_one_producer_starts_one_replacement() -> No
 
     assert (config.disconnects, config.connects) == (1, 1)
     assert renew.generation == generation + 1
+
+
+def test_a_broker_bootstraps_from_every_node_listed() -> None:
+    """FastStream took "a:1,b:2" for one address, so services could reach no node of a
+    three-broker cluster; each node must be an address of its own."""
+    from mnistream_common.kafka import make_broker
+    from mnistream_common.settings import KafkaSettings
+
+    settings = KafkaSettings(kafka_bootstrap_servers="127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3")
+    broker = make_broker(settings, client_id="tests")
+    servers = broker._connection_kwargs["bootstrap_servers"]
+    assert servers == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]

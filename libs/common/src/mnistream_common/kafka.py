@@ -60,6 +60,12 @@ PUBLISH_TIMEOUT_S = 15.0
 LONG_POLL_MS = 2000
 
 
+def bootstrap_list(servers: str) -> list[str]:
+    """`host:port,host:port` as a list: FastStream takes a string as one address (aiokafka
+    itself splits it), so a broker given every node of a cluster could reach none of them."""
+    return [address.strip() for address in servers.split(",") if address.strip()]
+
+
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
     """A FastStream Kafka broker whose producer is durable: acks=all and idempotent.
 
@@ -68,7 +74,7 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
     (digits.erased did, on a stack upgraded while running), which setup then cannot repair.
     """
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        bootstrap_list(settings.kafka_bootstrap_servers),
         client_id=client_id,
         logger=logging.getLogger("mnistream.kafka"),
         allow_auto_create_topics=False,
