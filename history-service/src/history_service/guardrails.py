@@ -8,7 +8,9 @@ than a status read by one) and the rollout is aborted when
 - the candidate is significantly worse than the champion on user-labeled drawings,
 - the candidate fails on significantly more than the bound's share of the drawings it is given
   (its failures are the inference workers' dead letters naming it), or
-- the candidate of a canary has an end-to-end p99 latency over the bound, over enough readings.
+- the candidate of a canary has an end-to-end p99 latency over the bound, over enough readings,
+  and more than 1.5 times the champion's over the same time (a fault that slows every drawing,
+  such as a worker killed, slows both shares and ends nothing).
 
 Before it aborts, a guardrail confirms with the ledger itself that the rollout still runs (the
 tables can lag it). Several history-service instances may still abort the same rollout: the
@@ -42,6 +44,10 @@ class Rules:
     max_p99_ms: float = 1000.0
     min_readings: int = 100  # before latency is judged
     max_failure_rate: float = 0.01
+    # A canary's shares are read by the same workers from the same partitions, so a fault that
+    # delays them all (a worker killed, a rebalance) delays both: the candidate's p99 is judged
+    # only when it is also this many times the champion's.
+    latency_ratio: float = 1.5
 
 
 def objection(rollout: RolloutOut, rules: Rules) -> str | None:
@@ -61,12 +67,22 @@ def objection(rollout: RolloutOut, rules: Rules) -> str | None:
         return None  # a shadow candidate reads after the champion's answer: its latency says
         # how long the pair took, not how long people would wait for it
     p99 = candidate.latency_p99_ms
-    if p99 is not None and candidate.readings >= rules.min_readings and p99 > rules.max_p99_ms:
+    if p99 is None or candidate.readings < rules.min_readings or p99 <= rules.max_p99_ms:
+        return None
+    champion = next(v for v in rollout.versions if v.role == "champion")
+    theirs = champion.latency_p99_ms
+    if theirs is not None and champion.readings >= rules.min_readings:
+        if p99 <= rules.latency_ratio * theirs:
+            return None  # both shares slow: the same workers and partitions, not the candidate
         return (
             f"the candidate's p99 latency {p99:.0f} ms over {candidate.readings} readings is "
-            f"above the {rules.max_p99_ms:.0f} ms bound"
+            f"above the {rules.max_p99_ms:.0f} ms bound and {p99 / theirs:.1f}× the champion's "
+            f"({theirs:.0f} ms)"
         )
-    return None
+    return (
+        f"the candidate's p99 latency {p99:.0f} ms over {candidate.readings} readings is "
+        f"above the {rules.max_p99_ms:.0f} ms bound"
+    )
 
 
 @dataclass

@@ -85,7 +85,9 @@ def test_the_verdict_says_who_is_ahead_only_when_the_interval_excludes_zero(
     assert verdict["verdict"].startswith(words)
 
 
-def rollout_with(candidate: VersionFigures, judged: str = "level") -> RolloutOut:
+def rollout_with(
+    candidate: VersionFigures, judged: str = "level", champion: VersionFigures | None = None
+) -> RolloutOut:
     return RolloutOut.model_validate(
         {
             "rollout_id": "2c6d4e7f-8a9b-4c0d-9e1f-2a3b4c5d6e7f",
@@ -100,7 +102,10 @@ def rollout_with(candidate: VersionFigures, judged: str = "level") -> RolloutOut
             "ended_at": None,
             "ended_by": None,
             "end_reason": None,
-            "versions": [figures("champion", 0, 0).model_dump(), candidate.model_dump()],
+            "versions": [
+                (champion or figures("champion", 0, 0)).model_dump(),
+                candidate.model_dump(),
+            ],
             "compared": 0,
             "agreement": None,
             "verdict": "v",
@@ -167,3 +172,15 @@ def test_a_versions_failure_rate_is_of_the_drawings_it_was_given() -> None:
     assert figured.failure_low is not None and figured.failure_high is not None
     assert figured.failure_low < 0.1 < figured.failure_high
     assert with_failures(figures("candidate", 0, 0), 0, Z95).failure_rate is None
+
+
+def test_a_slow_candidate_is_judged_against_the_champion_over_the_same_time() -> None:
+    """A worker killed during a canary delays both shares (the same workers read them): the
+    candidate's p99 over the bound ends the rollout only when it is also well above the
+    champion's. A chaos run saw the guardrail abort a canary at 9.5 s p99 after a kill -9."""
+    slow = figures("candidate", 0, 0, readings=300, latency_p99_ms=9500.0)
+    also_slow = figures("champion", 0, 0, readings=700, latency_p99_ms=9000.0)
+    fast = figures("champion", 0, 0, readings=700, latency_p99_ms=40.0)
+    assert objection(rollout_with(slow, champion=also_slow), Rules()) is None
+    reason = objection(rollout_with(slow, champion=fast), Rules())
+    assert reason is not None and "237.5× the champion's (40 ms)" in reason
