@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from mnistream_common.kafka import read_ledger_entries
-from mnistream_common.ledger import LedgerState, fold
+from mnistream_common.ledger import Ended, LedgerState, fold
 
 from tests.e2e.support import (
     Models,
@@ -56,6 +56,22 @@ async def champion(system: System, models: Models) -> AsyncIterator[int]:
     finally:
         if (await ledger()).rollout is not None:
             mnistream("abort", "--reason", "e2e: end of test")
+
+
+async def aborted_by_the_guardrail(rollout_id: str, within: float) -> Ended:
+    """Wait until the ledger has ended the rollout; how it ended, checked to be a guardrail's
+    abort."""
+
+    async def aborted() -> bool:
+        state = await ledger()
+        return state.rollout is None and any(
+            str(e.rollout.rollout_id) == rollout_id for e in state.ended
+        )
+
+    await eventually(aborted, within, "the guardrail's abort in the ledger")
+    ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
+    assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
+    return ended
 
 
 async def all_workers_apply(system: System) -> str:
@@ -216,15 +232,7 @@ async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(
             labeled = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
             assert labeled.status_code == 202, labeled.text
 
-    async def aborted() -> bool:
-        state = await ledger()
-        return state.rollout is None and any(
-            str(e.rollout.rollout_id) == rollout_id for e in state.ended
-        )
-
-    await eventually(aborted, 90, "the guardrail's abort in the ledger")
-    ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
-    assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
+    ended = await aborted_by_the_guardrail(rollout_id, 90)
     assert ended.reason.startswith("the candidate is significantly worse on user labels"), ended
 
 
@@ -263,15 +271,7 @@ async def test_a_guardrail_aborts_a_candidate_failing_on_its_drawings_all_answer
     await eventually(answered, 60, "an answer for every upload")
     assert {v for d in ids for v in predictions.versions(d, "live")} == {champion}
 
-    async def aborted() -> bool:
-        state = await ledger()
-        return state.rollout is None and any(
-            str(e.rollout.rollout_id) == rollout_id for e in state.ended
-        )
-
-    await eventually(aborted, 60, "the guardrail's abort in the ledger")
-    ended = next(e for e in (await ledger()).ended if str(e.rollout.rollout_id) == rollout_id)
-    assert ended.outcome == "aborted" and ended.by == "history-service guardrail"
+    ended = await aborted_by_the_guardrail(rollout_id, 60)
     assert ended.reason.startswith("the candidate failed on"), ended
     async with httpx.AsyncClient(base_url=system.history_url, timeout=30) as client:
         verdict = (await client.get(f"/api/rollouts/{rollout_id}")).json()
