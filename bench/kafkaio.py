@@ -15,22 +15,22 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from mnistream_common.kafka import MAX_REQUEST_BYTES
+from mnistream_common.kafka import MAX_REQUEST_BYTES, client_options
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import DIGITS_PREDICTED, DIGITS_SUBMITTED, TopicSpec
 
 from bench.inputs import Drawings
 
 
-def _bootstrap() -> str:
-    import os
-
-    return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+def _kafka() -> KafkaSettings:
+    """The bench stack's Kafka (KAFKA_BOOTSTRAP_SERVERS), signed in as its operator."""
+    return KafkaSettings()
 
 
 async def publish_submitted(drawings: Drawings, count: int) -> list[uuid.UUID]:
     """Publish `count` DigitSubmitted events (acks=all, idempotent); their digit ids."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=_bootstrap(),
+        **client_options(_kafka()),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -58,7 +58,7 @@ async def skip_to_end(group: str, topics: Sequence[TopicSpec]) -> None:
     """Commit the end of `topics` for `group` (which must have no running member), so its
     consumers start after everything earlier phases produced."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=_bootstrap(), group_id=group, enable_auto_commit=False
+        **client_options(_kafka()), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -142,7 +142,7 @@ async def collecting() -> AsyncIterator[Collector]:
     """Collect `digits.predicted` from its current end until the block exits."""
     collector = Collector()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=_bootstrap(), enable_auto_commit=False, fetch_max_wait_ms=50
+        **client_options(_kafka()), enable_auto_commit=False, fetch_max_wait_ms=50
     )
     await consumer.start()
     partitions = [
@@ -176,7 +176,7 @@ async def group_lag(group: str) -> int:
     """Records `group` has still to read in its topics (`mnistream status`'s lag)."""
     from mnistream_common.groups import group_status
 
-    [status] = await group_status(_bootstrap(), [group])
+    [status] = await group_status(_kafka(), [group])
     return sum(status.lag.values())
 
 
@@ -199,7 +199,7 @@ async def wait_group_stable(group: str, members: int, timeout: float) -> bool:  
     """Wait until `group` is Stable with `members` members (a consumer group has joined)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap())
+    admin = AIOKafkaAdminClient(**client_options(_kafka()))
     await admin.start()
     try:
         deadline = time.monotonic() + timeout

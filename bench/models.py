@@ -130,7 +130,7 @@ def mnistream(*args: str) -> str:
 
 def last_promotion() -> ModelPromoted:
     """The newest event in the promotion ledger."""
-    ledger = asyncio.run(read_ledger(_Settings().kafka_bootstrap_servers))
+    ledger = asyncio.run(read_ledger(_Settings()))
     if not ledger:
         raise BenchError("the promotion ledger is empty right after a promotion")
     return ledger[-1]

@@ -35,9 +35,9 @@ def memory_mb(field: str) -> float:
 
 
 async def plan(history_url: str, topic: str, chunk: int) -> dict[str, float | int]:
-    bootstrap = KafkaSettings().kafka_bootstrap_servers
+    kafka = KafkaSettings()
     # A topic like rescore.tasks (its partitions and retention) under the bench's name.
-    await ensure_topics(bootstrap, [dataclasses.replace(RESCORE_TASKS, name=topic)])
+    await ensure_topics(kafka, [dataclasses.replace(RESCORE_TASKS, name=topic)])
     job = JobSpec(
         uuid.uuid4(),
         "rescore",
@@ -46,7 +46,7 @@ async def plan(history_url: str, topic: str, chunk: int) -> dict[str, float | in
     )
     async with (
         HistoryClient.at(history_url, timeout=60) as history,
-        durable_producer(bootstrap) as producer,
+        durable_producer(kafka) as producer,
     ):
 
         async def publish(task: RescoreTask) -> None:

@@ -40,6 +40,10 @@ KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 # One broker (the light default) or a cluster of three KRaft nodes, each broker and controller.
 KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+# The operator's Kafka user: the one super user, which brokers also use between themselves.
+# Each service gets a user of its own from `mnistream setup` (MNISTREAM_DATA/credentials/).
+KAFKA_SASL_USERNAME="${KAFKA_SASL_USERNAME:-mnistream}"
+KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-mnistream-secret}"
 DATABASE_URL="${DATABASE_URL:-postgresql+asyncpg://mnistream:mnistream@127.0.0.1:5432/mnistream}"
 S3_ENDPOINT_URL="${S3_ENDPOINT_URL:-http://127.0.0.1:9000}"
 S3_ACCESS_KEY_ID="${S3_ACCESS_KEY_ID:-mnistream}"
@@ -54,6 +58,9 @@ url_port() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo
 url_host() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest%:*}"; }
 KAFKA_PORT="$(url_port "PLAINTEXT://${KAFKA_BOOTSTRAP_SERVERS%%,*}")"
 [[ "$KAFKA_BROKERS" == 1 || "$KAFKA_BROKERS" == 3 ]] || { echo "error: KAFKA_BROKERS is 1 or 3, not $KAFKA_BROKERS" >&2; exit 2; }
+# They are written into the brokers' JAAS settings, between quotes.
+[[ "$KAFKA_SASL_USERNAME" =~ ^[A-Za-z0-9._-]+$ && "$KAFKA_SASL_PASSWORD" =~ ^[A-Za-z0-9._~+-]{8,}$ ]] || {
+  echo "error: KAFKA_SASL_USERNAME is letters, digits, . _ - and KAFKA_SASL_PASSWORD 8 or more of those or ~ +" >&2; exit 2; }
 # Node n listens on the first bootstrap port + 2(n-1) and its controller on
 # KAFKA_CONTROLLER_PORT + 2(n-1): 9092/9093, 9094/9095, 9096/9097 by default.
 kafka_nodes() { seq 1 "$KAFKA_BROKERS"; }
@@ -277,7 +284,9 @@ start_kafka_node() { # node
   mkdir -p "$dir"
   sed -e "s#@NODE_ID@#$n#g" -e "s#@VOTERS@#${voters%,}#g" -e "s#@PORT@#$port#g" \
     -e "s#@CONTROLLER_PORT@#$(kafka_controller_port "$n")#g" -e "s#@LOG_DIRS@#$dir/logs#g" \
-    -e "s#@RF@#$rf#g" -e "s#@MIN_ISR@#$min_isr#g" infra/kafka/server.properties >"$dir/server.properties"
+    -e "s#@RF@#$rf#g" -e "s#@MIN_ISR@#$min_isr#g" -e "s#@ADMIN_USER@#$KAFKA_SASL_USERNAME#g" \
+    -e "s#@ADMIN_PASSWORD@#$KAFKA_SASL_PASSWORD#g" infra/kafka/server.properties >"$dir/server.properties.new"
+  chmod 600 "$dir/server.properties.new" && mv "$dir/server.properties.new" "$dir/server.properties"
   if [[ ! -f "$dir/logs/meta.properties" ]]; then
     say "$name: formatting KRaft storage in $dir/logs"
     java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" kafka.tools.StorageTool \
@@ -364,7 +373,7 @@ cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
 # What the stack would use, after the environment and .env: one VAR=value a line.
 cmd_env() {
   local name
-  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS \
+  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME \
     KAFKA_CONTROLLER_PORT DATABASE_URL S3_ENDPOINT_URL MINIO_CONSOLE_PORT MLFLOW_TRACKING_URI \
     ARTIFACTS_BUCKET MLFLOW_DATABASE; do
     case "$name" in
@@ -399,7 +408,15 @@ cmd_kafka_leader() {
   local cp; cp="$(kafka_classpath)" || die "Kafka is not provisioned"
   java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" \
     org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
-    describe --status 2>/dev/null | awk '/^LeaderId:/ {print $2}'
+    --command-config "$(kafka_admin_properties)" describe --status 2>/dev/null | awk '/^LeaderId:/ {print $2}'
+}
+
+kafka_admin_properties() { # Kafka's own tools sign in as the operator with this file
+  local file="$RUN/kafka-admin.properties"
+  umask 077
+  printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
+    "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$KAFKA_SASL_USERNAME\" password=\"$KAFKA_SASL_PASSWORD\";" >"$file"
+  echo "$file"
 }
 
 kafka_node_of() { # kafka-N -> N, when the stack has that node

@@ -7,7 +7,7 @@ address and `make infra-up` when it is unreachable. The helpers live in tests/st
 from __future__ import annotations
 
 import pytest
-from mnistream_common.settings import S3Settings
+from mnistream_common.settings import KafkaSettings, S3Settings
 
 from tests.stack import require_kafka, require_minio, require_mlflow, require_postgres
 
@@ -16,8 +16,8 @@ pytest_plugins = ["tests.fixtures"]
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap_servers() -> str:
-    """Kafka's bootstrap servers; fails the test when Kafka is unreachable."""
+def kafka() -> KafkaSettings:
+    """Where Kafka is, signed in as the operator; fails the test when Kafka is unreachable."""
     return require_kafka()
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from mnistream_common.kafka import client_options
 from mnistream_common.settings import KafkaSettings, MLflowSettings, PostgresSettings, S3Settings
 from mnistream_common.storage import make_minio
 from pydantic_settings import SettingsConfigDict
@@ -40,11 +41,11 @@ def stack_settings() -> StackSettings:
     return StackSettings()
 
 
-def require_kafka() -> str:
-    """The Kafka bootstrap servers, or fail the test when no broker answers there."""
-    servers = stack_settings().kafka_bootstrap_servers
-    _require("kafka", servers)
-    return servers
+def require_kafka() -> KafkaSettings:
+    """Where Kafka is and the operator's sign-in, or fail the test when no broker answers."""
+    settings = stack_settings()
+    _require("kafka", settings.kafka_bootstrap_servers)
+    return settings
 
 
 def require_postgres() -> str:
@@ -97,9 +98,7 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _kafka_problem(settings: StackSettings) -> str | None:
     async def list_topics() -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3000
-        )
+        admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=3000)
         await admin.start()
         try:
             await admin.list_topics()

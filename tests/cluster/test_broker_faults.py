@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from mnistream_common.kafka import client_options
 from mnistream_common.topics import DIGITS_SUBMITTED
 
 from tests.e2e.support import Predictions, stack_component
@@ -48,7 +49,7 @@ def active_controller() -> int:
 async def partitions(topic: str = DIGITS_SUBMITTED.name) -> list[dict[str, object]]:
     """Each partition of `topic`: its leader, replicas and in-sync replicas, as the cluster
     says now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=require_kafka())
+    admin = AIOKafkaAdminClient(**client_options(require_kafka()))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -67,7 +68,7 @@ async def in_every_isr(node: int) -> bool:
 
 def test_the_stack_is_a_cluster_of_three() -> None:
     """Every test below needs three nodes and topics with three replicas."""
-    assert len(require_kafka().split(",")) == 3
+    assert len(require_kafka().kafka_bootstrap_servers.split(",")) == 3
     described = asyncio.run(partitions())
     assert described and all(len(p["replicas"]) == 3 for p in described), described  # type: ignore[arg-type]
 

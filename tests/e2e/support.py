@@ -17,6 +17,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_common.events import DigitPredicted, InvalidEventError
 from mnistream_common.groups import group_status
+from mnistream_common.kafka import client_options
 from mnistream_common.topics import DIGITS_PREDICTED, Groups, TopicSpec
 from mnistream_system.canvas import render_canvas_png
 
@@ -127,7 +128,7 @@ async def upload_all(
 async def topic_records(topic: TopicSpec, key: bytes) -> list[bytes | None]:
     """The value of every record of `topic` with this key, from the beginning to the end
     offsets seen at the start, in each partition's order (a tombstone's value is None)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=require_kafka(), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(require_kafka()), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
@@ -196,7 +197,7 @@ def stack_component(action: str, name: str) -> None:
 async def tail(topic: TopicSpec) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer without a group on every partition of `topic`, from its current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=require_kafka(),
+        **client_options(require_kafka()),
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,

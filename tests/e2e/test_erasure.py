@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from mnistream_common.kafka import client_options
 from mnistream_common.storage import drawing_key, make_minio
 from mnistream_common.topics import DIGITS_SUBMITTED
 from sqlalchemy import text
@@ -65,7 +66,7 @@ async def answers(url: str, path: str) -> int:
 
 
 async def cleanup_policy() -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=require_kafka())
+    admin = AIOKafkaAdminClient(**client_options(require_kafka()))
     await admin.start()
     try:
         [response] = await admin.describe_configs(

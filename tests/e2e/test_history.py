@@ -22,6 +22,7 @@ from mnistream_common.events import (
     ModelRef,
     utc_now,
 )
+from mnistream_common.kafka import client_options
 from mnistream_common.storage import make_minio
 from mnistream_common.topics import DIGITS_LABELED, DIGITS_PREDICTED, DIGITS_SUBMITTED
 from sqlalchemy import text
@@ -132,7 +133,7 @@ def object_checksum() -> str:
 async def publish(events: Sequence[tuple[str, Event, uuid.UUID]]) -> None:
     """Publish events keyed by digit id, acks=all."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=require_kafka(), acks="all", max_request_size=3_000_000
+        **client_options(require_kafka()), acks="all", max_request_size=3_000_000
     )
     await producer.start()
     try:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mnistream_common.events import DeadLetter, DigitSubmitted, utc_now
+from mnistream_common.kafka import client_options
 from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_SUBMITTED
 from PIL import Image
 
@@ -139,7 +140,7 @@ async def test_poison_goes_to_dead_letter_and_the_worker_keeps_serving(
     system: System, drawings: list[bytes], predictions: Predictions
 ) -> None:
     servers = require_kafka()
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(servers), enable_auto_commit=False)
     await consumer.start()
     partitions = [TopicPartition(DIGITS_DEADLETTER.name, p) for p in range(3)]
     consumer.assign(partitions)
@@ -156,7 +157,7 @@ async def test_poison_goes_to_dead_letter_and_the_worker_keeps_serving(
         width=1,
         height=1,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(servers), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(DIGITS_SUBMITTED.name, b"{not json", key=poison_key)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from mnistream_common.kafka import client_options
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -58,7 +59,7 @@ def v1_records() -> list[dict[str, str]]:
 async def publish_raw(records: list[dict[str, str]]) -> None:
     """Publish the records byte for byte (no event model in between)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=require_kafka(), acks="all", max_request_size=3_000_000
+        **client_options(require_kafka()), acks="all", max_request_size=3_000_000
     )
     await producer.start()
     try:

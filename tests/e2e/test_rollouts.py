@@ -3,9 +3,10 @@ digit id, the history's verdict, and a guardrail that ends a bad canary on its o
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -204,13 +205,18 @@ def true_labels(count: int) -> list[int]:
 
 
 @pytest.fixture
-def erased_afterwards() -> Iterator[list[uuid.UUID]]:
-    """Drawings to erase after the test, so their labels weigh on no other test's gate."""
+async def erased_afterwards() -> AsyncIterator[list[uuid.UUID]]:
+    """Drawings to erase after the test, so their labels weigh on no other test's gate. The
+    command runs in a thread: 300 erasures take about 45 s, and blocking the event loop that
+    long timed out the pending fetch of the test's own `digits.predicted` consumer (40 s)."""
     ids: list[uuid.UUID] = []
     yield ids
     if ids:
         env = {"ADMIN_TOKEN": ADMIN_TOKEN}
-        mnistream("erase", *map(str, ids), "--yes", "--reason", "e2e: rollout labels", env=env)
+        reason = "e2e: rollout labels"
+        await asyncio.to_thread(
+            mnistream, "erase", *map(str, ids), "--yes", "--reason", reason, env=env
+        )
 
 
 async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(

@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mnistream_cli.replay import replay_dead_letters
 from mnistream_common.events import DeadLetter, DigitLabeled, utc_now
+from mnistream_common.kafka import client_options
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import DIGITS_DEADLETTER, DIGITS_LABELED, MODEL_PROMOTED, TopicSpec
 
 from tests.helpers import promotion
@@ -35,7 +37,7 @@ class Topics:
 
 
 @pytest.fixture
-async def topics(kafka_bootstrap_servers: str) -> AsyncIterator[Topics]:
+async def topics(kafka: KafkaSettings) -> AsyncIterator[Topics]:
     """A throwaway dead-letter topic (2 partitions) and two source topics, deleted afterwards."""
     run = uuid.uuid4().hex[:12]
     made = Topics(
@@ -44,7 +46,7 @@ async def topics(kafka_bootstrap_servers: str) -> AsyncIterator[Topics]:
         second=f"it-dl-second-{run}",
     )
     names = [made.letters.name, made.first, made.second]
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -72,8 +74,8 @@ def letter(source: str, n: int) -> DeadLetter:
     )
 
 
-async def produce(servers: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+async def produce(servers: KafkaSettings, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(**client_options(servers), acks="all")
     await producer.start()
     try:
         for i, value in enumerate(values):
@@ -82,8 +84,8 @@ async def produce(servers: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def read_all(servers: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+async def read_all(servers: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    consumer = AIOKafkaConsumer(**client_options(servers), enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -100,9 +102,9 @@ async def read_all(servers: str, topic: str) -> list[tuple[bytes | None, bytes |
 
 
 async def test_replay_by_topic_republishes_each_letter_once_and_skips_none_for_good(
-    kafka_bootstrap_servers: str, topics: Topics
+    kafka: KafkaSettings, topics: Topics
 ) -> None:
-    servers = kafka_bootstrap_servers
+    servers = kafka
     firsts = [letter(topics.first, n) for n in range(4)]
     seconds = [letter(topics.second, n) for n in range(3)]
     mixed = [e.to_bytes() for pair in zip(firsts, seconds, strict=False) for e in pair]
@@ -134,9 +136,9 @@ async def test_replay_by_topic_republishes_each_letter_once_and_skips_none_for_g
 
 
 async def test_a_forged_letter_naming_the_ledger_never_becomes_a_promotion(
-    kafka_bootstrap_servers: str, topics: Topics
+    kafka: KafkaSettings, topics: Topics
 ) -> None:
-    servers = kafka_bootstrap_servers
+    servers = kafka
     forged = letter(MODEL_PROMOTED.name, 0).model_copy(
         update={
             "source_key": b"mnist-digits",
@@ -165,8 +167,8 @@ async def test_a_forged_letter_naming_the_ledger_never_becomes_a_promotion(
     assert await read_all(servers, topics.first) == []
 
 
-async def end_offset(servers: str, tp: TopicPartition) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+async def end_offset(servers: KafkaSettings, tp: TopicPartition) -> int:
+    consumer = AIOKafkaConsumer(**client_options(servers))
     await consumer.start()
     try:
         ends: dict[TopicPartition, int] = await consumer.end_offsets([tp])

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from minio import Minio
 from minio.error import S3Error
-from mnistream_common.s3_users import SERVICES, credentials_dir
+from mnistream_common.credentials import credentials_dir
+from mnistream_common.s3_users import SERVICES
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import make_minio
 from pydantic import SecretStr

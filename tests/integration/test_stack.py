@@ -17,15 +17,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from mnistream_cli.kafka_users import SERVICES as KAFKA_SERVICES
+from mnistream_cli.kafka_users import KafkaUser
 from mnistream_common.events import DigitLabeled, ModelRef, ModelRollout, utc_now
 from mnistream_common.kafka import (
     KafkaProbe,
+    client_options,
     durable_producer,
     promotions_end,
     read_ledger_entries,
 )
 from mnistream_common.s3_users import SERVICES, S3User
-from mnistream_common.settings import S3Settings
+from mnistream_common.settings import KafkaSettings, S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio
 from mnistream_common.topics import ALL_TOPICS, MODEL_PROMOTED
 from sqlalchemy import text
@@ -42,9 +45,9 @@ PARTITIONS = 12
 
 
 @pytest.fixture
-async def admin(kafka_bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
+async def admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A Kafka admin client."""
-    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers)
+    client = AIOKafkaAdminClient(**client_options(kafka))
     await client.start()
     yield client
     await client.close()
@@ -60,9 +63,9 @@ async def throwaway_topic(admin: AIOKafkaAdminClient) -> AsyncIterator[str]:
     await admin.delete_topics([name])
 
 
-async def produce_labels(servers: str, topic: str) -> dict[uuid.UUID, DigitLabeled]:
+async def produce_labels(servers: KafkaSettings, topic: str) -> dict[uuid.UUID, DigitLabeled]:
     """Publish MESSAGES labels keyed by digit id, durably; returns them by event id."""
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(servers), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         events = [
@@ -78,11 +81,11 @@ async def produce_labels(servers: str, topic: str) -> dict[uuid.UUID, DigitLabel
         await producer.stop()
 
 
-def consumer(servers: str, topic: str, group: str) -> AIOKafkaConsumer:
+def consumer(servers: KafkaSettings, topic: str, group: str) -> AIOKafkaConsumer:
     """A group member reading from the beginning, committing nothing (so nothing is skipped)."""
     return AIOKafkaConsumer(
         topic,
-        bootstrap_servers=servers,
+        **client_options(servers),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -125,16 +128,16 @@ async def wait_for_shared_assignment(members: list[AIOKafkaConsumer]) -> None:
 
 
 async def test_one_group_shares_partitions_and_another_group_sees_everything(
-    kafka_bootstrap_servers: str, throwaway_topic: str
+    kafka: KafkaSettings, throwaway_topic: str
 ) -> None:
     group = f"it-stack-{uuid.uuid4().hex}"
-    members = [consumer(kafka_bootstrap_servers, throwaway_topic, group) for _ in range(2)]
-    other = consumer(kafka_bootstrap_servers, throwaway_topic, f"{group}-other")
+    members = [consumer(kafka, throwaway_topic, group) for _ in range(2)]
+    other = consumer(kafka, throwaway_topic, f"{group}-other")
     for member in [*members, other]:
         await member.start()
     try:
         await wait_for_shared_assignment(members)
-        sent = await produce_labels(kafka_bootstrap_servers, throwaway_topic)
+        sent = await produce_labels(kafka, throwaway_topic)
         first, second = await read_until(members, MESSAGES)
         [everything] = await read_until([other], MESSAGES)
     finally:
@@ -165,7 +168,7 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]
 
 
 async def test_a_rollout_step_does_not_count_as_a_newer_promotion(
-    kafka_bootstrap_servers: str,
+    kafka: KafkaSettings,
 ) -> None:
     """The rescore planner skips a promotion only for a newer promotion: a rollout step after
     it (here an abort of no running rollout, which every reader ignores) must not count."""
@@ -181,20 +184,20 @@ async def test_a_rollout_step_does_not_count_as_a_newer_promotion(
         requested_by="integration tests",
         reason="a step no reader applies",
     )
-    async with durable_producer(kafka_bootstrap_servers) as producer:
+    async with durable_producer(kafka) as producer:
         sent = await producer.send_and_wait(
             MODEL_PROMOTED.name, step.to_bytes(), key=b"mnist-digits"
         )
 
-    assert await promotions_end(kafka_bootstrap_servers) <= sent.offset
-    entries = await read_ledger_entries(kafka_bootstrap_servers)
+    assert await promotions_end(kafka) <= sent.offset
+    entries = await read_ledger_entries(kafka)
     assert (sent.offset, step) in entries
 
 
 async def test_the_readiness_probe_tells_a_live_kafka_from_a_dead_port(
-    kafka_bootstrap_servers: str,
+    kafka: KafkaSettings,
 ) -> None:
-    live, dead = KafkaProbe(kafka_bootstrap_servers), KafkaProbe("127.0.0.1:1")
+    live, dead = KafkaProbe(kafka), KafkaProbe(KafkaSettings(kafka_bootstrap_servers="127.0.0.1:1"))
     try:
         assert await live.reachable()
         assert await live.reachable(), "the second probe reuses the client"
@@ -204,7 +207,7 @@ async def test_the_readiness_probe_tells_a_live_kafka_from_a_dead_port(
         await dead.close()
 
 
-def test_setup_is_idempotent(kafka_bootstrap_servers: str, s3_settings: S3Settings) -> None:
+def test_setup_is_idempotent(kafka: KafkaSettings, s3_settings: S3Settings) -> None:
     mnistream = Path(sys.executable).with_name("mnistream")
     subprocess.run([mnistream, "setup"], check=True, capture_output=True, timeout=60)
     second = subprocess.run(
@@ -213,7 +216,8 @@ def test_setup_is_idempotent(kafka_bootstrap_servers: str, s3_settings: S3Settin
     actions = {line.split()[1]: line.split()[2] for line in second.stdout.splitlines()}
     buckets = [s3_settings.drawings_bucket, s3_settings.artifacts_bucket]
     users = [S3User(service, "").access_key for service in SERVICES]
-    expected = [t.name for t in ALL_TOPICS] + buckets + users
+    kafka_users = [KafkaUser(service, "").name for service in KAFKA_SERVICES]
+    expected = [t.name for t in ALL_TOPICS] + buckets + users + kafka_users
     assert actions == dict.fromkeys(expected, "unchanged"), second.stdout
 
 

@@ -34,7 +34,7 @@ from mnistream_common.events import (
     SkippedDrawing,
 )
 from mnistream_common.kafka import build_dead_letter, durable_producer
-from mnistream_common.settings import S3Settings
+from mnistream_common.settings import KafkaSettings, S3Settings
 from mnistream_common.storage import ObjectStore, drawing_key, make_minio
 from mnistream_common.topics import DIGITS_ERASED
 from sqlalchemy import make_url, text
@@ -628,17 +628,17 @@ OLD_JOB = text(
 
 
 async def test_a_replay_applies_the_whole_erasure_ledger_before_it_consumes(
-    history: HistoryWriter, engine: AsyncEngine, kafka_bootstrap_servers: str
+    history: HistoryWriter, engine: AsyncEngine, kafka: KafkaSettings
 ) -> None:
     """The erasures in digits.erased reach an emptied database before the group reads anything
     again, so a replayed submission of an erased drawing is refused on arrival (not stored
     until its erasure is read again, in whatever order the group's fetches go)."""
     erasure = DigitErased(digit_id=uuid.uuid4(), erased_at=AT, requested_by="it")
-    async with durable_producer(kafka_bootstrap_servers) as producer:
+    async with durable_producer(kafka) as producer:
         await producer.send_and_wait(
             DIGITS_ERASED.name, erasure.to_bytes(), key=str(erasure.digit_id).encode()
         )
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap_servers)
+    settings = Settings(**kafka.model_dump())
     await Consumers(settings, history, Health(), HistoryMetrics()).apply_erasure_ledger()
 
     row = await one_row(

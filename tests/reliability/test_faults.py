@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from mnistream_common.events import ModelPromoted
-from mnistream_common.kafka import read_ledger_entries
+from mnistream_common.kafka import client_options, read_ledger_entries
 from mnistream_common.ledger import fold
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import make_minio
@@ -263,7 +263,7 @@ async def _workers_refused(system: System, reason: str) -> bool:
 
 async def publish_promotion(event: ModelPromoted) -> None:
     """Write a promotion straight to the ledger, as anyone with Kafka access can today."""
-    producer = AIOKafkaProducer(bootstrap_servers=require_kafka(), acks="all")
+    producer = AIOKafkaProducer(**client_options(require_kafka()), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(

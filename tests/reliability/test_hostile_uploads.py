@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from mnistream_common.kafka import client_options
 from mnistream_common.topics import DIGITS_SUBMITTED, Groups
 
 from tests import helpers
@@ -223,7 +224,7 @@ async def test_a_burst_of_huge_drawings_stalls_no_worker(
     huge = encode_ink(stroke_ink(size=2048, width=60), "rgba-dark")
     burst = [helpers.submitted(huge, schema_version=1) for _ in range(64)]
     members = await _inference_members()
-    producer = AIOKafkaProducer(bootstrap_servers=require_kafka(), acks="all")
+    producer = AIOKafkaProducer(**client_options(require_kafka()), acks="all")
     await producer.start()
     try:
         for event in burst:
@@ -242,7 +243,7 @@ async def test_a_burst_of_huge_drawings_stalls_no_worker(
 
 
 async def _inference_members() -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=require_kafka())
+    admin = AIOKafkaAdminClient(**client_options(require_kafka()))
     await admin.start()
     try:
         [response] = await admin.describe_consumer_groups([Groups.INFERENCE])

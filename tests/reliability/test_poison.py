@@ -32,7 +32,7 @@ from mnistream_common.events import (
     RescoreTask,
     utc_now,
 )
-from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL
+from mnistream_common.kafka import MAX_DEAD_LETTER_ORIGINAL, client_options
 from mnistream_common.topics import (
     DIGITS_LABELED,
     DIGITS_PREDICTED,
@@ -80,7 +80,7 @@ class Sent:
 async def producer() -> AsyncIterator[AIOKafkaProducer]:
     """A durable producer that may send records up to the broker's own limit."""
     producing = AIOKafkaProducer(
-        bootstrap_servers=require_kafka(), acks="all", max_request_size=8 * 1024 * 1024
+        **client_options(require_kafka()), acks="all", max_request_size=8 * 1024 * 1024
     )
     await producing.start()
     try:
@@ -106,7 +106,7 @@ async def champion_of(system: System) -> Champion:
 
 async def topic_limit(topic: TopicSpec) -> int:
     """The largest record the broker accepts on `topic` (its effective max.message.bytes)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=require_kafka())
+    admin = AIOKafkaAdminClient(**client_options(require_kafka()))
     await admin.start()
     try:
         response = await admin.describe_configs(

@@ -19,6 +19,8 @@ import yaml
 from gateway.settings import Settings as GatewaySettings
 from history_service.settings import Settings as HistorySettings
 from inference_worker.settings import Settings as InferenceSettings
+from mnistream_cli.kafka_users import SERVICES as KAFKA_SERVICES
+from mnistream_cli.kafka_users import KafkaUser
 from mnistream_cli.settings import Settings as CliSettings
 from mnistream_common.s3_users import S3User
 from pydantic_settings import BaseSettings
@@ -273,3 +275,48 @@ def test_the_cluster_variant_is_three_nodes_of_one_quorum_and_clients_bootstrap_
     for name in clients:
         assert cluster[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == everything, name
     assert cluster["setup"]["environment"]["KAFKA_REPLICATION_FACTOR"] == 3
+    for node in ("kafka-2", "kafka-3"):  # the base file's broker: its listeners, users and ACLs
+        assert cluster[node]["extends"] == {"file": "docker-compose.yml", "service": "kafka"}
+
+
+@pytest.mark.parametrize("user", KAFKA_SERVICES)
+def test_each_service_signs_in_to_kafka_as_its_own_user_which_setup_creates(user: str) -> None:
+    services = compose()["services"]
+    [name] = [n for n in OUR_SERVICES if n.split("-")[0] == user]
+    environment = services[name]["environment"]
+    secret = f"{user.upper()}_KAFKA_SECRET"
+    assert environment["KAFKA_SASL_USERNAME"] == KafkaUser(user, "x").name
+    assert environment["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert environment["KAFKA_SASL_PASSWORD"].startswith("${" + secret + ":-")
+    assert services["setup"]["environment"][secret] == environment["KAFKA_SASL_PASSWORD"]
+
+
+def test_only_the_operator_side_signs_in_as_the_kafka_super_user() -> None:
+    operator = "${KAFKA_SASL_USERNAME:-mnistream}"
+    holders = {
+        name
+        for name, service in compose()["services"].items()
+        if (service.get("environment") or {}).get("KAFKA_SASL_USERNAME") == operator
+    }
+    assert holders == {"setup", "cli"}
+
+
+def test_the_compose_broker_is_secured_as_the_native_one() -> None:
+    """Every listener, SASL and ACL setting of infra/kafka/server.properties, in the apache/kafka
+    image's names (. is _, _ is __, - is ___), with the operator from .env."""
+    template = (ROOT / "infra/kafka/server.properties").read_text()
+    native = dict(re.findall(r"^([a-z][\w.-]*)=(.*)$", template, re.MULTILINE))
+    secured = {
+        key: value
+        for key, value in native.items()
+        if key.startswith(("listener.", "sasl.", "inter.broker", "super.users"))
+        or key in ("authorizer.class.name", "allow.everyone.if.no.acl.found")
+    }
+    assert len(secured) >= 10
+    broker = compose()["services"]["kafka"]["environment"]
+    for key, value in secured.items():
+        env = "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper()
+        wanted = value.replace("@ADMIN_USER@", "${KAFKA_SASL_USERNAME:-mnistream}").replace(
+            "@ADMIN_PASSWORD@", "${KAFKA_SASL_PASSWORD:-mnistream-secret}"
+        )
+        assert str(broker.get(env)) == wanted, key

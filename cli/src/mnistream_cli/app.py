@@ -34,13 +34,19 @@ def setup(
         help="Also give each service its MinIO user (MinIO's admin API; with another S3, make "
         "the users in its own IAM and pass --no-users).",
     ),
+    kafka_users: bool = typer.Option(
+        True,
+        "--kafka-users/--no-kafka-users",
+        help="Also give each service its Kafka user and ACLs (--no-kafka-users where Strimzi "
+        "KafkaUsers own them; nothing is done when KAFKA_SECURITY_PROTOCOL is PLAINTEXT).",
+    ),
 ) -> None:
     """Create the Kafka topics (partitions, retention), the MinIO buckets and each service's
-    MinIO user (its secret in MNISTREAM_DATA/credentials/); safe to re-run."""
+    MinIO and Kafka users (their secrets in MNISTREAM_DATA/credentials/); safe to re-run."""
     from mnistream_cli.setup import provision
 
     settings = Settings()
-    done = provision(settings, topics=topics, users=users)
+    done = provision(settings, topics=topics, users=users, kafka_users=kafka_users)
     for change in done.topics:
         detail = f" ({change.detail})" if change.detail else ""
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")
@@ -50,6 +56,8 @@ def setup(
         )
     for user, action in done.s3_users.items():
         typer.echo(f"user   {user:<19} {action}")
+    for user, action in done.kafka_users.items():
+        typer.echo(f"kafka  {user:<19} {action}")
 
 
 app.command()(train.train)

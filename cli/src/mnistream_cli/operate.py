@@ -19,6 +19,7 @@ from mnistream_common.history_client import (
 from mnistream_common.kafka import read_ledger_entries
 from mnistream_common.ledger import Rollout, fold
 from mnistream_common.rescore import JobSpec
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import Groups
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -130,7 +131,7 @@ async def complete_rollout(
 
 async def _running_rollout(promoter: Promoter) -> Rollout | None:
     try:
-        return fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers)).rollout
+        return fold(await read_ledger_entries(promoter.settings)).rollout
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka is unreachable ({exc}); nothing was promoted") from exc
 
@@ -159,7 +160,7 @@ def _version_to_promote(
 async def _still_running(promoter: Promoter, rollout: Rollout, force: bool) -> bool:
     """Whether the rollout being completed still runs (a guardrail may have aborted it while
     the gate ran); if it ended, the promotion goes on only with --force."""
-    state = fold(await read_ledger_entries(promoter.settings.kafka_bootstrap_servers))
+    state = fold(await read_ledger_entries(promoter.settings))
     if state.rollout is not None and state.rollout.rollout_id == rollout.rollout_id:
         return True
     ended = [e for e in state.ended if e.rollout.rollout_id == rollout.rollout_id]
@@ -257,7 +258,7 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
     job = JobSpec(uuid.uuid4(), "candidate", candidate.ref, candidate.onnx_uri)
     async with HistoryClient.at(settings.history_url) as history:
         try:
-            total = await publish_job(settings.kafka_bootstrap_servers, history, job)
+            total = await publish_job(settings, history, job)
         except (HistoryUnavailableError, HistoryRefusedError) as exc:
             raise fail(str(exc)) from exc
         if not total:
@@ -359,9 +360,9 @@ async def _status(settings: Settings) -> None:
     try:
         # Read at once: each is a few round trips to the broker.
         entries, groups = await asyncio.gather(
-            read_ledger_entries(settings.kafka_bootstrap_servers),
+            read_ledger_entries(settings),
             group_status(
-                settings.kafka_bootstrap_servers,
+                settings,
                 [Groups.INFERENCE, Groups.HISTORY, Groups.RESCORE, Groups.RESCORE_PLANNER],
             ),
         )
@@ -502,14 +503,14 @@ async def _replay_history(
         console.print(f"{topic:<18} {count} records to replay")
     console.print(f"history rewound: {rewind.total} records; history-service is re-reading them")
     if wait:
-        await _follow_lag(settings.kafka_bootstrap_servers, rewind.total)
+        await _follow_lag(settings, rewind.total)
 
 
-async def _follow_lag(bootstrap_servers: str, total: int) -> None:
+async def _follow_lag(kafka: KafkaSettings, total: int) -> None:
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("replay", total=total)
-        while (lag := await group_lag(bootstrap_servers, Groups.HISTORY)) > 0:
+        while (lag := await group_lag(kafka, Groups.HISTORY)) > 0:
             progress.update(bar, completed=max(0, total - lag))
             await asyncio.sleep(0.5)
         progress.update(bar, completed=total)
@@ -534,9 +535,7 @@ def replay_deadletter(
         def show(done: int, total: int) -> None:
             progress.update(bar, completed=done, total=total)
 
-        result = asyncio.run(
-            replay_dead_letters(settings.kafka_bootstrap_servers, topic=topic, progress=show)
-        )
+        result = asyncio.run(replay_dead_letters(settings, topic=topic, progress=show))
     for source, count in sorted(result.republished.items()):
         console.print(f"re-published {count} to {source}")
     if not result.republished:

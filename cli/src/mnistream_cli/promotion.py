@@ -121,7 +121,7 @@ class Promoter:
 
     async def ledger(self) -> list[ModelPromoted]:
         """The promotion ledger, oldest first."""
-        return await read_ledger(self.settings.kafka_bootstrap_servers)
+        return await read_ledger(self.settings)
 
     async def check(self, version: int) -> GateReport:
         """Load the candidate and the champion and run the quality gate."""
@@ -194,7 +194,7 @@ class Promoter:
         )
         registry.set_champion(candidate.version)
         try:
-            await publish_promotion(self.settings.kafka_bootstrap_servers, event)
+            await publish_promotion(self.settings, event)
         except Exception as exc:  # any failure to publish: undo the alias, say so
             if await self._landed(event):  # acknowledged too late for the wait, but in the ledger
                 return event

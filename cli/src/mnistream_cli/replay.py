@@ -17,8 +17,9 @@ from mnistream_common.events import (
     RescoreSkipped,
     RescoreTask,
 )
-from mnistream_common.kafka import durable_producer, read_topic
+from mnistream_common.kafka import client_options, durable_producer, read_topic
 from mnistream_common.rescore import task_key
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import (
     DIGITS_DEADLETTER,
     DIGITS_ERASED,
@@ -95,7 +96,7 @@ def _key_of(event: Event) -> bytes:
 
 
 async def replay_dead_letters(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     *,
     topic: str | None,
     progress: Callable[[int, int], None] = lambda done, total: None,
@@ -105,16 +106,16 @@ async def replay_dead_letters(
     """Re-publish each dead letter (once: the group remembers how far it got) to its source,
     if `refusal` finds nothing against it."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         group_id=deadletter_group(topic),
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     try:
         await consumer.start()
-        ledger = await read_topic(bootstrap_servers, DIGITS_ERASED, DigitErased)
+        ledger = await read_topic(kafka, DIGITS_ERASED, DigitErased)
         erased = {e.digit_id for e in ledger}
-        async with durable_producer(bootstrap_servers) as producer:
+        async with durable_producer(kafka) as producer:
             return await _replay_loop(
                 consumer, producer, _Filter(letters, topic, destinations, erased), progress
             )

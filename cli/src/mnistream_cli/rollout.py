@@ -51,7 +51,7 @@ def describe(rollout: Rollout) -> str:
 async def ledger_state(settings: Settings) -> LedgerState:
     """The ledger's state now, as every worker folds it."""
     try:
-        return fold(await read_ledger_entries(settings.kafka_bootstrap_servers))
+        return fold(await read_ledger_entries(settings))
     except Exception as exc:  # Kafka down: say so plainly
         raise fail(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable ({exc})") from exc
 
@@ -172,7 +172,7 @@ async def _publish(settings: Settings, step: ModelRollout) -> Rollout:
     """Publish a step (acks=all), then read the ledger back: the rollout as that step left it,
     or an error saying what landed first (the step itself is then ignored by every reader)."""
     try:
-        offset = await publish_ledger(settings.kafka_bootstrap_servers, step, step.candidate.name)
+        offset = await publish_ledger(settings, step, step.candidate.name)
     except Exception as exc:
         raise fail(f"publishing the rollout step failed ({exc!r}); nothing changed") from exc
     state = await ledger_state(settings)

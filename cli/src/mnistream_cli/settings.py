@@ -49,8 +49,21 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
     rescore_s3_secret: SecretStr = Field(
         default=SecretStr(""), description="The rescore workers' MinIO secret, likewise."
     )
+    gateway_kafka_secret: SecretStr = Field(
+        default=SecretStr(""), description="The gateway's Kafka password; empty: setup's own."
+    )
+    history_kafka_secret: SecretStr = Field(
+        default=SecretStr(""), description="history-service's Kafka password, likewise."
+    )
+    inference_kafka_secret: SecretStr = Field(
+        default=SecretStr(""), description="The inference workers' Kafka password, likewise."
+    )
+    rescore_kafka_secret: SecretStr = Field(
+        default=SecretStr(""), description="The rescore workers' Kafka password, likewise."
+    )
     mnistream_data: Path = Field(
         default=Path(".data"),
         description="The native stack's data folder: `mnistream setup` keeps each service's "
-        "MinIO secret there (credentials/<service>.env), made at random where not given above.",
+        "MinIO and Kafka secrets there (credentials/<service>.env), made at random where not "
+        "given above.",
     )

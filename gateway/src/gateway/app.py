@@ -127,7 +127,7 @@ def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Override
     )
     run_dir = settings.gateway_run_dir or Path(tempfile.mkdtemp(prefix="mnistream-gateway-"))
     limit, label_limit = settings.rate_limit_per_minute, settings.label_rate_limit_per_minute
-    kafka_ready = overrides.kafka_ready or KafkaProbe(settings.kafka_bootstrap_servers).reachable
+    kafka_ready = overrides.kafka_ready or KafkaProbe(settings).reachable
     return GatewayState(
         kafka_ready=kafka_ready,
         limiter=SharedRateLimiter(run_dir / "rate-limit", limit) if limit > 0 else None,
@@ -149,7 +149,7 @@ def build_state(settings: Settings, metrics: GatewayMetrics, overrides: Override
 
 async def _ledger_end(settings: Settings) -> int:
     """Where `model.promoted` ends now: promotions after it are news for the browsers."""
-    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
+    return (await end_offsets(settings, MODEL_PROMOTED)).get(0, 0)
 
 
 def describe_broker() -> KafkaBroker:

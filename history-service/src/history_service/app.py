@@ -73,7 +73,7 @@ def _lifespan(
             Evidence(settings.rollout_min_labels),
         )
         app.state.replayer = consumers
-        app.state.eraser = Eraser(settings.kafka_bootstrap_servers, engine)
+        app.state.eraser = Eraser(settings, engine)
         app.state.admin_token = settings.admin_token.get_secret_value()
         await consumers.start()
         log.info("history-service consuming", group="history", port=settings.history_port)
@@ -86,7 +86,7 @@ def _lifespan(
             )
             guardrails = Guardrails(
                 engine,
-                settings.kafka_bootstrap_servers,
+                settings,
                 rules,
                 metrics,
                 settings.rollout_guard_interval_s,

@@ -396,7 +396,7 @@ class Consumers:
         into a database restored from a backup, an erased drawing's submission (until compaction
         removes it from digits.submitted) is refused on arrival instead of stored until its
         erasure is read again. The group re-reads the ledger too, which changes nothing."""
-        ledger = await read_topic(self.settings.kafka_bootstrap_servers, DIGITS_ERASED, DigitErased)
+        ledger = await read_topic(self.settings, DIGITS_ERASED, DigitErased)
         # Only what the database does not hold yet: a start over a full database (every
         # restart) writes nothing. One whose image delete failed is redone by the group.
         new = await self.writer.unrecorded_erasures(ledger)
@@ -413,9 +413,7 @@ class Consumers:
                 reraise=True,
             ):
                 with attempt:
-                    return await rewind_group(
-                        self.settings.kafka_bootstrap_servers, Groups.HISTORY, HISTORY_TOPICS, since
-                    )
+                    return await rewind_group(self.settings, Groups.HISTORY, HISTORY_TOPICS, since)
         except CommitFailedError as exc:
             raise ReplayRefusedError(
                 "the `history` consumer group still has members: another history-service "

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from mnistream_common.events import DigitErased, utc_now
 from mnistream_common.history_api import EraseIn, EraseOut
 from mnistream_common.kafka import durable_producer
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import DIGITS_ERASED, DIGITS_SUBMITTED
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +39,7 @@ APPLIED_WAIT_S = 15.0
 class Eraser:
     """Writes erasures to the ledger and waits for this service to apply them."""
 
-    bootstrap_servers: str
+    kafka: KafkaSettings
     engine: AsyncEngine
     wait_s: float = APPLIED_WAIT_S
 
@@ -76,7 +77,7 @@ class Eraser:
         the two leaves no ledger entry, so the request is simply repeated."""
         key = str(digit_id).encode()
         try:
-            async with durable_producer(self.bootstrap_servers) as producer:
+            async with durable_producer(self.kafka) as producer:
                 await producer.send_and_wait(DIGITS_SUBMITTED.name, None, key=key)
                 if event is not None:
                     await producer.send_and_wait(DIGITS_ERASED.name, event.to_bytes(), key=key)

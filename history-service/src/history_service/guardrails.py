@@ -27,6 +27,7 @@ from mnistream_common.history_api import RolloutOut
 from mnistream_common.kafka import publish_ledger, read_ledger_entries
 from mnistream_common.ledger import Rollout, fold
 from mnistream_common.logs import get_logger
+from mnistream_common.settings import KafkaSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service.metrics import HistoryMetrics
@@ -90,7 +91,7 @@ class Guardrails:
     """Watches the running rollout; aborts it when `objection` says so."""
 
     engine: AsyncEngine
-    bootstrap_servers: str
+    kafka: KafkaSettings
     rules: Rules
     metrics: HistoryMetrics
     interval_s: float = 5.0
@@ -142,12 +143,12 @@ class Guardrails:
     async def _abort(self, running: Rollout, reason: str) -> bool:
         # The tables can lag the ledger (history catching up, a replay): abort only a rollout
         # the ledger itself says is running, or every check would add an abort nobody applies.
-        now = fold(await read_ledger_entries(self.bootstrap_servers)).rollout
+        now = fold(await read_ledger_entries(self.kafka)).rollout
         if now is None or now.rollout_id != running.rollout_id:
             log.info("a guardrail objection to a rollout that has ended", reason=reason)
             return False
         step = now.step("aborted", by=GUARDRAIL, reason=reason)
-        await publish_ledger(self.bootstrap_servers, step, step.candidate.name)
+        await publish_ledger(self.kafka, step, step.candidate.name)
         self.metrics.rollout_aborts.inc()
         log.warning(
             "rollout aborted by a guardrail",

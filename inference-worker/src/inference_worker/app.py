@@ -244,7 +244,7 @@ def _lifespan(worker: Worker, overrides: Overrides) -> Any:
 
 
 async def _ledger_end(settings: Settings) -> int:
-    return (await end_offsets(settings.kafka_bootstrap_servers, MODEL_PROMOTED)).get(0, 0)
+    return (await end_offsets(settings, MODEL_PROMOTED)).get(0, 0)
 
 
 def _rollout_json(keeper: ModelKeeper) -> dict[str, Any] | None:

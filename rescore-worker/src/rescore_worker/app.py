@@ -99,7 +99,7 @@ def create_app(
         lifespan=_lifespan(settings, broker, metrics, overrides or Overrides()),
         asgi_routes=[
             ("/healthz", _probe(None)),
-            ("/readyz", _probe(KafkaProbe(settings.kafka_bootstrap_servers))),
+            ("/readyz", _probe(KafkaProbe(settings))),
             ("/metrics", make_asgi_app(metrics.registry)),
         ],
     )
@@ -143,7 +143,7 @@ def build_parts(
 
 async def _ledger_end(settings: Settings) -> int:
     # Promotions only: a rollout step after a promotion does not supersede its rescore.
-    return await promotions_end(settings.kafka_bootstrap_servers)
+    return await promotions_end(settings)
 
 
 CATCH_UP_S = 60.0
@@ -154,9 +154,7 @@ async def _history_caught_up(settings: Settings, within_s: float = CATCH_UP_S) -
     offset seen now (it commits after storing), or `within_s` has passed: then, or if Kafka
     cannot say, planning goes on with what is stored, and says so."""
     try:
-        behind = await wait_for_group(
-            settings.kafka_bootstrap_servers, Groups.HISTORY, DIGITS_SUBMITTED, within_s
-        )
+        behind = await wait_for_group(settings, Groups.HISTORY, DIGITS_SUBMITTED, within_s)
     except Exception as exc:  # Kafka unreachable: the plan must not wait on it
         log.warning(
             "history-service's progress unknown; planning with what it has stored", error=repr(exc)

@@ -9,6 +9,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from mnistream_common.kafka import client_options
+from mnistream_common.settings import KafkaSettings
 from mnistream_common.topics import GROUP_TOPICS
 
 
@@ -22,10 +24,10 @@ class GroupStatus:
     lag: dict[str, int]
 
 
-async def group_status(bootstrap_servers: str, groups: list[str]) -> list[GroupStatus]:
+async def group_status(kafka: KafkaSettings, groups: list[str]) -> list[GroupStatus]:
     """State, members (client id @ host) and lag of each group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-cli")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**client_options(kafka), client_id="mnistream-cli")
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     try:
         await admin.start()
         await consumer.start()
@@ -60,7 +62,7 @@ async def _one(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: st
     return GroupStatus(group, str(described["state"]), members, lag)
 
 
-async def group_lag(bootstrap_servers: str, group: str) -> int:
+async def group_lag(kafka: KafkaSettings, group: str) -> int:
     """Records `group` has still to read, over all its topics."""
-    [status] = await group_status(bootstrap_servers, [group])
+    [status] = await group_status(kafka, [group])
     return sum(status.lag.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ from aiokafka.structs import OffsetAndMetadata
 from faststream import BaseMiddleware
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
+from faststream.security import (
+    BaseSecurity,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
 
 from mnistream_common.events import (
     DeadLetter,
@@ -66,6 +73,37 @@ def bootstrap_list(servers: str) -> list[str]:
     return [address.strip() for address in servers.split(",") if address.strip()]
 
 
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """What every aiokafka client of mnistream is given: where Kafka is and who signs in."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_list(kafka.kafka_bootstrap_servers),
+        "security_protocol": kafka.kafka_security_protocol,
+    }
+    if kafka.kafka_security_protocol != "PLAINTEXT":
+        options |= {
+            "sasl_mechanism": kafka.kafka_sasl_mechanism,
+            "sasl_plain_username": kafka.kafka_sasl_username,
+            "sasl_plain_password": kafka.kafka_sasl_password.get_secret_value(),
+        }
+    if kafka.kafka_security_protocol == "SASL_SSL":
+        options["ssl_context"] = ssl.create_default_context()
+    return options
+
+
+def broker_security(kafka: KafkaSettings) -> BaseSecurity | None:
+    """The same sign-in, as FastStream's broker takes it (and writes it into AsyncAPI)."""
+    if kafka.kafka_security_protocol == "PLAINTEXT":
+        return None
+    kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    return kind[kafka.kafka_sasl_mechanism](
+        kafka.kafka_sasl_username,
+        kafka.kafka_sasl_password.get_secret_value(),
+        ssl_context=ssl.create_default_context()
+        if kafka.kafka_security_protocol == "SASL_SSL"
+        else None,
+    )
+
+
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
     """A FastStream Kafka broker whose producer is durable: acks=all and idempotent.
 
@@ -75,6 +113,7 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
     """
     broker = KafkaBroker(
         bootstrap_list(settings.kafka_bootstrap_servers),
+        security=broker_security(settings),
         client_id=client_id,
         logger=logging.getLogger("mnistream.kafka"),
         allow_auto_create_topics=False,
@@ -161,11 +200,11 @@ def _renewing_middleware(renewal: ProducerRenewal) -> Any:
 
 @contextlib.asynccontextmanager
 async def durable_producer(
-    bootstrap_servers: str, *, timeout_s: float = PUBLISH_TIMEOUT_S
+    kafka: KafkaSettings, *, timeout_s: float = PUBLISH_TIMEOUT_S
 ) -> AsyncIterator[AIOKafkaProducer]:
     """A started durable producer for one-off sends (the CLI's promotions, replays, tasks)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         request_timeout_ms=int(timeout_s * 1000),
         **DURABLE_PRODUCER,
     )
@@ -176,10 +215,10 @@ async def durable_producer(
         await producer.stop()
 
 
-async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name: str) -> int:
+async def publish_ledger(kafka: KafkaSettings, entry: LedgerEntry, model_name: str) -> int:
     """Append a record to the ledger (a promotion or a rollout step), keyed by the model name,
     and wait until Kafka has it (acks=all); its offset."""
-    async with durable_producer(bootstrap_servers) as producer:
+    async with durable_producer(kafka) as producer:
         sent = await asyncio.wait_for(
             producer.send_and_wait(MODEL_PROMOTED.name, entry.to_bytes(), key=model_name.encode()),
             PUBLISH_TIMEOUT_S,
@@ -187,41 +226,39 @@ async def publish_ledger(bootstrap_servers: str, entry: LedgerEntry, model_name:
     return int(sent.offset)
 
 
-async def read_ledger(bootstrap_servers: str) -> list[ModelPromoted]:
+async def read_ledger(kafka: KafkaSettings) -> list[ModelPromoted]:
     """Every valid promotion in the ledger, oldest first (invalid records are skipped:
     history-service dead-letters them; rollout steps are left out)."""
-    entries = await read_ledger_entries(bootstrap_servers)
+    entries = await read_ledger_entries(kafka)
     return [e for _, e in entries if isinstance(e, ModelPromoted)]
 
 
-async def read_ledger_entries(bootstrap_servers: str) -> list[tuple[int, LedgerEntry]]:
+async def read_ledger_entries(kafka: KafkaSettings) -> list[tuple[int, LedgerEntry]]:
     """Every valid record of the ledger, promotions and rollout steps, oldest first, with its
     offset."""
-    found = await read_topic_records(bootstrap_servers, MODEL_PROMOTED, LedgerRecords)
+    found = await read_topic_records(kafka, MODEL_PROMOTED, LedgerRecords)
     return [(offset, event) for _, offset, event in found]
 
 
-async def promotions_end(bootstrap_servers: str) -> int:
+async def promotions_end(kafka: KafkaSettings) -> int:
     """One past the offset of the ledger's newest promotion (0: none): what a newer promotion
     is judged by, since rollout steps follow promotions in the same ledger."""
-    promotions = [
-        o for o, e in await read_ledger_entries(bootstrap_servers) if isinstance(e, ModelPromoted)
-    ]
+    promotions = [o for o, e in await read_ledger_entries(kafka) if isinstance(e, ModelPromoted)]
     return promotions[-1] + 1 if promotions else 0
 
 
-async def read_topic(bootstrap_servers: str, spec: TopicSpec, event_type: Parser[E]) -> list[E]:
+async def read_topic(kafka: KafkaSettings, spec: TopicSpec, event_type: Parser[E]) -> list[E]:
     """Every valid event of a topic up to its end offsets now, in each partition's order,
     partition by partition (invalid records and tombstones are skipped: the topic's group
     consumers dead-letter the first)."""
-    return [e for _, _, e in await read_topic_records(bootstrap_servers, spec, event_type)]
+    return [e for _, _, e in await read_topic_records(kafka, spec, event_type)]
 
 
 async def read_topic_records(
-    bootstrap_servers: str, spec: TopicSpec, event_type: Parser[E]
+    kafka: KafkaSettings, spec: TopicSpec, event_type: Parser[E]
 ) -> list[tuple[int, int, E]]:
     """`read_topic`, each event with its partition and offset."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     try:
         await consumer.start()
         partitions = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
@@ -254,8 +291,8 @@ class KafkaProbe:
     that fails starts its next attempt on a new client.
     """
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
 
@@ -267,7 +304,7 @@ class KafkaProbe:
                     async with asyncio.timeout(timeout_s / 2):
                         if self._admin is None:
                             self._admin = AIOKafkaAdminClient(
-                                bootstrap_servers=self._bootstrap_servers,
+                                **client_options(self._kafka),
                                 client_id="mnistream-probe",
                             )
                             await self._admin.start()
@@ -295,11 +332,11 @@ class TopicChange:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec] = ALL_TOPICS, *, replication_factor: int = 1
+    kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS, *, replication_factor: int = 1
 ) -> list[TopicChange]:
     """Create missing topics (with `replication_factor` replicas) and align existing ones'
     configs; a second run changes nothing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream-setup")
+    admin = AIOKafkaAdminClient(**client_options(kafka), client_id="mnistream-setup")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -347,9 +384,9 @@ async def _align_topic(admin: AIOKafkaAdminClient, spec: TopicSpec) -> TopicChan
     return TopicChange(spec.name, "unchanged", "; ".join(notes))
 
 
-async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int]:
+async def end_offsets(kafka: KafkaSettings, topic: TopicSpec) -> dict[int, int]:
     """The end offset of every partition of `topic` right now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     try:
         await consumer.start()
         partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
@@ -360,16 +397,16 @@ async def end_offsets(bootstrap_servers: str, topic: TopicSpec) -> dict[int, int
 
 
 async def wait_for_group(
-    bootstrap_servers: str, group: str, topic: TopicSpec, within_s: float, poll_s: float = 0.5
+    kafka: KafkaSettings, group: str, topic: TopicSpec, within_s: float, poll_s: float = 0.5
 ) -> int:
     """Until `group` has committed, on every partition of `topic`, the end offset seen now (a
     group that commits after its effect has then handled every record written so far), or
     `within_s` has passed; the records it is still behind on (0: caught up). One admin client
     for the whole wait."""
-    target = await end_offsets(bootstrap_servers, topic)
+    target = await end_offsets(kafka, topic)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mnistream")
+    admin = AIOKafkaAdminClient(**client_options(kafka), client_id="mnistream")
     try:
         await admin.start()
         while True:
@@ -387,7 +424,7 @@ async def wait_for_group(
 
 
 async def rewind_group(
-    bootstrap_servers: str, group: str, topics: Iterable[TopicSpec], since: datetime | None
+    kafka: KafkaSettings, group: str, topics: Iterable[TopicSpec], since: datetime | None
 ) -> dict[str, int]:
     """Commit `group`'s offsets at the beginning of `topics` (or at the first record at or after
     `since`); returns how many records each topic has for the group to read again.
@@ -396,9 +433,7 @@ async def rewind_group(
     (aiokafka raises CommitFailedError), so nothing is moved under a running consumer.
     """
     partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=group, enable_auto_commit=False)
     try:
         await consumer.start()
         consumer.assign(partitions)

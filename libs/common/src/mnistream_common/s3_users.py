@@ -12,15 +12,12 @@ credentials leak cannot replace a model, and the workers cannot read or change t
 
 The secrets: `<SERVICE>_S3_SECRET` of `mnistream setup`'s settings where it is set (compose sets
 them, for the setup container and for each service), otherwise random, made once by
-`mnistream setup` and kept in the stack's data folder as `credentials/<service>.env` (mode
-0600): the service's own settings, which `mnistream-system` adds to the environment it starts
-that service with.
+`mnistream setup` and kept in the stack's data folder (mnistream_common.credentials).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +28,10 @@ from minio.credentials.providers import StaticProvider
 from minio.error import MinioAdminException
 from minio.minioadmin import MinioAdmin
 
+from mnistream_common.credentials import service_secret, store_settings
 from mnistream_common.settings import S3Settings
 
 SERVICES = ("history", "inference", "rescore")
-CREDENTIALS_DIR = "credentials"
 _READ = ["s3:GetObject"]
 _WRITE = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
 _LIST = ["s3:ListBucket", "s3:GetBucketLocation"]
@@ -80,40 +77,15 @@ def policy(service: str, drawings_bucket: str, artifacts_bucket: str) -> dict[st
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def credentials_dir(data_folder: Path) -> Path:
-    """Where a native stack keeps each service's settings that are secrets: one
-    `<service>.env` per service, which `mnistream-system` adds to that service's environment."""
-    return data_folder / CREDENTIALS_DIR
-
-
 def ensure_user_files(folder: Path, given: Mapping[str, str]) -> dict[str, S3User]:
     """Every service's user, its secret the one `given` for it (non-empty), else the one in its
-    file, else new and random; each file (readable by its owner only) is written when it
-    differs."""
+    file, else new and random (mnistream_common.credentials)."""
     users = {}
     for service in SERVICES:
-        path = folder / f"{service}.env"
-        stored = _read_env_file(path) if path.exists() else {}
-        secret = (
-            given.get(service) or stored.get("S3_SECRET_ACCESS_KEY") or secrets.token_urlsafe(24)
-        )
+        secret = service_secret(folder, service, "S3_SECRET_ACCESS_KEY", given.get(service, ""))
         users[service] = user = S3User(service, secret)
-        wanted = {**stored, **user.env()}
-        if wanted != stored:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600, exist_ok=True)
-            path.chmod(0o600)
-            path.write_text("".join(f"{k}={v}\n" for k, v in sorted(wanted.items())))
+        store_settings(folder, service, user.env())
     return users
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    pairs = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.lstrip().startswith("#"):
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def ensure_s3_users(

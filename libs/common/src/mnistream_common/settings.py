@@ -6,6 +6,8 @@ sets `kafka_bootstrap_servers`. Defaults match the local stack (`make infra-up`)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,11 +27,26 @@ class BaseServiceSettings(BaseSettings):
 
 
 class KafkaSettings(BaseSettings):
-    """Apache Kafka connection."""
+    """Apache Kafka connection, and who signs in.
+
+    The defaults are the operator's user of the local stack (its one super user). A service run
+    by `mnistream-system`, compose or the chart signs in as a user of its own instead, allowed
+    only its own topics and groups (`mnistream setup` makes them; see mnistream_cli.kafka_users).
+    """
 
     model_config = CONFIG
 
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092")
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="SASL_PLAINTEXT",
+        description="SASL_SSL where Kafka is reached over a network; PLAINTEXT signs in as no one.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN",
+        description="PLAIN for the operator of the local stack, SCRAM-SHA-512 for the services.",
+    )
+    kafka_sasl_username: str = Field(default="mnistream")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr("mnistream-secret"))
 
 
 class PostgresSettings(BaseSettings):

@@ -74,7 +74,7 @@ DIGITS_SUBMITTED = TopicSpec(
     key="digit id",
     partitions=12,
     retention_ms=UNLIMITED,
-    producers=("gateway",),
+    producers=("gateway", "history-service (erasure tombstones)"),
     consumers=("inference-worker (group inference)", "history-service (group history)"),
     extra_config=_BIG_RECORDS | _ERASABLE,
 )
@@ -106,9 +106,13 @@ MODEL_PROMOTED = TopicSpec(
     key="model name",
     partitions=1,
     retention_ms=UNLIMITED,
-    producers=("mnistream promote / rollback / canary / shadow / abort",),
+    producers=(
+        "mnistream promote / rollback / canary / shadow / abort",
+        "history-service (guardrails abort a rollout)",
+    ),
     consumers=(
         "inference-worker (every instance, no group)",
+        "gateway (every instance, no group: the page's model and rollout news)",
         "rescore-worker (group rescore-planner)",
         "history-service (group history)",
     ),

@@ -87,7 +87,9 @@ class System:
             self.own_settings("history"),
             f"{self.history_url}/readyz",
         )
-        self.add("gateway", ["gateway"], {}, f"{self.gateway_url}/healthz")
+        self.add(
+            "gateway", ["gateway"], self.own_settings("gateway"), f"{self.gateway_url}/healthz"
+        )
         for index in range(self.inference_workers):
             self._add_inference(index)
         for index in range(self.rescore_workers):
@@ -104,7 +106,7 @@ class System:
             )
 
     def own_settings(self, service: str) -> dict[str, str]:
-        """The secrets `mnistream setup` made for `service` alone (its MinIO user), from
+        """The secrets `mnistream setup` made for `service` alone (its MinIO and Kafka users), from
         `credentials/<service>.env` in the data folder; nothing where the stack has none (set
         up before there were users): then the service uses the stack's own."""
         path = data_folder() / "credentials" / f"{service}.env"
