@@ -1,7 +1,9 @@
 """The Helm chart (deploy/helm/mnistream) and the example manifests (deploy/examples), checked
 offline: `helm lint`, `helm template` for the default, GPU and production values, every rendered
 document validated by kubectl-validate against Kubernetes' own schemas and KEDA's CRDs, and the
-policies the chart promises (non-root, limits, probes, budgets, scaling within the partitions).
+policies the chart promises (non-root, limits, probes, budgets, scaling within the partitions,
+each service signing in to Kafka as its own user, whose example KafkaUser has kafka_users.py's
+ACLs).
 
 The tools are pinned and installed by `make k8s-tools` (from the Go module proxy); without them
 these tests fail, naming the target.
@@ -17,9 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka.admin import AclBinding, AclOperation, ResourceType
 from gateway.settings import Settings as GatewaySettings
 from history_service.settings import Settings as HistorySettings
 from inference_worker.settings import Settings as InferenceSettings
+from mnistream_cli.kafka_users import GRANTS, MECHANISM, KafkaUser, acls
 from mnistream_cli.settings import Settings as CliSettings
 from mnistream_common.topics import ALL_TOPICS, topic_for
 from pydantic_settings import BaseSettings
@@ -43,7 +47,15 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 HELPER_VARIABLES = {"DB_USER", "DB_PASSWORD"}
 # Kinds of the examples whose CRDs no package registry here serves (Strimzi's are built into
 # its Java operator; CloudNativePG's Go module is not served): checked for shape only.
-UNVALIDATED_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "Cluster"}
+UNVALIDATED_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster"}
+# The service (a key of GRANTS) each Deployment's container runs as.
+SERVICE_OF = {
+    "gateway": "gateway",
+    "history-service": "history",
+    "inference-worker": "inference",
+    "rescore-worker": "rescore",
+}
+OPERATOR = "mnistream-operator"  # the super user (the setup Job, the CLI)
 
 
 def newest(pattern: str, what: str) -> Path:
@@ -178,7 +190,13 @@ def test_topics_can_be_left_to_strimzi_with_the_buckets_still_made() -> None:
         if d and d["kind"] == "Job"
     }
     setup = jobs["mnistream-setup"]
-    assert setup["command"] == ["mnistream", "setup", "--no-topics", "--no-users"]
+    assert setup["command"] == [
+        "mnistream",
+        "setup",
+        "--no-topics",
+        "--no-users",
+        "--no-kafka-users",
+    ]
     replication = {v["name"]: v.get("value") for v in setup["env"]}["KAFKA_REPLICATION_FACTOR"]
     assert replication == "3"
 
@@ -209,6 +227,91 @@ def test_the_gpu_values_put_the_inference_workers_on_gpus() -> None:
     assert worker["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
 
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in container["env"]}
+
+
+def signs_in_as(env: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The user a container signs in to Kafka as, and where its password comes from."""
+    assert env["KAFKA_SECURITY_PROTOCOL"]["value"] in ("SASL_PLAINTEXT", "SASL_SSL")
+    assert env["KAFKA_SASL_MECHANISM"]["value"] == MECHANISM
+    return env["KAFKA_SASL_USERNAME"]["value"], env["KAFKA_SASL_PASSWORD"]["valueFrom"]
+
+
+@pytest.mark.parametrize("variant", VALUES)
+def test_each_service_signs_in_to_kafka_as_its_own_user(variant: str) -> None:
+    seen = set()
+    for document, pod in workloads(variant):
+        if document["kind"] != "Deployment":
+            continue
+        [container] = pod["containers"]
+        service = SERVICE_OF[container["name"]]
+        user, password = signs_in_as(env_of(container))
+        # Its own user, so the broker allows it only its own grants; never the super user.
+        assert user == KafkaUser(service, "").name != OPERATOR, container["name"]
+        assert password == {"secretKeyRef": {"name": user, "key": "password"}}
+        seen.add(service)
+    assert seen == set(GRANTS)
+
+
+def setup_job(*overrides: str) -> dict[str, Any]:
+    container: dict[str, Any]
+    [container] = [
+        d["spec"]["template"]["spec"]["containers"][0]
+        for d in yaml.safe_load_all(rendered_text("default", *overrides))
+        if d and d["metadata"]["name"] == "mnistream-setup"
+    ]
+    return container
+
+
+def test_setup_signs_in_as_the_operator_and_leaves_kafka_users_to_strimzi() -> None:
+    setup = setup_job()
+    env = env_of(setup)
+    assert signs_in_as(env) == (
+        OPERATOR,
+        {"secretKeyRef": {"name": OPERATOR, "key": "password"}},
+    )
+    assert "--no-kafka-users" in setup["command"]
+    assert not [name for name in env if name.endswith("_KAFKA_SECRET")]
+
+
+def test_setup_can_make_the_kafka_users_with_the_passwords_of_their_secrets() -> None:
+    setup = setup_job("setup.kafkaUsers=true")
+    assert "--no-kafka-users" not in setup["command"]
+    env = env_of(setup)
+    fields = {f.upper() for f in CliSettings.model_fields}
+    for service in GRANTS:
+        name = f"{service.upper()}_KAFKA_SECRET"
+        assert name in fields
+        user = KafkaUser(service, "").name
+        assert env[name]["valueFrom"] == {"secretKeyRef": {"name": user, "key": "password"}}
+
+
+@pytest.mark.parametrize("variant", VALUES)
+def test_keda_reads_the_lag_as_the_workers_own_user(variant: str) -> None:
+    docs = documents(variant)
+    auths = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "TriggerAuthentication"}
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaled
+    for document in scaled:
+        worker = document["spec"]["scaleTargetRef"]["name"].removeprefix("mnistream-")
+        grants = GRANTS[SERVICE_OF[worker]]
+        [trigger] = document["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "disable")
+        # The user may describe the group and the topic (Read implies Describe).
+        assert meta["consumerGroup"] in grants.groups
+        assert meta["topic"] in {t.name for t in grants.read}
+        auth = auths[trigger["authenticationRef"]["name"]]
+        assert auth["env"] == [
+            {"parameter": "username", "name": "KAFKA_SASL_USERNAME", "containerName": worker}
+        ]
+        user = KafkaUser(SERVICE_OF[worker], "").name
+        assert auth["secretTargetRef"] == [
+            {"parameter": "password", "name": user, "key": "password"}
+        ]
+
+
 @cache
 def examples() -> list[dict[str, Any]]:
     return [
@@ -237,3 +340,52 @@ def test_the_example_topics_are_those_of_topics_py_replicated() -> None:
         assert {k: v for k, v in found["config"].items() if k != "min.insync.replicas"} == (
             spec.config()
         )
+
+
+def acl_rules(user: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(resource type, name, operation) of each ACL a KafkaUser allows, in Kafka's words."""
+    rules = set()
+    for rule in user["spec"]["authorization"]["acls"]:
+        resource = rule["resource"]
+        # acls() gives only allowing rules on literal names, from any host.
+        assert (rule.get("type", "allow"), resource["patternType"], rule["host"]) == (
+            "allow",
+            "literal",
+            "*",
+        )
+        for operation in rule["operations"]:
+            rules.add((resource["type"].upper(), resource["name"], operation.upper()))
+    return rules
+
+
+def kafka_words(binding: AclBinding) -> tuple[str, str, str]:
+    """(resource type, name, operation) of an ACL binding of kafka_users.py."""
+    assert isinstance(binding.restype, ResourceType)
+    assert isinstance(binding.operation, AclOperation)
+    return binding.restype.name, binding.name, binding.operation.name
+
+
+def test_the_example_kafka_users_are_those_of_kafka_users_py() -> None:
+    users = {d["metadata"]["name"]: d for d in examples() if d["kind"] == "KafkaUser"}
+    names = {service: KafkaUser(service, "").name for service in GRANTS}
+    assert set(users) == {OPERATOR, *names.values()}
+    for user in users.values():
+        assert user["metadata"]["labels"] == {"strimzi.io/cluster": "mnistream"}
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    for service, name in names.items():
+        wanted = {kafka_words(binding) for binding in acls(name, GRANTS[service])}
+        assert acl_rules(users[name]) == wanted, name
+    # The operator needs no ACLs: it is the cluster's super user.
+    assert "authorization" not in users[OPERATOR]["spec"]
+    [kafka] = [d["spec"]["kafka"] for d in examples() if d["kind"] == "Kafka"]
+    assert kafka["authorization"] == {"type": "simple", "superUsers": [OPERATOR]}
+    assert {listener["authentication"]["type"] for listener in kafka["listeners"]} == {
+        "scram-sha-512"
+    }
+
+
+def test_the_chart_reads_the_secrets_of_the_example_kafka_users() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["kafka"]
+    names = {service: KafkaUser(service, "").name for service in GRANTS}
+    assert values["users"] == {"setup": OPERATOR, **names}
+    assert (values["securityProtocol"], values["saslMechanism"]) == ("SASL_PLAINTEXT", MECHANISM)

@@ -17,12 +17,32 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* Settings every service reads. */}}
+{{/* Settings every program that talks to Kafka reads: where it is, and who signs in
+(dict root, user: a key of kafka.users), so no pod reaches Kafka as anyone but its own user. */}}
 {{- define "mnistream.commonEnv" -}}
 - name: LOG_JSON
   value: "true"
 - name: KAFKA_BOOTSTRAP_SERVERS
-  value: {{ .Values.kafka.bootstrapServers | quote }}
+  value: {{ .root.Values.kafka.bootstrapServers | quote }}
+{{- include "mnistream.kafkaEnv" . }}
+{{- end }}
+
+{{/* Signing in to Kafka as one user of kafka.users: its name, and its password from the
+Secret of the same name (Strimzi's KafkaUser makes it). PLAINTEXT signs in as no one. */}}
+{{- define "mnistream.kafkaEnv" -}}
+{{- $kafka := .root.Values.kafka }}
+{{- $name := required (printf "kafka.users.%s is not set" .user) (index $kafka.users .user) }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ $kafka.securityProtocol | quote }}
+{{- if ne $kafka.securityProtocol "PLAINTEXT" }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $kafka.saslMechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ $name | quote }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $name }}, key: password}
+{{- end }}
 {{- end }}
 
 {{- define "mnistream.s3Env" -}}
