@@ -214,7 +214,7 @@ def test_setup_is_idempotent(kafka: KafkaSettings, s3_settings: S3Settings) -> N
         [mnistream, "setup"], check=True, capture_output=True, text=True, timeout=60
     )
     actions = {line.split()[1]: line.split()[2] for line in second.stdout.splitlines()}
-    buckets = [s3_settings.drawings_bucket, s3_settings.artifacts_bucket]
+    buckets = [s3_settings.drawings_bucket, s3_settings.artifacts_bucket, "datasets"]
     users = [S3User(service, "").access_key for service in SERVICES]
     kafka_users = [KafkaUser(service, "").name for service in KAFKA_SERVICES]
     expected = [t.name for t in ALL_TOPICS] + buckets + users + kafka_users

@@ -1,4 +1,4 @@
-"""README step 6: a setting put in `.env` reaches every console script, without honcho or a
+"""README, "Replay": a setting put in `.env` reaches every console script, without honcho or a
 harness exporting it first."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mnistream_cli import operate, rollout, train
+from mnistream_cli import dataset, operate, rollout, train
 from mnistream_cli.settings import Settings
 
 app = typer.Typer(
@@ -50,7 +50,7 @@ def setup(
     for change in done.topics:
         detail = f" ({change.detail})" if change.detail else ""
         typer.echo(f"topic  {change.topic:<18} {change.action}{detail}")
-    for bucket in (settings.drawings_bucket, settings.artifacts_bucket):
+    for bucket in (settings.drawings_bucket, settings.artifacts_bucket, settings.datasets_bucket):
         typer.echo(
             f"bucket {bucket:<18} {'created' if bucket in done.buckets_created else 'unchanged'}"
         )
@@ -73,6 +73,7 @@ app.command()(rollout.shadow)
 app.command()(rollout.abort)
 app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(operate.replay_app, name="replay")
+app.add_typer(dataset.dataset_app, name="dataset")
 
 
 def main() -> None:

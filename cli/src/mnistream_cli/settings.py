@@ -61,6 +61,10 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
     rescore_kafka_secret: SecretStr = Field(
         default=SecretStr(""), description="The rescore workers' Kafka password, likewise."
     )
+    datasets_bucket: str = Field(
+        default="datasets",
+        description="Where `mnistream dataset snapshot` writes dataset versions (the operator's).",
+    )
     mnistream_data: Path = Field(
         default=Path(".data"),
         description="The native stack's data folder: `mnistream setup` keeps each service's "

@@ -38,7 +38,7 @@ def provision(
         if topics
         else []
     )
-    buckets = [settings.drawings_bucket, settings.artifacts_bucket]
+    buckets = [settings.drawings_bucket, settings.artifacts_bucket, settings.datasets_bucket]
     created = ensure_buckets(make_minio(settings), buckets)
     folder = credentials_dir(settings.mnistream_data)
     s3_done: dict[str, str] = {}
