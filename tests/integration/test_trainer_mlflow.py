@@ -4,18 +4,29 @@ registers nothing. Fails (never skips) when the stack is down: `make infra-up`."
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import subprocess
+import uuid
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import trainer.pipeline
 from mlflow import MlflowClient
+from mnistream_cli.datasets import LabeledInput, write_version
 from mnistream_common.settings import S3Settings
-from mnistream_common.storage import S3Uri, make_minio, sha256_hex
+from mnistream_common.storage import ObjectStore, S3Uri, make_minio, sha256_hex
 from trainer.config import TrainConfig
+from trainer.data import load_split
 from trainer.export import INPUT_NAME, OUTPUT_NAME, ParityError, export_onnx
+from trainer.labels import REPEATS
 from trainer.models import MLP
 from trainer.pipeline import RegisteredModel, train_and_register
 from trainer.settings import Settings
+
+from tests.system import BIN
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +144,38 @@ def test_parity_failure_fails_the_run_and_registers_nothing(
     assert experiment is not None
     latest = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[0]
     assert latest.info.status == "FAILED"
+
+
+def test_a_run_on_user_labels_records_the_dataset_version_it_learnt_from(
+    settings: Settings, client: MlflowClient
+) -> None:
+    """`mnistream train --labels V`, as a user runs it: the run's MLflow dataset input is the
+    version, and the registered version carries it with the held-out accuracy."""
+    drawings = load_split(settings.mnist_root, train=False)
+    rows = [
+        LabeledInput(uuid.uuid4(), int(label), bytes(image.numpy().tobytes()), 2)
+        for image, label in zip(drawings.images[:80], drawings.labels[:80], strict=True)
+    ]
+    snapshot = asyncio.run(write_version(ObjectStore(make_minio(settings)), "datasets", rows))
+    env = {"REGISTERED_MODEL_NAME": MODEL_NAME, "MLFLOW_EXPERIMENT": EXPERIMENT}
+    done = subprocess.run(
+        [BIN / "mnistream", "train", "--arch", "mlp", "--epochs", "1", "--limit-train", "2000",
+         "--workers", "0", "--device", "cpu", "--labels", snapshot.version],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **env}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"labels       {snapshot.version}" in done.stdout
+    version = re.search(r"registered +\S+ version (\d+)", done.stdout)
+    assert version is not None, done.stdout
+    tags = client.get_model_version(MODEL_NAME, version[1]).tags
+    assert tags["dataset_version"] == snapshot.version
+    assert 0 <= float(tags["heldout_accuracy"]) <= 1
+    run = client.get_run(tags["run_id"])
+    assert run.inputs is not None, "the run records no inputs"
+    [used] = run.inputs.dataset_inputs
+    assert used.dataset.name == snapshot.version
+    assert f"s3://datasets/{snapshot.version}/" in used.dataset.source
+    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
+    train_rows = snapshot.manifest["splits"]["train"]["rows"]
+    assert run.data.params["labels_train_images"] == str(train_rows)
+    assert run.data.params["train_images"] == str(2000 + REPEATS * train_rows)

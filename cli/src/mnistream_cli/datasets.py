@@ -142,6 +142,13 @@ async def take_snapshot(history: HistoryClient, store: ObjectStore, bucket: str)
     """Every labeled drawing with its model input as a dataset version in `bucket` (written
     only when no complete version of the same content is there)."""
     rows, skipped = await labeled_inputs(history)
+    return await write_version(store, bucket, rows, skipped)
+
+
+async def write_version(
+    store: ObjectStore, bucket: str, rows: Sequence[LabeledInput], skipped: int = 0
+) -> Snapshot:
+    """`rows` as a dataset version, unless a complete one of the same content is there."""
     version = content_hash(rows)
     found = S3Uri(bucket, f"{version}/{MANIFEST}")
     if await store.exists(found):
@@ -175,3 +182,15 @@ async def read_snapshot(store: ObjectStore, bucket: str, version: str) -> Snapsh
     if not await store.exists(found):
         raise FileNotFoundError(f"no dataset version {version} in s3://{bucket}/")
     return Snapshot(version, json.loads(await store.get(found)), written=False)
+
+
+async def read_version(
+    store: ObjectStore, bucket: str, version: str
+) -> tuple[Snapshot, dict[Split, list[LabeledInput]]]:
+    """A complete version's manifest and the rows of each split."""
+    found = await read_snapshot(store, bucket, version)
+    splits = {
+        side: read_parquet(await store.get(S3Uri(bucket, f"{version}/{side}.parquet")))
+        for side in SPLITS
+    }
+    return found, splits

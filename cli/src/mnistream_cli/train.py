@@ -6,6 +6,7 @@ The trainer (and with it torch) is imported only when the command runs, so every
 
 from __future__ import annotations
 
+import asyncio
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +16,8 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
+    from trainer.data import MnistTensors
+    from trainer.labels import LabelSet
     from trainer.pipeline import RegisteredModel
 
 
@@ -51,22 +54,37 @@ def train(
         int | None, typer.Option(help="Train on the first N images only (quick checks).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Batch-preparing worker processes.")] = 2,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Also learn from this dataset version of user labels (`mnistream dataset "
+            "snapshot`) and be judged on its held-out split.",
+        ),
+    ] = None,
 ) -> None:
-    """Train a model on MNIST, verify its ONNX export and register it as a new version."""
+    """Train a model on MNIST (and user labels), verify its ONNX export and register it as a
+    new version."""
     console = Console()
     config = training_config(
         arch=arch.value, epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed,
         device=device.value, augment=augment, limit_train=limit_train, workers=workers,
     )  # fmt: skip
-    registered = run_training(config, console)
+    registered = run_training(config, console, label_set(labels) if labels else None)
     seconds = ", ".join(f"{s:.1f}" for s in registered.epoch_seconds)
-    for line in (
+    lines = [
         f"run id       {registered.run_id}",
         f"registered   {registered.name} version {registered.version}",
         f"test acc     {registered.test_accuracy:.4f}",
+    ]
+    if registered.dataset_version:
+        lines.append(f"labels       {registered.dataset_version}")
+    if registered.heldout_accuracy is not None:
+        lines.append(f"held-out acc {registered.heldout_accuracy:.4f}")
+    lines += [
         f"onnx         {registered.onnx_uri} (sha256 {registered.sha256})",
         f"epoch times  {seconds} s",
-    ):
+    ]
+    for line in lines:
         console.print(line, soft_wrap=True, highlight=False)
 
 
@@ -86,16 +104,44 @@ def training_config(**values: object) -> TrainConfig:
         raise _fail(problems or str(exc)) from exc
 
 
-def run_training(config: TrainConfig, console: Console) -> RegisteredModel:
+def run_training(
+    config: TrainConfig, console: Console, labels: LabelSet | None = None
+) -> RegisteredModel:
     """Train and register with progress on `console`; a clear error if it fails."""
     from trainer.console import RichReporter
     from trainer.errors import TRAINING_ERRORS
     from trainer.pipeline import train_and_register
 
     try:
-        return train_and_register(config, reporter=RichReporter(console))
+        return train_and_register(config, reporter=RichReporter(console), labels=labels)
     except TRAINING_ERRORS as exc:
         raise _fail(str(exc)) from exc
+
+
+def label_set(version: str) -> LabelSet:
+    """A dataset version of user labels, read from object storage, as the trainer takes it."""
+    from mnistream_common.storage import ObjectStore, make_minio
+    from trainer.labels import LabelSet, tensors_of
+
+    from mnistream_cli.datasets import LabeledInput, read_version
+    from mnistream_cli.settings import Settings
+
+    settings = Settings()
+    store = ObjectStore(make_minio(settings))
+    try:
+        found, splits = asyncio.run(read_version(store, settings.datasets_bucket, version))
+    except FileNotFoundError as exc:
+        raise _fail(f"{exc}: `mnistream dataset snapshot` makes one") from exc
+
+    def tensors(rows: list[LabeledInput]) -> MnistTensors:
+        return tensors_of([r.model_input for r in rows], [r.label for r in rows])
+
+    return LabelSet(
+        version,
+        found.uri(settings.datasets_bucket),
+        tensors(splits["train"]),
+        tensors(splits["heldout"]),
+    )
 
 
 def _fail(message: str) -> typer.Exit:

@@ -1,6 +1,7 @@
 """One training run from data to a registered, verified model version.
 
-    data ─▶ train (seeded, augmented) ─▶ test ─▶ ONNX export ─▶ parity with PyTorch
+    data (MNIST, and user labels when given) ─▶ train (seeded, augmented) ─▶ test (and the
+         labels' held-out split) ─▶ ONNX export ─▶ parity with PyTorch
          ─▶ log to MLflow ─▶ read model.onnx back from MinIO, check sha256 ─▶ register + tags
 
 Any failure before the last step fails the MLflow run and registers nothing.
@@ -21,6 +22,7 @@ from trainer.augment import AugmentPolicy, plain_inputs
 from trainer.config import TrainConfig
 from trainer.data import MnistTensors, ensure_mnist, load_split
 from trainer.export import INPUT_SPEC, OPSET, OUTPUT_SPEC, PARITY_SAMPLES, check_parity, export_onnx
+from trainer.labels import LabelSet, log_dataset, with_labels
 from trainer.models import MLP, DigitClassifier, build_model
 from trainer.settings import Settings
 from trainer.training import (
@@ -51,6 +53,10 @@ class RegisteredModel(BaseModel):
     sha256: str
     architecture: str
     epoch_seconds: list[float] = Field(description="How long each epoch took.")
+    dataset_version: str | None = None
+    heldout_accuracy: float | None = Field(
+        default=None, description="On the held-out split of the user labels it learnt from."
+    )
 
 
 class _MlflowEpochs:
@@ -86,27 +92,34 @@ def train_and_register(
     config: TrainConfig,
     settings: Settings | None = None,
     reporter: TrainingReporter | None = None,
+    labels: LabelSet | None = None,
 ) -> RegisteredModel:
-    """Train a model, export and verify its ONNX, and register it as a new MLflow version."""
+    """Train a model (on MNIST, and on `labels` when given), export and verify its ONNX, and
+    register it as a new MLflow version."""
     settings = settings or Settings()
     reporter = reporter or SilentReporter()
     tracking.require_stack(settings, settings)
     ensure_mnist(settings)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    split = split_train_valid(load_split(settings.mnist_root, train=True), config)
+    split = with_labels(
+        split_train_valid(load_split(settings.mnist_root, train=True), config), labels
+    )
     model = build_model(config.arch, hidden=config.hidden).to(device)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.mlflow_experiment)
     with mlflow.start_run() as run:
         _log_params(config, split, model, device)
+        if labels is not None:
+            log_dataset(labels)
         reporter.stage(f"training {config.arch} on {device} ({len(split.train.labels)} images)")
         history = fit(model, split, config, device, _MlflowEpochs(reporter))
         test_set = load_split(settings.mnist_root, train=False)
         evaluation = _log_test(model, test_set, device, reporter)
+        heldout = _log_heldout(model, labels, device, reporter)
         _log_training_inputs(split, config)
         onnx_bytes = _export_checked(model, test_set, reporter)
-        outcome = _Outcome(run.info.run_id, evaluation, history)
+        outcome = _Outcome(run.info.run_id, evaluation, history, labels, heldout)
         return _register(onnx_bytes, model, settings, outcome, reporter)
 
 
@@ -115,6 +128,8 @@ class _Outcome:
     run_id: str
     test: Evaluation
     history: list[EpochMetrics]
+    labels: LabelSet | None = None
+    heldout: Evaluation | None = None
 
 
 def _log_params(
@@ -143,6 +158,20 @@ def _log_test(
     matrix = tracking.confusion_matrix(test_set.labels, test.predictions)
     mlflow.log_figure(tracking.confusion_figure(matrix, test.accuracy), "confusion_matrix.png")
     return test
+
+
+def _log_heldout(
+    model: DigitClassifier,
+    labels: LabelSet | None,
+    device: torch.device,
+    reporter: TrainingReporter,
+) -> Evaluation | None:
+    if labels is None or not len(labels.heldout.labels):
+        return None
+    reporter.stage(f"evaluating on the {len(labels.heldout.labels)} held-out labelled drawings")
+    heldout = evaluate(model, labels.heldout, device)
+    mlflow.log_metrics({"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
+    return heldout
 
 
 def _log_training_inputs(split: TrainValid, config: TrainConfig) -> None:
@@ -185,6 +214,8 @@ def _register(
         input_spec=INPUT_SPEC,
         output_spec=OUTPUT_SPEC,
         hidden=model.hidden if isinstance(model, MLP) else None,
+        dataset_version=outcome.labels.version if outcome.labels else None,
+        heldout_accuracy=outcome.heldout.accuracy if outcome.heldout else None,
     )
     reporter.stage(f"registering a new version of {settings.registered_model_name}")
     version = tracking.register_version(settings.registered_model_name, logged.model_uri, tags)
@@ -197,4 +228,6 @@ def _register(
         sha256=sha256,
         architecture=model.architecture,
         epoch_seconds=[m.seconds for m in outcome.history],
+        dataset_version=tags.dataset_version,
+        heldout_accuracy=tags.heldout_accuracy,
     )

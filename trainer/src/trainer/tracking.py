@@ -199,9 +199,12 @@ class VersionTags:
     input_spec: str
     output_spec: str
     hidden: int | None = None
+    dataset_version: str | None = None  # the user labels it learnt from, if any
+    heldout_accuracy: float | None = None  # on their held-out split
 
     def as_dict(self) -> dict[str, str]:
-        """The tags as MLflow stores them (strings), `hidden` only for the MLP."""
+        """The tags as MLflow stores them (strings), `hidden` only for the MLP, the labels'
+        figures only for a model that learnt from some."""
         tags = {
             "test_accuracy": f"{self.test_accuracy:.4f}",
             "onnx_sha256": self.onnx_sha256,
@@ -213,6 +216,10 @@ class VersionTags:
         }
         if self.hidden is not None:
             tags["hidden"] = str(self.hidden)
+        if self.dataset_version is not None:
+            tags["dataset_version"] = self.dataset_version
+        if self.heldout_accuracy is not None:
+            tags["heldout_accuracy"] = f"{self.heldout_accuracy:.4f}"
         return tags
 
 
