@@ -14,6 +14,7 @@
 # stack and the services cannot disagree. Data lives in $MNISTREAM_DATA (default .data/),
 # logs in $MNISTREAM_DATA/logs/<component>.log, downloads and builds in $MNISTREAM_CACHE.
 set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true  # `&` in a ${x//a/b} replacement stays `&`
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -282,11 +283,15 @@ start_kafka_node() { # node
   for m in $(kafka_nodes); do voters+="$m@127.0.0.1:$(kafka_controller_port "$m"),"; done
   ((KAFKA_BROKERS > 1)) && rf=3 min_isr=2
   mkdir -p "$dir"
-  sed -e "s#@NODE_ID@#$n#g" -e "s#@VOTERS@#${voters%,}#g" -e "s#@PORT@#$port#g" \
-    -e "s#@CONTROLLER_PORT@#$(kafka_controller_port "$n")#g" -e "s#@LOG_DIRS@#$dir/logs#g" \
-    -e "s#@RF@#$rf#g" -e "s#@MIN_ISR@#$min_isr#g" -e "s#@ADMIN_USER@#$KAFKA_SASL_USERNAME#g" \
-    -e "s#@ADMIN_PASSWORD@#$KAFKA_SASL_PASSWORD#g" infra/kafka/server.properties >"$dir/server.properties.new"
-  chmod 600 "$dir/server.properties.new" && mv "$dir/server.properties.new" "$dir/server.properties"
+  # Filled in by bash, not sed: the operator's password stays out of every process's argv, and
+  # the file holding it is never readable by others, not even for a moment.
+  local props; props="$(<infra/kafka/server.properties)"
+  props="${props//@NODE_ID@/$n}"; props="${props//@VOTERS@/${voters%,}}"
+  props="${props//@PORT@/$port}"; props="${props//@CONTROLLER_PORT@/$(kafka_controller_port "$n")}"
+  props="${props//@LOG_DIRS@/$dir/logs}"; props="${props//@RF@/$rf}"; props="${props//@MIN_ISR@/$min_isr}"
+  props="${props//@ADMIN_USER@/$KAFKA_SASL_USERNAME}"; props="${props//@ADMIN_PASSWORD@/$KAFKA_SASL_PASSWORD}"
+  (umask 077 && printf '%s\n' "$props" >"$dir/server.properties.new")
+  mv "$dir/server.properties.new" "$dir/server.properties"
   if [[ ! -f "$dir/logs/meta.properties" ]]; then
     say "$name: formatting KRaft storage in $dir/logs"
     java -cp "$cp" -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" kafka.tools.StorageTool \

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaConnectionError,
@@ -17,9 +18,9 @@ from aiokafka.errors import (
 )
 from mnistream_cli.kafka_users import GRANTS
 from mnistream_common.credentials import credentials_dir, stored_settings
-from mnistream_common.kafka import client_options, end_offsets
+from mnistream_common.kafka import client_options, end_offsets, wait_for_group
 from mnistream_common.settings import KafkaSettings
-from mnistream_common.topics import MODEL_PROMOTED, Groups, topic_for
+from mnistream_common.topics import DIGITS_SUBMITTED, MODEL_PROMOTED, Groups, topic_for
 from pydantic import SecretStr
 
 from tests.helpers import promotion
@@ -128,12 +129,32 @@ async def test_a_service_cannot_read_another_services_topic(
         await consumer.stop()
 
 
-async def test_a_service_reads_its_own_topics(kafka: KafkaSettings) -> None:
-    """The refusals above are the ACLs', not a user that can do nothing."""
+async def test_a_service_reads_its_own_topics_and_groups(kafka: KafkaSettings) -> None:
+    """The refusals above are the ACLs', not a user that can do nothing: each service sees its
+    topics' end offsets and its groups' commits (without joining them: the running workers
+    would rebalance), and the rescore planner the history group's, which it waits on."""
     for service, grants in GRANTS.items():
         user = signed_in_as(kafka, service)
         for topic in (*grants.read, *grants.describe):
             assert len(await end_offsets(user, topic)) == topic.partitions, (service, topic.name)
+        for group in (*grants.groups, *grants.describe_groups):
+            await committed_offsets(user, group)
+    rescore = signed_in_as(kafka, "rescore")
+    assert await wait_for_group(rescore, Groups.HISTORY, DIGITS_SUBMITTED, 0.1) >= 0
+
+
+async def test_a_service_cannot_see_another_services_group_commits(kafka: KafkaSettings) -> None:
+    with pytest.raises(GroupAuthorizationFailedError):
+        await committed_offsets(signed_in_as(kafka, "gateway"), Groups.HISTORY)
+
+
+async def committed_offsets(kafka: KafkaSettings, group: str) -> int:
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    await admin.start()
+    try:
+        return len(await admin.list_consumer_group_offsets(group))
+    finally:
+        await admin.close()
 
 
 async def test_a_wrong_password_is_refused(kafka: KafkaSettings) -> None:

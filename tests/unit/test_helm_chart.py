@@ -389,3 +389,13 @@ def test_the_chart_reads_the_secrets_of_the_example_kafka_users() -> None:
     names = {service: KafkaUser(service, "").name for service in GRANTS}
     assert values["users"] == {"setup": OPERATOR, **names}
     assert (values["securityProtocol"], values["saslMechanism"]) == ("SASL_PLAINTEXT", MECHANISM)
+
+
+def test_setup_making_the_kafka_users_refuses_other_user_names() -> None:
+    """`mnistream setup` names each user mnistream-<service>: with other names in kafka.users
+    the pods would sign in as users that never exist."""
+    files = [arg for f in VALUES["default"] for arg in ("-f", str(CHART / f))]
+    sets = ["--set", "setup.kafkaUsers=true", "--set", "kafka.users.gateway=gw"]
+    done = run(tool("helm"), "template", "mnistream", CHART, *files, *sets)
+    assert done.returncode != 0
+    assert "kafka.users.gateway must be that name" in done.stderr

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from mnistream_common.history_client import HistoryClient, HistoryUnavailableError
-from mnistream_common.storage import ObjectStore, make_minio
 from rich.table import Table
 
 from mnistream_cli.operate import console, fail
 from mnistream_cli.settings import Settings
 
-if TYPE_CHECKING:  # the module imports pyarrow, which every other command can do without
+if TYPE_CHECKING:  # MinIO's client and pyarrow: every other command does without them
     from mnistream_cli.datasets import Snapshot
 
 dataset_app = typer.Typer(
@@ -26,10 +25,16 @@ def snapshot() -> None:
     """Write every labeled drawing (model input, label, id) as a dataset version named by its
     content hash, split by id into train and held out; nothing new, nothing written."""
     settings = Settings()
+    from minio.error import S3Error
+
+    from mnistream_cli.datasets import EmptyDatasetError
+
     try:
         taken = asyncio.run(_snapshot(settings))
-    except HistoryUnavailableError as exc:
+    except (HistoryUnavailableError, EmptyDatasetError) as exc:
         raise fail(str(exc)) from exc
+    except S3Error as exc:
+        raise fail(f"{exc}; `mnistream setup` makes the {settings.datasets_bucket} bucket") from exc
     verb = "wrote" if taken.written else "unchanged:"
     # Plain, never wrapped: scripts read the version from this line.
     typer.echo(f"{verb} dataset {taken.version} at {taken.uri(settings.datasets_bucket)}")
@@ -37,6 +42,8 @@ def snapshot() -> None:
 
 
 async def _snapshot(settings: Settings) -> Snapshot:
+    from mnistream_common.storage import ObjectStore, make_minio
+
     from mnistream_cli.datasets import take_snapshot
 
     store = ObjectStore(make_minio(settings))
@@ -47,6 +54,8 @@ async def _snapshot(settings: Settings) -> Snapshot:
 @dataset_app.command("show")
 def show(version: Annotated[str, typer.Argument(help="A dataset version (its hash).")]) -> None:
     """Print a dataset version's manifest: rows, classes per split, preprocessing."""
+    from mnistream_common.storage import ObjectStore, make_minio
+
     from mnistream_cli.datasets import read_snapshot
 
     settings = Settings()

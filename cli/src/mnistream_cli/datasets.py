@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from mnistream_common.history_client import HistoryClient
 from mnistream_common.storage import ObjectStore, S3Uri
 
@@ -69,6 +67,9 @@ def content_hash(rows: Iterable[LabeledInput]) -> str:
 
 def parquet(rows: Sequence[LabeledInput]) -> bytes:
     """One split as a Parquet file, rows in id order."""
+    import pyarrow as pa  # here: the promotion gate imports this module for `split_of` alone
+    import pyarrow.parquet as pq
+
     ordered = sorted(rows, key=lambda r: r.digit_id.bytes)
     table = pa.table(
         {
@@ -87,6 +88,8 @@ def parquet(rows: Sequence[LabeledInput]) -> bytes:
 
 def read_parquet(data: bytes) -> list[LabeledInput]:
     """The rows of one split's Parquet file."""
+    import pyarrow.parquet as pq
+
     return [
         LabeledInput(
             uuid.UUID(row["digit_id"]),
@@ -142,7 +145,16 @@ async def take_snapshot(history: HistoryClient, store: ObjectStore, bucket: str)
     """Every labeled drawing with its model input as a dataset version in `bucket` (written
     only when no complete version of the same content is there)."""
     rows, skipped = await labeled_inputs(history)
+    if not rows:
+        raise EmptyDatasetError(
+            f"no labeled drawing with a model input ({skipped} labeled without one): label "
+            "drawings in the page first"
+        )
     return await write_version(store, bucket, rows, skipped)
+
+
+class EmptyDatasetError(ValueError):
+    """Nothing to snapshot."""
 
 
 async def write_version(

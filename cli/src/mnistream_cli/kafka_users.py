@@ -13,10 +13,11 @@
   for history-service to store what was submitted before a promotion).
 
 The operator (`mnistream` and the trainer) signs in as the cluster's super user, which is also
-the one brokers use between themselves. So a promotion comes from the operator, or from
-history-service's guardrails ending a rollout; one published with another service's credentials
-is refused by the broker (TopicAuthorizationFailed), and one whose model the MLflow registry
-does not hold is refused by every worker.
+the one brokers use between themselves. Only the operator and history-service may write the
+ledger (history-service for its guardrails' aborts; the broker cannot tell an abort from a
+promotion, so its credentials could append either). A promotion published with the gateway's or
+a worker's credentials is refused by the broker (TopicAuthorizationFailed), and one whose model
+the MLflow registry does not hold with that sha256 is refused by every worker.
 
 The secrets: `<SERVICE>_KAFKA_SECRET` of setup's settings where it is set (compose sets them),
 otherwise random, made once and kept beside the MinIO secrets (mnistream_common.credentials).

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 
 from mnistream_common.events import ModelPromoted, utc_now
+from mnistream_common.history_api import LabeledOut
 from mnistream_common.history_client import (
     HistoryClient,
     HistoryRefusedError,
@@ -46,6 +47,24 @@ class GateReport:
     positive_flips: int | None = None
     objections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def judged_labels(report: GateReport, labeled: list[LabeledOut]) -> list[LabeledOut]:
+    """The labeled drawings the gate may judge both versions on: only the held-out ones when
+    either learnt from user labels (`mnistream train --labels`), which would otherwise be judged
+    on its own training data. The split is by id alone, the same in every dataset version."""
+    from mnistream_cli.datasets import split_of
+
+    learnt = [v for v in (report.candidate, report.champion) if v and v.tags.get("dataset_version")]
+    if not learnt:
+        return labeled
+    held = [item for item in labeled if split_of(item.digit_id) == "heldout"]
+    names = ", ".join(f"v{v.version}" for v in learnt)
+    report.notes.append(
+        f"{names} learnt from user labels: judged on the {len(held)} held-out labeled drawings "
+        f"of {len(labeled)}"
+    )
+    return held
 
 
 @dataclass(frozen=True)
@@ -156,7 +175,7 @@ class Promoter:
 
         async with HistoryClient.at(self.settings.history_url) as history:
             try:
-                labeled = await history.labeled()
+                labeled = judged_labels(report, await history.labeled())
                 if not labeled or report.champion is None:
                     return
                 store = ObjectStore(make_minio(self.settings))

@@ -132,6 +132,8 @@ def label_set(version: str) -> LabelSet:
         found, splits = asyncio.run(read_version(store, settings.datasets_bucket, version))
     except FileNotFoundError as exc:
         raise _fail(f"{exc}: `mnistream dataset snapshot` makes one") from exc
+    if not splits["train"]:
+        raise _fail(f"dataset {version} has no drawing in its train split: nothing to learn")
 
     def tensors(rows: list[LabeledInput]) -> MnistTensors:
         return tensors_of([r.model_input for r in rows], [r.label for r in rows])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+import pytest
 from mnistream_cli.datasets import (
     MANIFEST,
+    EmptyDatasetError,
     LabeledInput,
     content_hash,
     parquet,
@@ -129,3 +131,25 @@ async def test_a_snapshot_cut_short_is_finished_by_the_next() -> None:
     done = await snapshot(FakeHistory(rows), store)
     assert done.written and done.version == version
     assert read_parquet(store.objects[f"s3://datasets/{version}/train.parquet"])
+
+
+async def test_no_labels_no_version() -> None:
+    store = FakeStore()
+    with pytest.raises(EmptyDatasetError, match="no labeled drawing with a model input"):
+        await snapshot(FakeHistory([], lost=2), store)
+    assert not store.objects
+
+
+async def test_a_version_without_its_manifest_is_not_taken_as_complete() -> None:
+    """The manifest is written last: a snapshot that fails on a split leaves none."""
+
+    class FailingStore(FakeStore):
+        async def put(self, uri: S3Uri, data: bytes, content_type: str) -> None:
+            if self.puts == 1:
+                raise OSError("MinIO went away")
+            await super().put(uri, data, content_type)
+
+    store = FailingStore()
+    with pytest.raises(OSError, match="MinIO went away"):
+        await snapshot(FakeHistory([row(n) for n in range(20)]), store)
+    assert not any(key.endswith(MANIFEST) for key in store.objects)

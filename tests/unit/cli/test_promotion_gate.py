@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
+from mnistream_cli.datasets import split_of
 from mnistream_cli.labels import LabelComparison, compare
-from mnistream_cli.promotion import FlipRule, GateReport, gate
+from mnistream_cli.promotion import FlipRule, GateReport, gate, judged_labels
 from mnistream_cli.registry import RegisteredVersion
 from mnistream_common.history_api import LabeledOut
 
@@ -162,3 +164,18 @@ def test_the_comparison_counts_each_labeled_drawing_once() -> None:
         labeled=5, candidate_right=2, champion_right=3, broken=2, fixed=1
     )
     assert (compared.candidate_accuracy, compared.champion_accuracy) == (0.4, 0.6)
+
+
+def test_a_version_that_learnt_from_labels_is_judged_on_the_held_out_ones_only() -> None:
+    labeled = [LabeledOut(digit_id=uuid.uuid4(), label=n % 10) for n in range(500)]
+    plain = GateReport(candidate=version(3, 0.99), champion=version(2, 0.98))
+    assert judged_labels(plain, labeled) == labeled and not plain.notes
+
+    learnt = dataclasses.replace(version(3, 0.99), tags={"dataset_version": "ab" * 32})
+    report = GateReport(candidate=learnt, champion=version(2, 0.98))
+    held = judged_labels(report, labeled)
+    assert held == [item for item in labeled if split_of(item.digit_id) == "heldout"]
+    assert 50 < len(held) < 150  # about one in five
+    assert report.notes == [
+        f"v3 learnt from user labels: judged on the {len(held)} held-out labeled drawings of 500"
+    ]

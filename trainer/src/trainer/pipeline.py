@@ -102,9 +102,8 @@ def train_and_register(
     ensure_mnist(settings)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    split = with_labels(
-        split_train_valid(load_split(settings.mnist_root, train=True), config), labels
-    )
+    mnist = split_train_valid(load_split(settings.mnist_root, train=True), config)
+    split = with_labels(mnist, labels)
     model = build_model(config.arch, hidden=config.hidden).to(device)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.mlflow_experiment)
@@ -117,7 +116,7 @@ def train_and_register(
         test_set = load_split(settings.mnist_root, train=False)
         evaluation = _log_test(model, test_set, device, reporter)
         heldout = _log_heldout(model, labels, device, reporter)
-        _log_training_inputs(split, config)
+        _log_training_inputs(mnist, config)  # MNIST's: no user's drawing in MLflow's figures
         onnx_bytes = _export_checked(model, test_set, reporter)
         outcome = _Outcome(run.info.run_id, evaluation, history, labels, heldout)
         return _register(onnx_bytes, model, settings, outcome, reporter)
