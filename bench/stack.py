@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnistream_common.credentials import credentials_dir, stored_settings
 from mnistream_system.processes import STACK, Service, ServiceError, stop_orphans
 
 from bench import config
@@ -81,7 +82,9 @@ class Services:
     ) -> Service:
         """Start a service (stopping one of the same name first); wait for its probe."""
         self.stop(name)
-        env = {**config.stack_env(), STACK: str(config.DATA.resolve()), **env}
+        # Each service signs in to Kafka and MinIO as its own user, as `make run` starts it.
+        own = stored_settings(credentials_dir(config.DATA), name.split("-")[0])
+        env = {**config.stack_env(), STACK: str(config.DATA.resolve()), **own, **env}
         service = Service(name, command, env, ready_url, config.DATA / "logs" / "services")
         service.start()
         self.running[name] = service
