@@ -16,6 +16,8 @@ import pytest
 import trainer.pipeline
 from mlflow import MlflowClient
 from mnistream_cli.datasets import LabeledInput, write_version
+from mnistream_common.drift import SIGNALS
+from mnistream_common.events import DriftReference
 from mnistream_common.settings import S3Settings
 from mnistream_common.storage import ObjectStore, S3Uri, make_minio, sha256_hex
 from trainer.config import TrainConfig
@@ -24,6 +26,7 @@ from trainer.export import INPUT_NAME, OUTPUT_NAME, ParityError, export_onnx
 from trainer.labels import REPEATS
 from trainer.models import MLP
 from trainer.pipeline import RegisteredModel, train_and_register
+from trainer.reference import REFERENCE_DRAWINGS, REFERENCE_FILE
 from trainer.settings import Settings
 
 from tests.system import BIN
@@ -120,7 +123,23 @@ def test_run_records_params_epoch_metrics_figures_and_code_version(
     assert run.data.metrics["onnx_parity_max_abs_diff"] <= 1e-4
     assert run.data.tags["code_version"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "training_inputs.png"} <= artifacts
+    assert {"confusion_matrix.png", "training_inputs.png", REFERENCE_FILE} <= artifacts
+
+
+def test_the_drift_reference_is_logged_with_the_run_and_named_by_a_tag(
+    registered: RegisteredModel, settings: Settings, client: MlflowClient
+) -> None:
+    tags = client.get_model_version(MODEL_NAME, str(registered.version)).tags
+    uri = tags["drift_reference_uri"]
+    assert uri.endswith(f"/{registered.run_id}/artifacts/{REFERENCE_FILE}"), uri
+    reference = DriftReference.model_validate_json(_stored_bytes(settings, uri))
+    trained_on = int(client.get_run(registered.run_id).data.params["train_images"])
+    drawings = min(REFERENCE_DRAWINGS, trained_on)  # a sample of what it learnt from
+    assert reference.drawings == drawings
+    assert reference.source == f"{drawings} MNIST training digits through center_digit"
+    assert set(reference.signals) == set(SIGNALS)
+    for signal in reference.signals.values():
+        assert sum(signal.shares) == pytest.approx(1.0)
 
 
 @pytest.fixture
@@ -179,3 +198,8 @@ def test_a_run_on_user_labels_records_the_dataset_version_it_learnt_from(
     train_rows = snapshot.manifest["splits"]["train"]["rows"]
     assert run.data.params["labels_train_images"] == str(train_rows)
     assert run.data.params["train_images"] == str(2000 + REPEATS * train_rows)
+    reference = DriftReference.model_validate_json(
+        _stored_bytes(settings, tags["drift_reference_uri"])
+    )
+    assert f"the {train_rows} labelled drawings of dataset" in reference.source
+    assert reference.drawings == min(REFERENCE_DRAWINGS, 2000) + train_rows

@@ -284,6 +284,14 @@ export function getRollouts(limit = 10) {
 }
 
 /**
+ * Drift of the last drawings against the champion's training data.
+ * @returns {Promise<import("./drift-model.js").DriftReport>}
+ */
+export function getDrift() {
+  return getJson("/api/drift");
+}
+
+/**
  * Where the 28×28 model input of a drawing is served.
  * @param {string} digitId
  */

@@ -3,6 +3,7 @@
 // and the models panel, and the connection state is always on screen.
 
 import { ApiError, getDrawing, submitDrawing } from "./api.js";
+import { DriftPanel } from "./drift.js";
 import { LiveEvents } from "./events.js";
 import { messageOf } from "./format.js";
 import { HistoryTable } from "./history.js";
@@ -127,6 +128,7 @@ function main() {
     message: byId("models-message"),
   });
   const rollout = new RolloutPanel(byId("rollout"));
+  const drift = new DriftPanel(byId("drift"));
   const events = new LiveEvents("/api/events");
   const predictions = new Predictions();
   const drawMessage = byId("draw-message");
@@ -204,6 +206,7 @@ function main() {
     history.promoted(promotion.model.version);
     models.promoted(promotion);
     rollout.refresh(); // a promotion ends the running rollout
+    drift.refresh(); // and brings its own reference
   });
   // The history stores a step a moment after the stream carries it: read it again shortly too.
   events.on("rollout", () => {
@@ -224,6 +227,7 @@ function main() {
   history.start();
   models.refresh();
   rollout.refresh();
+  drift.refresh();
   models.loadActiveJobs().catch(() => {});
   events.start();
 }

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from mnistream_common.events import ModelPromoted
 from mnistream_common.groups import group_lag, group_status
 from mnistream_common.history_api import EraseIn, RescoreJobOut, VersionStats
 from mnistream_common.history_client import (
@@ -119,6 +120,18 @@ async def _promote(
         f"(previous: {f'v{previous}' if previous else 'none'}){ended}; workers swap now, "
         "rescoring of the history starts"
     )
+    show_reference(event)
+
+
+def show_reference(event: ModelPromoted) -> None:
+    """Say what live drawings are compared with while the new champion serves."""
+    if event.drift_reference is None:
+        console.print(
+            f"[yellow]v{event.model.version} has no drift reference (trained before references "
+            "were logged, or unreadable): `mnistream drift` has nothing to compare with[/]"
+        )
+        return
+    console.print(f"drift reference: {event.drift_reference.source}")
 
 
 async def complete_rollout(
@@ -235,6 +248,7 @@ async def _rollback(promoter: Promoter, reason: str, force: bool) -> None:
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[bold green]rolled back[/] from v{current} to v{event.model.version}")
+    show_reference(event)
 
 
 def evaluate(
@@ -575,3 +589,4 @@ async def _bootstrap(promoter: Promoter) -> None:
     except (RegistryError, PromotionError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[bold green]promoted[/] v{event.model.version} as the first champion")
+    show_reference(event)

@@ -11,7 +11,7 @@ import getpass
 import socket
 from dataclasses import dataclass, field
 
-from mnistream_common.events import ModelPromoted, utc_now
+from mnistream_common.events import DriftReference, ModelPromoted, utc_now
 from mnistream_common.history_api import LabeledOut
 from mnistream_common.history_client import (
     HistoryClient,
@@ -19,10 +19,13 @@ from mnistream_common.history_client import (
     HistoryUnavailableError,
 )
 from mnistream_common.kafka import read_ledger
+from mnistream_common.logs import get_logger
 
 from mnistream_cli.kafka_ops import publish_promotion
 from mnistream_cli.registry import RegisteredVersion, Registry, UnknownVersionError
 from mnistream_cli.settings import Settings
+
+log = get_logger(__name__)
 
 
 class PromotionError(Exception):
@@ -201,6 +204,7 @@ class Promoter:
         """Move the alias, publish the event; undo the alias if the event is not acknowledged."""
         registry = self.registry
         old_alias = registry.champion_alias()
+        reference = await self.drift_reference(candidate)
         event = ModelPromoted(
             model=candidate.ref,
             previous_version=previous,
@@ -210,6 +214,7 @@ class Promoter:
             promoted_by=promoted_by(),
             reason=reason,
             promoted_at=utc_now(),
+            drift_reference=reference,
         )
         registry.set_champion(candidate.version)
         try:
@@ -232,6 +237,22 @@ class Promoter:
                 f"to {restored}, nothing was promoted. Is Kafka up (`make infra-status`)?"
             ) from exc
         return event
+
+    async def drift_reference(self, candidate: RegisteredVersion) -> DriftReference | None:
+        """The reference distributions `mnistream train` logged with the version, read from
+        MinIO; None (drift is then not measured while it serves) for a version trained before
+        references existed, or one whose reference cannot be read."""
+        from mnistream_common.storage import ObjectStore, S3Uri, make_minio
+
+        uri = candidate.tags.get("drift_reference_uri")
+        if not uri:
+            return None
+        try:
+            raw = await ObjectStore(make_minio(self.settings)).get(S3Uri.parse(uri))
+            return DriftReference.model_validate_json(raw)
+        except Exception as exc:  # unreadable: the promotion goes on, without drift signals
+            log.warning("drift reference unreadable", uri=uri, error=repr(exc))
+            return None
 
     async def _landed(self, event: ModelPromoted) -> bool:
         """Whether `event` is in the ledger after all (the producer has stopped by now)."""

@@ -397,7 +397,7 @@ def _upstream_problem(upstream: httpx.Response) -> str:
     return detail if isinstance(detail, str) else _invalid_request(detail or [])
 
 
-for _prefix in ("/api/digits", "/api/models", "/api/rescore-jobs", "/api/rollouts"):
+for _prefix in ("/api/digits", "/api/models", "/api/rescore-jobs", "/api/rollouts", "/api/drift"):
     router.add_api_route(
         _prefix + "{rest:path}",
         history_proxy,

@@ -14,6 +14,7 @@ from mnistream_common.history_api import (
     ChampionOut,
     DrawingOut,
     DrawingsPage,
+    DriftOut,
     LabeledOut,
     ModelInputsIn,
     ModelInputsOut,
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service import queries, rollouts
 from history_service.consumers import Health
+from history_service.drift import DriftMonitor, measure
 from history_service.inputs import InputSource
 
 router = APIRouter()
@@ -206,6 +208,23 @@ def _previous_of(version: int, ledger: list[dict[str, Any]]) -> int | None:
             previous: int | None = promotion["previous_version"]
             return previous
     return ledger[0]["version"] if ledger else None
+
+
+@router.get("/api/drift", response_model=DriftOut, summary="Drift against the champion")
+async def drift(
+    request: Request,
+    last: Annotated[
+        int | None, Query(ge=50, le=5000, description="Drawings in the short window")
+    ] = None,
+) -> DriftOut:
+    """Each drift signal of the last LAST drawings and of the last hour (its newest 5,000 at
+    most), scored against the champion's reference, with each serving version's accuracy
+    estimated from its confidence beside the accuracy measured on labels."""
+    monitor: DriftMonitor = request.app.state.drift
+    report = await measure(monitor.engine, last or monitor.last, monitor.thresholds)
+    if last is None or last == monitor.last:
+        monitor.observe(report)  # the gauges show what was just measured
+    return report
 
 
 @router.get("/api/rollouts", response_model=list[RolloutOut], summary="Rollouts and verdicts")

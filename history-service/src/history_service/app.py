@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from history_service.admin import admin_router
 from history_service.api import ReadContext, router
 from history_service.consumers import SERVICE, Consumers, Health
+from history_service.drift import DriftMonitor, Thresholds
 from history_service.erase import Eraser
 from history_service.guardrails import Guardrails, Rules
 from history_service.inputs import InputSource
@@ -92,11 +93,22 @@ def _lifespan(
                 settings.rollout_guard_interval_s,
             )
             guard = asyncio.create_task(guardrails.run())
+        app.state.drift = DriftMonitor(
+            engine,
+            metrics,
+            settings.drift_window,
+            Thresholds(settings.drift_psi_threshold, settings.drift_gap_threshold),
+            settings.drift_interval_s,
+        )
+        monitor = None
+        if settings.drift_interval_s > 0:
+            monitor = asyncio.create_task(app.state.drift.run())
         try:
             yield
         finally:
-            if guard is not None:
-                guard.cancel()
+            for task in (guard, monitor):
+                if task is not None:
+                    task.cancel()
             await consumers.stop()
             await engine.dispose()
 

@@ -107,6 +107,8 @@ class Promotion(Base):
     # Its place in the ledger (promotions stored before rollouts existed have none: they come
     # before every rollout step).
     ledger_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The version's drift reference (model.promoted v2; none before references existed).
+    drift_reference: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
 
 
 class RolloutStep(Base):

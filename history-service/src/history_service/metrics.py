@@ -72,3 +72,37 @@ class HistoryMetrics:
         self.rollout_aborts = Counter(
             "mnistream_rollout_guardrail_aborts", "Rollouts a guardrail aborted.", registry=r
         )
+        window_signal = ["window", "signal"]
+        self.drift_score = Gauge(
+            "mnistream_drift_score",
+            "Population stability index of a drift signal against the champion's reference.",
+            window_signal,
+            registry=r,
+        )
+        self.drift_alarm = Gauge(
+            "mnistream_drift_alarm",
+            "1 while a drift signal's score is above its threshold.",
+            window_signal,
+            registry=r,
+        )
+        self.drift_drawings = Gauge(
+            "mnistream_drift_drawings",
+            "Drawings (input signals) or champion readings (output signals) in the window.",
+            window_signal,
+            registry=r,
+        )
+        self.drift_threshold = Gauge(
+            "mnistream_drift_threshold", "The PSI above which a signal has drifted.", registry=r
+        )
+        self.accuracy_estimated = Gauge(
+            "mnistream_accuracy_estimated",
+            "A version's accuracy on the window's drawings, estimated from its confidence.",
+            ["window", "model_version"],
+            registry=r,
+        )
+        self.accuracy_measured = Gauge(
+            "mnistream_accuracy_measured",
+            "Its accuracy measured on the window's labeled drawings (once enough are labeled).",
+            ["window", "model_version"],
+            registry=r,
+        )

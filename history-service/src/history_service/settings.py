@@ -38,6 +38,21 @@ class Settings(BaseServiceSettings, KafkaSettings, PostgresSettings, S3Settings)
     rollout_guard_interval_s: float = Field(
         default=5.0, gt=0, description="How often the guardrails judge the running rollout."
     )
+    drift_window: int = Field(
+        default=500, ge=50, le=5000, description="Drawings in the short drift window."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="A drift signal's PSI above this raises its alarm."
+    )
+    drift_gap_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Estimated minus measured accuracy beyond this raises a version's alarm.",
+    )
+    drift_interval_s: float = Field(
+        default=30.0, ge=0, description="How often the drift gauges are measured (0: never)."
+    )
     migrate_on_start: bool = Field(default=True, description="Apply Alembic migrations at start.")
     admin_token: SecretStr = Field(
         default=SecretStr(""),

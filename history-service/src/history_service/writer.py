@@ -445,6 +445,9 @@ class HistoryWriter:
                 "reason": e.reason,
                 "promoted_at": e.promoted_at,
                 "ledger_offset": offsets.get(e.event_id),
+                "drift_reference": (
+                    e.drift_reference.model_dump(mode="json") if e.drift_reference else None
+                ),
             }
             for e in {e.event_id: e for e in events}.values()
         ]

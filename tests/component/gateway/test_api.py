@@ -161,6 +161,7 @@ async def test_openapi_lists_every_route_with_its_errors(gateway: Gateway) -> No
         "/api/models{rest}",
         "/api/rescore-jobs{rest}",
         "/api/rollouts{rest}",
+        "/api/drift{rest}",
     }
     for path, method in [
         ("/api/predictions", "post"),

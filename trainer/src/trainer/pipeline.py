@@ -1,7 +1,7 @@
 """One training run from data to a registered, verified model version.
 
     data (MNIST, and user labels when given) ─▶ train (seeded, augmented) ─▶ test (and the
-         labels' held-out split) ─▶ ONNX export ─▶ parity with PyTorch
+         labels' held-out split) ─▶ ONNX export ─▶ parity with PyTorch ─▶ drift reference
          ─▶ log to MLflow ─▶ read model.onnx back from MinIO, check sha256 ─▶ register + tags
 
 Any failure before the last step fails the MLflow run and registers nothing.
@@ -24,6 +24,7 @@ from trainer.data import MnistTensors, ensure_mnist, load_split
 from trainer.export import INPUT_SPEC, OPSET, OUTPUT_SPEC, PARITY_SAMPLES, check_parity, export_onnx
 from trainer.labels import LabelSet, log_dataset, with_labels
 from trainer.models import MLP, DigitClassifier, build_model
+from trainer.reference import REFERENCE_FILE, drift_reference, log_reference
 from trainer.settings import Settings
 from trainer.training import (
     EpochBatches,
@@ -118,7 +119,14 @@ def train_and_register(
         heldout = _log_heldout(model, labels, device, reporter)
         _log_training_inputs(mnist, config)  # MNIST's: no user's drawing in MLflow's figures
         onnx_bytes = _export_checked(model, test_set, reporter)
-        outcome = _Outcome(run.info.run_id, evaluation, history, labels, heldout)
+        reporter.stage("measuring the drift reference on the training data")
+        log_reference(drift_reference(model, mnist.train, labels, device, config.seed))
+        reference_uri = tracking.artifact_object(
+            run.info.artifact_uri, settings.artifacts_bucket, REFERENCE_FILE
+        )
+        outcome = _Outcome(
+            run.info.run_id, evaluation, history, str(reference_uri), labels, heldout
+        )
         return _register(onnx_bytes, model, settings, outcome, reporter)
 
 
@@ -127,6 +135,7 @@ class _Outcome:
     run_id: str
     test: Evaluation
     history: list[EpochMetrics]
+    drift_reference_uri: str
     labels: LabelSet | None = None
     heldout: Evaluation | None = None
 
@@ -215,6 +224,7 @@ def _register(
         hidden=model.hidden if isinstance(model, MLP) else None,
         dataset_version=outcome.labels.version if outcome.labels else None,
         heldout_accuracy=outcome.heldout.accuracy if outcome.heldout else None,
+        drift_reference_uri=outcome.drift_reference_uri,
     )
     reporter.stage(f"registering a new version of {settings.registered_model_name}")
     version = tracking.register_version(settings.registered_model_name, logged.model_uri, tags)

@@ -201,6 +201,7 @@ class VersionTags:
     hidden: int | None = None
     dataset_version: str | None = None  # the user labels it learnt from, if any
     heldout_accuracy: float | None = None  # on their held-out split
+    drift_reference_uri: str | None = None  # the run's drift_reference.json in MinIO
 
     def as_dict(self) -> dict[str, str]:
         """The tags as MLflow stores them (strings), `hidden` only for the MLP, the labels'
@@ -220,6 +221,8 @@ class VersionTags:
             tags["dataset_version"] = self.dataset_version
         if self.heldout_accuracy is not None:
             tags["heldout_accuracy"] = f"{self.heldout_accuracy:.4f}"
+        if self.drift_reference_uri is not None:
+            tags["drift_reference_uri"] = self.drift_reference_uri
         return tags
 
 

@@ -253,11 +253,43 @@ class DigitLabeled(Event):
         return self
 
 
+class SignalReference(BaseModel):
+    """One drift signal's reference: bin cut points, and the reference's share in each bin."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    edges: list[float] = Field(max_length=9, description="Cut points between bins, ascending.")
+    shares: list[float] = Field(min_length=2, max_length=10)
+
+    @model_validator(mode="after")
+    def _one_share_per_bin(self) -> Self:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError("a reference has one share per bin: one more than its cut points")
+        if self.edges != sorted(self.edges):
+            raise ValueError("cut points are ascending")
+        return self
+
+
+class DriftReference(BaseModel):
+    """What a model's inputs and readings look like on its own training data (measured by the
+    trainer, see `mnistream_common.drift`): live drawings are compared with it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    source: str = Field(max_length=500, description="What the reference was measured on.")
+    drawings: int = Field(ge=1)
+    signals: dict[str, SignalReference] = Field(max_length=16)
+
+
 class ModelPromoted(Event):
-    """A model version became the champion. The topic is the promotion ledger."""
+    """A model version became the champion. The topic is the promotion ledger.
+
+    Version 2 may carry the version's drift reference; version 1 records (still in the ledger)
+    have none, and drift is not measured while such a version serves.
+    """
 
     event_type: ClassVar[str] = "model.promoted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     model: ModelRef
     previous_version: int | None = Field(default=None, ge=1)
     onnx_uri: str = Field(pattern=r"^s3://[^/]+/.+", description="s3://bucket/key of the ONNX.")
@@ -266,6 +298,15 @@ class ModelPromoted(Event):
     promoted_by: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
     promoted_at: AwareDatetime
+    drift_reference: DriftReference | None = Field(
+        default=None, description="Reference distributions of the drift signals (version 2)."
+    )
+
+    @model_validator(mode="after")
+    def _reference_matches_version(self) -> Self:
+        if self.schema_version == 1 and self.drift_reference is not None:
+            raise ValueError("version 1 carries no drift_reference")
+        return self
 
 
 class ModelRollout(Event):

@@ -271,3 +271,52 @@ class RolloutOut(BaseModel):
     difference: float | None = Field(None, description="Candidate's accuracy minus champion's.")
     difference_low: float | None = None
     difference_high: float | None = None
+
+
+class SignalOut(BaseModel):
+    """One drift signal over one window: its score against the champion's reference."""
+
+    window: str = Field(description="`last N` drawings, or `last hour` (its newest at most).")
+    signal: str
+    kind: Literal["input", "output"]
+    drawings: int = Field(description="Drawings (input) or champion readings (output) counted.")
+    score: float | None = Field(description="Population stability index; None: too few.")
+    threshold: float
+    drifted: bool
+
+
+class VersionEstimateOut(BaseModel):
+    """One version's accuracy on the window's drawings it read: estimated from its confidence
+    on every one of them (CBPE-style), measured on the labeled ones."""
+
+    window: str
+    version: int
+    readings: int
+    estimated_accuracy: float | None
+    labeled: int
+    measured_accuracy: float | None
+    gap: float | None = Field(description="Estimated minus measured, once enough are labeled.")
+    gap_threshold: float
+    drifted: bool
+
+
+class DriftOut(BaseModel):
+    """Drift of live drawings and of the champion's readings against its reference."""
+
+    champion_version: int | None
+    reference: str | None = Field(description="What the reference was measured on.")
+    computed_at: AwareDatetime
+    signals: list[SignalOut]
+    versions: list[VersionEstimateOut]
+    note: str = Field("", description="Why nothing is measured, when nothing is.")
+
+    @property
+    def alarms(self) -> list[str]:
+        """The signals and versions past their threshold, in words."""
+        found = [f"{s.signal} ({s.window}): {s.score:.3f}" for s in self.signals if s.drifted]
+        found += [
+            f"v{v.version} accuracy gap ({v.window}): {v.gap:+.3f}"
+            for v in self.versions
+            if v.drifted and v.gap is not None
+        ]
+        return found

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mnistream_common.history_api import (
+    DriftOut,
     EraseIn,
     EraseOut,
     LabeledOut,
@@ -114,6 +115,11 @@ class HistoryClient:
         """Recent jobs, newest first (only unfinished ones with `active`)."""
         params = {"active": "true"} if active else None
         return _JOBS.validate_python(await self._json("GET", "/api/rescore-jobs", params=params))
+
+    async def drift(self, last: int | None = None) -> DriftOut:
+        """The drift report now (the short window LAST drawings, or history-service's own)."""
+        params = {"last": last} if last is not None else {}
+        return _parse(DriftOut, await self._request("GET", "/api/drift", params=params))
 
     async def rollouts(self, limit: int = 10) -> list[RolloutOut]:
         """The newest rollouts, newest first, with their verdicts."""
