@@ -56,6 +56,20 @@ FOUR: tuple[tuple[tuple[float, float], ...], ...] = (
     ((0.58, 0.35), (0.58, 0.84)),
 )
 
+# A seven-segment display's digits (segments a-g as a clock's LCD draws them): a style of
+# drawing people may have, which MNIST never shows a model.
+SEGMENTS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "a": ((0.3, 0.2), (0.7, 0.2)),
+    "b": ((0.7, 0.2), (0.7, 0.5)),
+    "c": ((0.7, 0.5), (0.7, 0.8)),
+    "d": ((0.3, 0.8), (0.7, 0.8)),
+    "e": ((0.3, 0.5), (0.3, 0.8)),
+    "f": ((0.3, 0.2), (0.3, 0.5)),
+    "g": ((0.3, 0.5), (0.7, 0.5)),
+}
+SEVEN_SEGMENT: tuple[str, ...] = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc")
+SEVEN_SEGMENT += ("abc", "abcdefg", "abcdfg")
+
 InputKind = str
 INPUT_KINDS: tuple[InputKind, ...] = (
     "rgba-dark",  # the browser canvas: dark strokes on a transparent background
@@ -134,6 +148,18 @@ def drawing_png(
 ) -> bytes:
     """A canvas-like PNG (dark strokes, transparent background) of a stroke figure."""
     return encode_ink(stroke_ink(figure, size=size), "rgba-dark")
+
+
+def seven_segment_png(digit: int, rng: np.random.Generator) -> bytes:
+    """`digit` drawn as a seven-segment display would, stroke width, place and size jittered."""
+    figure = [SEGMENTS[segment] for segment in SEVEN_SEGMENT[digit]]
+    ink = stroke_ink(
+        figure,
+        width=int(rng.uniform(14, 24)),
+        offset=(rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)),
+        scale=rng.uniform(0.7, 1.0),
+    )
+    return encode_ink(ink, "rgba-dark")
 
 
 def blank_png(size: int = CANVAS, *, mode: str = "RGBA") -> bytes:

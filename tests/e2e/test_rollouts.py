@@ -3,7 +3,6 @@ digit id, the history's verdict, and a guardrail that ends a bad canary on its o
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +26,7 @@ from tests.e2e.support import (
 from tests.helpers import inkless_onnx_model
 from tests.polling import eventually
 from tests.stack import require_kafka
-from tests.system import ADMIN_TOKEN, System
+from tests.system import System
 
 pytestmark = pytest.mark.e2e
 
@@ -202,21 +201,6 @@ def true_labels(count: int) -> list[int]:
 
     labels = load_split(TrainerSettings().mnist_root, train=False).labels[:count]
     return [int(x) for x in np.asarray(labels)]
-
-
-@pytest.fixture
-async def erased_afterwards() -> AsyncIterator[list[uuid.UUID]]:
-    """Drawings to erase after the test, so their labels weigh on no other test's gate. The
-    command runs in a thread: 300 erasures take about 45 s, and blocking the event loop that
-    long timed out the pending fetch of the test's own `digits.predicted` consumer (40 s)."""
-    ids: list[uuid.UUID] = []
-    yield ids
-    if ids:
-        env = {"ADMIN_TOKEN": ADMIN_TOKEN}
-        reason = "e2e: rollout labels"
-        await asyncio.to_thread(
-            mnistream, "erase", *map(str, ids), "--yes", "--reason", reason, env=env
-        )
 
 
 async def test_a_guardrail_aborts_a_canary_much_worse_on_labelled_drawings(

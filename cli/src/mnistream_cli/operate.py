@@ -262,6 +262,14 @@ def evaluate(
 
 
 async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s: float) -> None:
+    await evaluate_version(settings, promoter, version, wait_s, uuid.uuid4())
+
+
+async def evaluate_version(
+    settings: Settings, promoter: Promoter, version: int, wait_s: float, job_id: uuid.UUID
+) -> None:
+    """Read every stored drawing with VERSION as job `job_id` (followed, not published again,
+    when that job exists already), then print the flip report and the gate's verdict."""
     try:
         candidate = promoter.registry.get(version)
         ledger = await promoter.ledger()
@@ -269,15 +277,17 @@ async def _evaluate(settings: Settings, promoter: Promoter, version: int, wait_s
         raise fail(str(exc)) from exc
     if missing := candidate.missing_tags():
         raise fail(f"version {version} lacks the tags {', '.join(missing)}")
-    job = JobSpec(uuid.uuid4(), "candidate", candidate.ref, candidate.onnx_uri)
+    job = JobSpec(job_id, "candidate", candidate.ref, candidate.onnx_uri)
     async with HistoryClient.at(settings.history_url) as history:
         try:
-            total = await publish_job(settings, history, job)
+            found = await history.job(job_id)
+            total = found.total if found is not None else await publish_job(settings, history, job)
         except (HistoryUnavailableError, HistoryRefusedError) as exc:
             raise fail(str(exc)) from exc
         if not total:
             raise fail("no stored drawings to evaluate on yet: draw some first")
-        console.print(f"evaluating v{version} on {total} drawings (job {job.job_id})")
+        again = " (published before: following it)" if found is not None else ""
+        console.print(f"evaluating v{version} on {total} drawings (job {job.job_id}){again}")
         report_job = await _follow_job(history, job.job_id, total, wait_s)
         against = ledger[-1].model.version if ledger else None
         report = await history.version_stats(version, against, flips=FLIPS_PRINTED)
@@ -293,7 +303,7 @@ async def _print_verdict(promoter: Promoter, version: int) -> None:
     except (RegistryError, PromotionError) as exc:
         console.print(f"[yellow]the promotion gate could not judge it: {exc}[/]")
         return
-    _print_flips(verdict)
+    show_gate(verdict)
     if verdict.objections:
         console.print("`mnistream promote` would refuse it: " + "; ".join(verdict.objections))
     else:

@@ -96,6 +96,13 @@ class Registry:
         except self._failed as exc:
             raise self._unreachable(exc) from exc
 
+    def tag(self, version: int, key: str, value: str) -> None:
+        """Set one tag of a version."""
+        try:
+            self._client.set_model_version_tag(self.name, str(version), key, value)
+        except self._failed as exc:
+            raise self._unreachable(exc) from exc
+
     def _unreachable(self, exc: Exception) -> RegistryError:
         return RegistryError(
             f"the MLflow registry at {self._tracking_uri} failed: {exc}; is the stack up "

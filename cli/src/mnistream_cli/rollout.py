@@ -69,7 +69,7 @@ def canary(
     always goes to the same version). Run again with another --percent to change the share of
     the running canary; `mnistream promote` completes it, `mnistream abort` ends it."""
     settings = Settings()
-    asyncio.run(_start(settings, Promoter(settings), version, "canary", percent, reason, force))
+    asyncio.run(start(settings, Promoter(settings), version, "canary", percent, reason, force))
 
 
 def shadow(
@@ -80,10 +80,10 @@ def shadow(
     """Let VERSION read every live drawing too, answering none: people see the champion's
     answers, and the history compares the two on the same drawings. `mnistream abort` ends it."""
     settings = Settings()
-    asyncio.run(_start(settings, Promoter(settings), version, "shadow", 100.0, reason, force))
+    asyncio.run(start(settings, Promoter(settings), version, "shadow", 100.0, reason, force))
 
 
-async def _start(
+async def start(
     settings: Settings,
     promoter: Promoter,
     version: int,
@@ -248,7 +248,7 @@ def watch(
     history-service still abort a bad one on their own."""
     settings = Settings()
     rule = Completion(min_labels, margin) if complete else None
-    asyncio.run(_watch(settings, Promoter(settings), rule, interval, timeout))
+    asyncio.run(watch_running(settings, Promoter(settings), rule, interval, timeout))
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ class Completion:
         return labeled >= self.min_labels and low is not None and low > -self.margin
 
 
-async def _watch(
+async def watch_running(
     settings: Settings,
     promoter: Promoter,
     rule: Completion | None,

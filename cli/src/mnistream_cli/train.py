@@ -105,7 +105,10 @@ def training_config(**values: object) -> TrainConfig:
 
 
 def run_training(
-    config: TrainConfig, console: Console, labels: LabelSet | None = None
+    config: TrainConfig,
+    console: Console,
+    labels: LabelSet | None = None,
+    retrain_key: str | None = None,
 ) -> RegisteredModel:
     """Train and register with progress on `console`; a clear error if it fails."""
     from trainer.console import RichReporter
@@ -113,7 +116,9 @@ def run_training(
     from trainer.pipeline import train_and_register
 
     try:
-        return train_and_register(config, reporter=RichReporter(console), labels=labels)
+        return train_and_register(
+            config, reporter=RichReporter(console), labels=labels, retrain_key=retrain_key
+        )
     except TRAINING_ERRORS as exc:
         raise _fail(str(exc)) from exc
 

@@ -94,9 +94,10 @@ def train_and_register(
     settings: Settings | None = None,
     reporter: TrainingReporter | None = None,
     labels: LabelSet | None = None,
+    retrain_key: str | None = None,
 ) -> RegisteredModel:
     """Train a model (on MNIST, and on `labels` when given), export and verify its ONNX, and
-    register it as a new MLflow version."""
+    register it as a new MLflow version (tagged with `retrain_key` when a retrain made it)."""
     settings = settings or Settings()
     reporter = reporter or SilentReporter()
     tracking.require_stack(settings, settings)
@@ -124,8 +125,10 @@ def train_and_register(
         reference_uri = tracking.artifact_object(
             run.info.artifact_uri, settings.artifacts_bucket, REFERENCE_FILE
         )
+        if retrain_key is not None:
+            mlflow.set_tag("retrain_key", retrain_key)
         outcome = _Outcome(
-            run.info.run_id, evaluation, history, str(reference_uri), labels, heldout
+            run.info.run_id, evaluation, history, str(reference_uri), labels, heldout, retrain_key
         )
         return _register(onnx_bytes, model, settings, outcome, reporter)
 
@@ -138,6 +141,7 @@ class _Outcome:
     drift_reference_uri: str
     labels: LabelSet | None = None
     heldout: Evaluation | None = None
+    retrain_key: str | None = None
 
 
 def _log_params(
@@ -225,6 +229,7 @@ def _register(
         dataset_version=outcome.labels.version if outcome.labels else None,
         heldout_accuracy=outcome.heldout.accuracy if outcome.heldout else None,
         drift_reference_uri=outcome.drift_reference_uri,
+        retrain_key=outcome.retrain_key,
     )
     reporter.stage(f"registering a new version of {settings.registered_model_name}")
     version = tracking.register_version(settings.registered_model_name, logged.model_uri, tags)

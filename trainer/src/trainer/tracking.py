@@ -202,6 +202,7 @@ class VersionTags:
     dataset_version: str | None = None  # the user labels it learnt from, if any
     heldout_accuracy: float | None = None  # on their held-out split
     drift_reference_uri: str | None = None  # the run's drift_reference.json in MinIO
+    retrain_key: str | None = None  # the `mnistream retrain` that trained it (dataset + config)
 
     def as_dict(self) -> dict[str, str]:
         """The tags as MLflow stores them (strings), `hidden` only for the MLP, the labels'
@@ -223,6 +224,8 @@ class VersionTags:
             tags["heldout_accuracy"] = f"{self.heldout_accuracy:.4f}"
         if self.drift_reference_uri is not None:
             tags["drift_reference_uri"] = self.drift_reference_uri
+        if self.retrain_key is not None:
+            tags["retrain_key"] = self.retrain_key
         return tags
 
 
