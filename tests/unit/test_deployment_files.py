@@ -36,9 +36,10 @@ OUR_SERVICES: dict[str, type[BaseSettings]] = {
     "setup": CliSettings,
     "cli": CliSettings,
     "trainer": TrainerSettings,
+    "retrain": CliSettings,  # and the trainer's: `mnistream retrain` trains in-process
 }
 SCALABLE = ("inference-worker", "rescore-worker")
-ONE_SHOT = ("setup", "cli", "trainer")
+ONE_SHOT = ("setup", "cli", "trainer", "retrain")
 MEMBERS = (
     "libs/common",
     "libs/serving",
@@ -81,6 +82,8 @@ def test_each_command_is_an_entry_point_of_the_workspace(name: str) -> None:
 @pytest.mark.parametrize("name", list(OUR_SERVICES))
 def test_each_environment_variable_is_a_settings_field(name: str) -> None:
     fields = {field.upper() for field in OUR_SERVICES[name].model_fields}
+    if name == "retrain":
+        fields |= {field.upper() for field in TrainerSettings.model_fields}
     environment = compose()["services"][name].get("environment", {})
     unknown = sorted(set(environment) - fields)
     assert not unknown, f"{name} sets {unknown}, which its Settings do not read"
@@ -252,7 +255,7 @@ def test_only_the_operator_side_holds_the_root_minio_user() -> None:
         for name, service in compose()["services"].items()
         if root in (service.get("environment") or {}).values()
     }
-    assert holders <= {"setup", "mlflow", "cli", "trainer", "minio"}, holders
+    assert holders <= {"setup", "mlflow", "cli", "trainer", "retrain", "minio"}, holders
 
 
 def test_the_cluster_variant_is_three_nodes_of_one_quorum_and_clients_bootstrap_from_all() -> None:
@@ -298,7 +301,7 @@ def test_only_the_operator_side_signs_in_as_the_kafka_super_user() -> None:
         for name, service in compose()["services"].items()
         if (service.get("environment") or {}).get("KAFKA_SASL_USERNAME") == operator
     }
-    assert holders == {"setup", "cli"}
+    assert holders == {"setup", "cli", "retrain"}
 
 
 def test_the_compose_broker_is_secured_as_the_native_one() -> None:

@@ -28,6 +28,7 @@ from mnistream_cli.settings import Settings as CliSettings
 from mnistream_common.topics import ALL_TOPICS, topic_for
 from pydantic_settings import BaseSettings
 from rescore_worker.settings import Settings as RescoreSettings
+from trainer.settings import Settings as TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "mnistream"
@@ -42,6 +43,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "rescore-worker": RescoreSettings,
     "setup": CliSettings,
     "migrate": HistorySettings,
+    "retrain": CliSettings,  # and the trainer's (TrainerSettings): it trains in-process
 }
 # Variables only there to build another one (Kubernetes expands $(DB_USER) in DATABASE_URL).
 HELPER_VARIABLES = {"DB_USER", "DB_PASSWORD"}
@@ -107,12 +109,19 @@ def validate(text: str, tmp_path: Path, name: str) -> subprocess.CompletedProces
 
 
 def workloads(variant: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(document, pod spec) of every Deployment and Job."""
+    """(document, pod spec) of every Deployment, Job and CronJob."""
     return [
-        (d, d["spec"]["template"]["spec"])
+        (d, pod_spec(d))
         for d in documents(variant)
-        if d["kind"] in ("Deployment", "Job")
+        if d["kind"] in ("Deployment", "Job", "CronJob")
     ]
+
+
+def pod_spec(document: dict[str, Any]) -> dict[str, Any]:
+    spec = document["spec"]
+    job = spec["jobTemplate"]["spec"] if document["kind"] == "CronJob" else spec
+    pod: dict[str, Any] = job["template"]["spec"]
+    return pod
 
 
 @pytest.mark.parametrize("variant", VALUES)
@@ -179,6 +188,8 @@ def test_each_variable_is_a_settings_field_of_its_program(variant: str) -> None:
             fields = {f.upper() for f in SETTINGS[container["name"]].model_fields}
             if container["name"] == "setup":
                 fields |= {"HISTORY_S3_SECRET", "INFERENCE_S3_SECRET", "RESCORE_S3_SECRET"}
+            if container["name"] == "retrain":
+                fields |= {f.upper() for f in TrainerSettings.model_fields}
             names = {v["name"] for v in container["env"]} - HELPER_VARIABLES
             assert names <= fields, (container["name"], sorted(names - fields))
 
@@ -399,3 +410,16 @@ def test_setup_making_the_kafka_users_refuses_other_user_names() -> None:
     done = run(tool("helm"), "template", "mnistream", CHART, *files, *sets)
     assert done.returncode != 0
     assert "kafka.users.gateway must be that name" in done.stderr
+
+
+def test_production_retrains_on_a_schedule_one_run_at_a_time_as_the_operator() -> None:
+    [cron] = [d for d in documents("production") if d["kind"] == "CronJob"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # a second would start beside a canary
+    [container] = pod_spec(cron)["containers"]
+    assert container["image"].endswith("/mnistream-trainer:0.1.0")
+    assert container["command"] == ["mnistream", "retrain"]
+    assert "--if-new-labels" in container["args"]  # a run with nothing new does nothing
+    env = {v["name"]: v for v in container["env"]}
+    assert env["KAFKA_SASL_USERNAME"]["value"] == OPERATOR
+    assert env["HISTORY_URL"]["value"] == "http://mnistream-history-service:8001"
+    assert not [d for d in documents("default") if d["kind"] == "CronJob"]  # off by default
