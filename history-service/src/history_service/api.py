@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from history_service import queries, rollouts
 from history_service.consumers import Health
-from history_service.drift import DriftMonitor, measure
+from history_service.drift import DriftMonitor
 from history_service.inputs import InputSource
 
 router = APIRouter()
@@ -221,9 +221,7 @@ async def drift(
     most), scored against the champion's reference, with each serving version's accuracy
     estimated from its confidence beside the accuracy measured on labels."""
     monitor: DriftMonitor = request.app.state.drift
-    report = await measure(monitor.engine, last or monitor.last, monitor.thresholds)
-    if last is None or last == monitor.last:
-        monitor.observe(report)  # the gauges show what was just measured
+    report = await monitor.report(last or monitor.last)
     return report
 
 

@@ -11,8 +11,9 @@ confidence, beside its accuracy measured on the labeled ones.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -43,6 +44,7 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DRAWINGS: Final = 50  # fewer: a score would be mostly noise
 SERVING: Final = ("live", "shadow")  # the kinds of reading a serving version makes
 MIN_LABELED: Final = 30  # fewer labeled readings: no accuracy gap
+FRESH_S: Final = 5.0  # an API answer reuses a measurement this recent
 
 _CHAMPION = text(
     "SELECT version, drift_reference FROM promotions ORDER BY promoted_at DESC LIMIT 1"
@@ -53,9 +55,11 @@ _WINDOW = text(
     "ORDER BY submitted_at DESC, digit_id DESC LIMIT :limit"
 )
 _IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
+# The champion's readings and those of versions that served the drawings (live or shadow), not
+# every version a promotion's rescore made read them: a window costs the same after many.
 _READINGS = text(
     "SELECT digit_id, model_version, kind, probabilities FROM predictions "
-    "WHERE digit_id = ANY(:ids)"
+    "WHERE digit_id = ANY(:ids) AND (model_version = :champion OR kind IN ('live', 'shadow'))"
 ).bindparams(_IDS)
 _LABELS = text("SELECT digit_id, label FROM labels WHERE digit_id = ANY(:ids)").bindparams(_IDS)
 
@@ -89,8 +93,8 @@ async def measure(
             return _empty(None, None, "nothing is promoted yet")
         version, raw_reference = champion.version, champion.drift_reference
         windows = [
-            await _window(conn, f"last {last}", last, None),
-            await _window(conn, "last hour", HOUR_CAP, HOUR),
+            await _window(conn, version, f"last {last}", last, None),
+            await _window(conn, version, "last hour", HOUR_CAP, HOUR),
         ]
     reference = DriftReference.model_validate(raw_reference) if raw_reference else None
     if reference is None:
@@ -115,7 +119,9 @@ def _empty(version: int | None, reference: str | None, note: str) -> DriftOut:
     )
 
 
-async def _window(conn: AsyncConnection, name: str, limit: int, within: timedelta | None) -> Window:
+async def _window(
+    conn: AsyncConnection, champion: int, name: str, limit: int, within: timedelta | None
+) -> Window:
     since = utc_now() - within if within else EPOCH
     rows = (
         await conn.execute(
@@ -124,7 +130,8 @@ async def _window(conn: AsyncConnection, name: str, limit: int, within: timedelt
     ).all()
     ids = [row.digit_id for row in rows]
     inputs = np.frombuffer(b"".join(row.model_input for row in rows), dtype=np.uint8)
-    readings = list((await conn.execute(_READINGS, {"ids": ids})).all()) if ids else []
+    found = await conn.execute(_READINGS, {"ids": ids, "champion": champion}) if ids else None
+    readings = list(found.all()) if found is not None else []
     labels: dict[uuid.UUID, int] = {}
     if ids:
         labels = {row.digit_id: row.label for row in await conn.execute(_LABELS, {"ids": ids})}
@@ -219,22 +226,40 @@ def _estimates(champion: int, window: Window, thresholds: Thresholds) -> list[Ve
 
 @dataclass
 class DriftMonitor:
-    """Measures drift every `interval_s` and keeps the Prometheus gauges up to date."""
+    """Measures drift every `interval_s` and keeps the Prometheus gauges up to date; answers
+    the API from a measurement at most `FRESH_S` old, so that many pages polling the chart (or
+    a client asking in a loop) cost one measurement, not one each."""
 
     engine: AsyncEngine
     metrics: HistoryMetrics
     last: int
     thresholds: Thresholds
     interval_s: float
+    _latest: dict[int, tuple[float, DriftOut]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self) -> None:
         """Measure until cancelled; a failed measurement is logged and tried again."""
         while True:
             try:
-                self.observe(await measure(self.engine, self.last, self.thresholds))
+                await self.report(self.last, fresh_s=0.0)
             except Exception as exc:  # Postgres away: the next round tries again
                 log.warning("drift could not be measured", error=repr(exc))
             await asyncio.sleep(self.interval_s)
+
+    async def report(self, last: int, fresh_s: float = FRESH_S) -> DriftOut:
+        """The drift of the last `last` drawings (and the hour), measured at most `fresh_s` ago;
+        a measurement of the default window feeds the gauges."""
+        async with self._lock:  # one measurement at a time; the others wait and reuse it
+            taken = self._latest.get(last)
+            if taken is not None and time.monotonic() - taken[0] <= fresh_s:
+                return taken[1]
+            report = await measure(self.engine, last, self.thresholds)
+            self._latest = {k: v for k, v in self._latest.items() if k == self.last}
+            self._latest[last] = (time.monotonic(), report)
+        if last == self.last:
+            self.observe(report)
+        return report
 
     def observe(self, report: DriftOut) -> None:
         """Put a report into the gauges (signals that could not be scored are left out)."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from history_service.drift import MIN_DRAWINGS, Thresholds, Window, _score_all
 from history_service.metrics import HistoryMetrics
 from mnistream_common.drift import reference_of
+from mnistream_common.events import utc_now
+from mnistream_common.history_api import DriftOut
 
 
 def sure(digit: int, confidence: float) -> list[float]:
@@ -75,3 +79,27 @@ def test_the_gauges_show_the_report_and_forget_old_labels() -> None:
     assert (
         value("mnistream_accuracy_estimated", {"window": "last 500", "model_version": "3"}) is None
     )
+
+
+async def test_pages_polling_the_chart_share_one_measurement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from history_service import drift
+
+    measured: list[int] = []
+
+    async def measure(engine: object, last: int, thresholds: Thresholds) -> DriftOut:
+        measured.append(last)
+        await asyncio.sleep(0.01)
+        return DriftOut(
+            champion_version=3, reference="r", computed_at=utc_now(), signals=[], versions=[]
+        )
+
+    monkeypatch.setattr(drift, "measure", measure)
+    monitor = drift.DriftMonitor(None, HistoryMetrics(), 500, Thresholds(), 30)  # type: ignore[arg-type]
+    first = await asyncio.gather(*(monitor.report(500) for _ in range(20)))
+    assert measured == [500] and all(r is first[0] for r in first)
+    await monitor.report(300)
+    assert measured == [500, 300]  # another window is measured on its own
+    await monitor.report(500, fresh_s=0.0)  # the periodic round always measures
+    assert measured == [500, 300, 500]
