@@ -38,6 +38,7 @@ PUBLIC_OPERATIONS = {
     ("get", "/api/models{rest}"),
     ("get", "/api/rescore-jobs{rest}"),
     ("get", "/api/rollouts{rest}"),
+    ("get", "/api/drift{rest}"),  # read-only: drift against the champion's reference
 }
 RATE_LIMIT_PORT = 17390
 
