@@ -84,7 +84,7 @@ TEST_STACK := MNISTREAM_DATA=$(CURDIR)/.data/test \
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 KAFKA_CONTROLLER_PORT=19093 \
   DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:15432/mnistream \
   S3_ENDPOINT_URL=http://127.0.0.1:19000 MINIO_CONSOLE_PORT=19001 \
-  MLFLOW_TRACKING_URI=http://127.0.0.1:15000
+  MLFLOW_TRACKING_URI=http://127.0.0.1:15000 OBSERVABILITY=1 PROMETHEUS_PORT=19090
 
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -104,6 +104,10 @@ TOOLS := $(HOME)/.cache/mnistream/bin
 HELM_VERSION ?= v4.3.2
 KUBECTL_VALIDATE_VERSION ?= v0.0.4
 KEDA_VERSION ?= v2.20.2
+
+.PHONY: observability-tools
+observability-tools: ## Prometheus and promtool (pinned in infra/stack.sh; built once into ~/.cache/mnistream/bin)
+	OBSERVABILITY=1 infra/stack.sh provision
 
 .PHONY: k8s-tools
 k8s-tools: ## helm, kubectl-validate and KEDA's CRDs (pinned; built once into ~/.cache/mnistream/bin)
@@ -129,11 +133,11 @@ k8s-check: install k8s-tools ## The Helm chart offline: lint, render (default, G
 	$(UV) run --frozen pytest tests/unit/test_helm_chart.py -q $(PYTEST_ARGS)
 
 .PHONY: test
-test: install lint typecheck test-web k8s-tools test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
+test: install lint typecheck test-web k8s-tools observability-tools test-stack-up browser ## Everything CI runs: set-up, test stack, lint, types, every test
 	$(TEST_STACK) $(UV) run --frozen pytest -m "not chaos" $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: install test-web k8s-tools ## Unit and component tests only (no stack needed)
+test-unit: install test-web k8s-tools observability-tools ## Unit and component tests only (no stack needed)
 	$(UV) run --frozen pytest tests -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
 
 .PHONY: test-web

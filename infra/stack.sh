@@ -36,6 +36,11 @@ RUN="$DATA/run"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 # The MinIO server module is served by the Go proxy only as this pseudo-version (Feb 2026).
 MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+# Prometheus 3 as the Go module numbers it, built with file discovery only (remove_all_sd).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+# OBSERVABILITY=1 also runs Prometheus, scraping every service with alert rules (infra/prometheus).
+OBSERVABILITY="${OBSERVABILITY:-0}"
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
 
 KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
@@ -184,6 +189,22 @@ ensure_minio() {
   GOBIN="$CACHE/bin" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION" >&2
 }
 
+prometheus_bin() { echo "$CACHE/bin/prometheus-$PROMETHEUS_VERSION"; }
+
+ensure_prometheus() {
+  [[ -x "$(prometheus_bin)" && -x "$CACHE/bin/promtool-$PROMETHEUS_VERSION" ]] && return 0
+  command -v go >/dev/null || die "Go is needed to build Prometheus"
+  say "building Prometheus $PROMETHEUS_VERSION and promtool with go install (once, several minutes; cached in $CACHE/bin)"
+  local tmp; tmp="$(mktemp -d)"
+  GOBIN="$tmp" GOFLAGS=-trimpath go install -tags remove_all_sd \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" >&2
+  mkdir -p "$CACHE/bin"
+  mv "$tmp/promtool" "$CACHE/bin/promtool-$PROMETHEUS_VERSION"
+  mv "$tmp/prometheus" "$(prometheus_bin)"
+  rmdir "$tmp"
+}
+
 # ---------------------------------------------------------------- components
 
 pg_managed() { [[ "$PG_HOST" == "127.0.0.1" || "$PG_HOST" == "localhost" ]] && [[ "${POSTGRES_EXTERNAL:-0}" != "1" ]]; }
@@ -324,6 +345,25 @@ up_mlflow() {
   wait_for mlflow 120 mlflow_ready
 }
 
+prometheus_ready() { curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
+
+up_prometheus() {
+  local dir="$DATA/prometheus"
+  mkdir -p "$dir/targets"
+  # The rules and scrape settings of the repository, every start (targets/ is the systems').
+  cp "$ROOT/infra/prometheus/prometheus.yml" "$ROOT/infra/prometheus/alerts.yml" "$dir/"
+  if pid_alive prometheus; then
+    curl -fsS -X POST "http://127.0.0.1:$PROMETHEUS_PORT/-/reload" >/dev/null 2>&1 || true
+    wait_for prometheus 30 prometheus_ready; return
+  fi
+  ensure_prometheus
+  port_open "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is taken; set PROMETHEUS_PORT to another port"
+  spawn prometheus "$(prometheus_bin)" --config.file="$dir/prometheus.yml" \
+    --storage.tsdb.path="$dir/data" --storage.tsdb.retention.time=7d \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle
+  wait_for prometheus 60 prometheus_ready
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -334,10 +374,14 @@ cmd_up() {
   up_kafka;    say "kafka     healthy on $KAFKA_BOOTSTRAP_SERVERS (KRaft, $KAFKA_BROKERS node(s), controller :$KAFKA_CONTROLLER_PORT)"
   .venv/bin/mnistream setup >&2   # topics and buckets, idempotent
   up_mlflow;   say "mlflow    healthy on $MLFLOW_TRACKING_URI"
+  if [[ "$OBSERVABILITY" == 1 ]]; then
+    up_prometheus; say "prometheus healthy on http://127.0.0.1:$PROMETHEUS_PORT (alerts: /api/v1/alerts; the API only: its web UI is not built here)"
+  fi
   say "stack up in $((SECONDS - t0))s; logs in $LOGS"
 }
 
 cmd_down() {
+  stop_group prometheus
   stop_group mlflow
   down_kafka
   stop_group minio
@@ -370,15 +414,21 @@ cmd_status() {
     status_line "$(kafka_name "$n")" "kafka_ready $n" "$(kafka_port "$n")" "$(cat "$RUN/$(kafka_name "$n").pid" 2>/dev/null)" || ok=1
   done
   status_line mlflow mlflow_ready "$MLFLOW_PORT" "$(cat "$RUN/mlflow.pid" 2>/dev/null)" || ok=1
+  if [[ "$OBSERVABILITY" == 1 || -f "$RUN/prometheus.pid" ]]; then
+    status_line prometheus prometheus_ready "$PROMETHEUS_PORT" "$(cat "$RUN/prometheus.pid" 2>/dev/null)" || ok=1
+  fi
   return $ok
 }
 
-cmd_provision() { ensure_postgres_installed; ensure_kafka; ensure_minio; }
+cmd_provision() {
+  ensure_postgres_installed; ensure_kafka; ensure_minio
+  if [[ "$OBSERVABILITY" == 1 ]]; then ensure_prometheus; fi
+}
 
 # What the stack would use, after the environment and .env: one VAR=value a line.
 cmd_env() {
   local name
-  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME \
+  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION PROMETHEUS_VERSION OBSERVABILITY PROMETHEUS_PORT KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME \
     KAFKA_CONTROLLER_PORT DATABASE_URL S3_ENDPOINT_URL MINIO_CONSOLE_PORT MLFLOW_TRACKING_URI \
     ARTIFACTS_BUCKET MLFLOW_DATABASE; do
     case "$name" in
@@ -395,7 +445,7 @@ cmd_component() { # stop|start|kill name
   mkdir -p "$DATA" "$LOGS" "$RUN"
   case "$1:$2" in
     stop:postgres) down_postgres ;;
-    stop:minio|stop:mlflow) stop_group "$2" ;;
+    stop:minio|stop:mlflow|stop:prometheus) stop_group "$2" ;;
     stop:kafka) down_kafka ;;
     stop:kafka-[123]) down_kafka "$(kafka_node_of "$2")" ;;
     kill:kafka-[123]) kill_kafka_node "$(kafka_node_of "$2")" ;;
@@ -404,6 +454,7 @@ cmd_component() { # stop|start|kill name
     start:kafka) up_kafka ;;
     start:kafka-[123]) up_kafka "$(kafka_node_of "$2")" ;;
     start:mlflow) up_mlflow ;;
+    start:prometheus) up_prometheus ;;
     *) say "usage: $0 stop|start postgres|minio|kafka|kafka-N|mlflow, or kill kafka-N"; exit 2 ;;
   esac
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -67,6 +68,18 @@ def require_mlflow() -> str:
     uri = stack_settings().mlflow_tracking_uri
     _require("mlflow", uri)
     return uri
+
+
+def prometheus_url() -> str:
+    """Where the stack's Prometheus listens (`OBSERVABILITY=1`, `PROMETHEUS_PORT`)."""
+    return f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
+
+
+def require_prometheus() -> str:
+    """Prometheus' URL, or fail the test when it is not ready (the test stack runs it)."""
+    url = prometheus_url()
+    _require("prometheus", f"{url} (the stack runs it with OBSERVABILITY=1)")
+    return url
 
 
 def _require(component: str, address: str) -> None:
@@ -138,7 +151,14 @@ def _mlflow_problem(settings: StackSettings) -> str | None:
     return None if response.is_success else f"{health} answered {response.status_code}"
 
 
+def _prometheus_problem(_settings: StackSettings) -> str | None:
+    ready = f"{prometheus_url()}/-/ready"
+    response = httpx.get(ready, timeout=PROBE_TIMEOUT_S)
+    return None if response.is_success else f"{ready} answered {response.status_code}"
+
+
 _PROBES: dict[str, Callable[[StackSettings], str | None]] = {
+    "prometheus": _prometheus_problem,
     "kafka": _kafka_problem,
     "postgres": _postgres_problem,
     "minio": _minio_problem,

@@ -217,7 +217,8 @@ def test_the_stack_defaults_match_env_example() -> None:
     example = dict(
         re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=(\S*)", (ROOT / ".env.example").read_text(), re.M)
     )
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "MLFLOW_TRACKING_URI", "KAFKA_VERSION"):
+    names = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "MLFLOW_TRACKING_URI", "KAFKA_VERSION")
+    for name in (*names, "PROMETHEUS_VERSION", "PROMETHEUS_PORT", "OBSERVABILITY"):
         assert resolved[name] == example[name], name
 
 

@@ -268,6 +268,7 @@ class DriftMonitor:
             gauge.clear()
         m.accuracy_measured.clear()
         m.drift_threshold.set(self.thresholds.psi)
+        m.champion_version.set(report.champion_version or 0)
         for s in report.signals:
             m.drift_drawings.labels(s.window, s.signal).set(s.drawings)
             if s.score is not None:

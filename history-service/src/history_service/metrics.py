@@ -91,6 +91,11 @@ class HistoryMetrics:
             window_signal,
             registry=r,
         )
+        self.champion_version = Gauge(
+            "mnistream_champion_version",
+            "The ledger's champion as history-service has stored it (0: none yet).",
+            registry=r,
+        )
         self.drift_threshold = Gauge(
             "mnistream_drift_threshold", "The PSI above which a signal has drifted.", registry=r
         )

@@ -7,6 +7,7 @@ the benchmark all start their services from here.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,15 @@ class Ports:
     def from_base(cls, base: int) -> Ports:
         """gateway at `base`, history at +1, inference workers from +100, rescore from +200."""
         return cls(base, base + 1, base + 100, base + 200)
+
+
+# The program each process name runs, as Prometheus labels it (`service`).
+SERVICE_OF = {
+    "gateway": "gateway",
+    "history": "history-service",
+    "inference": "inference-worker",
+    "rescore": "rescore-worker",
+}
 
 
 def data_folder() -> Path:
@@ -160,6 +170,36 @@ class System:
         with ThreadPoolExecutor(max_workers=len(self.services)) as pool:
             for waited in [pool.submit(s.wait_ready) for s in self.services.values()]:
                 waited.result()
+        self.publish_targets()
+
+    @property
+    def targets_file(self) -> Path:
+        """Where Prometheus finds this system's services (infra/prometheus/prometheus.yml)."""
+        return data_folder() / "prometheus" / "targets" / f"system-{self.ports.gateway}.json"
+
+    def publish_targets(self) -> None:
+        """Write every service's /metrics address for Prometheus' file discovery (atomically:
+        Prometheus may read the file at any moment)."""
+        groups = [
+            {
+                "targets": [f"127.0.0.1:{self.port_of(name)}"],
+                "labels": {"service": SERVICE_OF[name.split("-")[0]], "process": name},
+            }
+            for name in self.services
+        ]
+        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.targets_file.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(groups, indent=1))
+        partial.replace(self.targets_file)
+
+    def port_of(self, name: str) -> int:
+        """The port where the service `name` answers (its API and /metrics)."""
+        env = self.services[name].env
+        if name.startswith("inference-"):
+            return int(env["INFERENCE_HTTP_PORT"])
+        if name.startswith("rescore-"):
+            return int(env["RESCORE_HTTP_PORT"])
+        return self.ports.gateway if name == "gateway" else self.ports.history
 
     def restart(self, name: str) -> None:
         """Start a stopped or killed service again and wait for it."""
@@ -173,6 +213,7 @@ class System:
         service = self._add_inference(index)
         service.start()
         service.wait_ready()
+        self.publish_targets()
         return service.name
 
     def inference_ready(self, timeout: float = 60.0) -> None:
@@ -190,3 +231,4 @@ class System:
         order = sorted(self.services, key=lambda n: (n != "gateway", n == "history"))
         for name in order:
             self.services[name].stop()
+        self.targets_file.unlink(missing_ok=True)
