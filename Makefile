@@ -52,12 +52,13 @@ infra-reset: infra-down ## Stop the stack and delete all its data (.data/)
 # ---------------------------------------------------------------- quality
 
 .PHONY: lint
-lint: install web-tools ## ruff (format, lint, complexity ≤ 10), import contracts, schemas and AsyncAPI up to date, biome + tsc (web/)
+lint: install web-tools ## ruff (format, lint, complexity ≤ 10), import contracts, schemas, AsyncAPI and the dashboard up to date, biome + tsc (web/)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen lint-imports
 	$(UV) run --frozen python -m mnistream_common.schemas --check schemas
 	$(UV) run --frozen python scripts/asyncapi.py --check docs/asyncapi
+	$(UV) run --frozen python scripts/dashboard.py --check infra/grafana/dashboards
 	node_modules/.bin/biome check web tests/web
 	node_modules/.bin/tsc -p web/jsconfig.json
 
@@ -235,6 +236,10 @@ stop: ## Stop `make run` (services, then the stack); returns once every process 
 	  if kill -0 "$$pid" 2>/dev/null; then echo "make run (pid $$pid) did not stop within 120 s" >&2; exit 1; fi
 	fi
 	infra/stack.sh down
+
+.PHONY: dashboard
+dashboard: install ## Regenerate the Grafana dashboard (infra/grafana/dashboards/) with Grafana's SDK
+	$(UV) run --frozen python scripts/dashboard.py infra/grafana/dashboards
 
 .PHONY: asyncapi
 asyncapi: install ## Regenerate the AsyncAPI documents of every service (docs/asyncapi/) with FastStream

@@ -36,7 +36,7 @@ RUN="$DATA/run"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 # The MinIO server module is served by the Go proxy only as this pseudo-version (Feb 2026).
 MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
-# Prometheus 3 as the Go module numbers it, built with file discovery only (remove_all_sd).
+# Prometheus 3 as the Go module numbers it, built with file and DNS discovery only (remove_all_sd).
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 # OBSERVABILITY=1 also runs Prometheus, scraping every service with alert rules (infra/prometheus).
 OBSERVABILITY="${OBSERVABILITY:-0}"
@@ -196,7 +196,7 @@ ensure_prometheus() {
   command -v go >/dev/null || die "Go is needed to build Prometheus"
   say "building Prometheus $PROMETHEUS_VERSION and promtool with go install (once, several minutes; cached in $CACHE/bin)"
   local tmp; tmp="$(mktemp -d)"
-  GOBIN="$tmp" GOFLAGS=-trimpath go install -tags remove_all_sd \
+  GOBIN="$tmp" GOFLAGS=-trimpath go install -tags remove_all_sd,enable_dns_sd \
     "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
     "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" >&2
   mkdir -p "$CACHE/bin"

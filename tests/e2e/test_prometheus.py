@@ -4,6 +4,8 @@ dead letter planted on a topic fires the DeadLettersArriving alert, read from it
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -13,9 +15,10 @@ from aiokafka import AIOKafkaProducer
 from mnistream_common.kafka import client_options
 from mnistream_common.topics import DIGITS_LABELED
 
+from tests.e2e.support import upload_all
 from tests.polling import eventually
 from tests.stack import require_kafka, require_prometheus
-from tests.system import System
+from tests.system import ROOT, System
 
 pytestmark = pytest.mark.e2e
 
@@ -80,3 +83,31 @@ async def test_a_planted_dead_letter_fires_its_alert(system: System) -> None:
     await eventually(fired, 90, "DeadLettersArriving firing for digits.labeled")
     [alert] = [a for a in firing if a["labels"]["topic"] == DIGITS_LABELED.name]
     assert "digits.deadletter" in alert["annotations"]["summary"]
+
+
+async def test_every_panel_of_the_dashboard_returns_data(
+    system: System, drawings: list[bytes]
+) -> None:
+    """The provisioned dashboard's queries (`make lint` checks the file is what
+    scripts/dashboard.py makes), as Grafana would run them (its rate window set to a
+    minute), against the test stack while drawings arrive; the dead letter planted above keeps
+    an alert firing for five minutes."""
+    document = json.loads(
+        (ROOT / "infra" / "grafana" / "dashboards" / "mnistream.json").read_text()
+    )
+    panels = {p["title"]: p for p in document["panels"] if p["type"] != "row"}
+    assert len(panels) == 12
+    exprs = [t["expr"] for p in panels.values() for t in p["targets"]]
+    await upload_all(system.gateway_url, drawings[:40], concurrency=4)
+    await asyncio.sleep(12)  # two scrapes
+    empty = []
+    for expr in exprs:
+        result = (await api("query", query=expr.replace("$__rate_interval", "1m")))["result"]
+        if not result:
+            empty.append(expr)
+    assert not empty, f"these panels show nothing: {empty}"
+    [p99] = [
+        t["expr"] for t in panels["Upload to prediction (ms)"]["targets"] if "0.99" in t["expr"]
+    ]
+    latency = await api("query", query=p99.replace("$__rate_interval", "1m"))
+    assert all(float(r["value"][1]) > 0 for r in latency["result"]), latency

@@ -37,8 +37,10 @@ PORTS = {
     "HISTORY_PORT": "24801",
     "INFERENCE_HTTP_PORT": "24830",
     "RESCORE_HTTP_PORT": "24840",
+    "OBSERVABILITY": "1",  # Prometheus too: `make stop` must stop it as well
+    "PROMETHEUS_PORT": "24090",
 }
-LISTENING = (24092, 24432, 24900, 24500, 24800, 24801, 24830, 24840)
+LISTENING = (24092, 24432, 24900, 24500, 24800, 24801, 24830, 24840, 24090)
 
 
 def listening(port: int) -> bool:

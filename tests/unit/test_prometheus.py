@@ -5,10 +5,13 @@ says (`promtool test rules` evaluates the rules over the series it gives)."""
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,3 +49,57 @@ def test_each_alert_fires_when_it_should_and_only_then() -> None:
     done = run("test", "rules", ROOT / "tests" / "prometheus" / "alerts_test.yml")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout, done.stdout
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_the_compose_configuration_loads_and_scrapes_each_service_at_its_port() -> None:
+    path = ROOT / "infra" / "prometheus" / "prometheus-compose.yml"
+    done = run("check", "config", "--syntax-only", path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = yaml.safe_load(path.read_text())
+    static = {
+        t
+        for c in config["scrape_configs"]
+        for s in c.get("static_configs", [])
+        for t in s["targets"]
+    }
+    dns = {
+        f"{name}:{d['port']}"
+        for c in config["scrape_configs"]
+        for d in c.get("dns_sd_configs", [])
+        for name in d["names"]
+    }
+    services = compose()["services"]
+    ports = {
+        "gateway": services["gateway"]["environment"]["GATEWAY_PORT"],
+        "history-service": services["history-service"]["environment"]["HISTORY_PORT"],
+        "inference-worker": services["inference-worker"]["environment"]["INFERENCE_HTTP_PORT"],
+        "rescore-worker": services["rescore-worker"]["environment"]["RESCORE_HTTP_PORT"],
+    }
+    assert static | dns == {f"{name}:{port}" for name, port in ports.items()}
+    mounted = compose()["services"]["prometheus"]["volumes"]
+    assert "./infra/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounted
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_the_datasource_it_asks_for() -> None:
+    provisioning = ROOT / "infra" / "grafana" / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "mnistream.yml").read_text())[
+        "providers"
+    ]
+    dashboard = json.loads(
+        (ROOT / "infra" / "grafana" / "dashboards" / "mnistream.json").read_text()
+    )
+    refs = [p["datasource"] for p in dashboard["panels"] if p["type"] != "row"]
+    refs += [t["datasource"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert refs and all(r == {"type": "prometheus", "uid": source["uid"]} for r in refs)
+    assert source["url"] == "http://prometheus:9090"
+    mounts = compose()["services"]["grafana"]["volumes"]
+    assert f"./infra/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    assert "./infra/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts

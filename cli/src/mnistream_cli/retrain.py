@@ -167,8 +167,11 @@ def _triggered(settings: Settings, promoter: Promoter, new_labels: int | None, d
         console.print(f"drift: {'; '.join(alarms)}")
     if new_labels is not None:
         labeled, learnt, dataset = asyncio.run(_label_counts(settings, promoter))
-        since = f"dataset {dataset[:12]}" if dataset else "none (it learnt from MNIST alone)"
-        found = f"{labeled - learnt} drawings labeled since the champion's dataset, {since}"
+        found = (
+            f"{labeled - learnt} drawings labeled since the champion's dataset {dataset[:12]}"
+            if dataset
+            else f"{labeled} drawings labeled; the champion learnt from MNIST alone"
+        )
         if labeled - learnt < new_labels:
             console.print(f"nothing to do: {found}; fewer than {new_labels}")
             return False

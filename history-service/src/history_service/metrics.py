@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnistream_common.metrics import dead_letter_counter, lag_gauge
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 
 @dataclass
@@ -16,6 +16,7 @@ class HistoryMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
         self.stored = Counter(
             "mnistream_history_events",
             "Events written to storage, by topic.",

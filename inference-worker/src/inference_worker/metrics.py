@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnistream_common.metrics import dead_letter_counter, lag_gauge
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _MS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
@@ -18,6 +18,7 @@ class WorkerMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
         self.predictions = Counter(
             "mnistream_predictions", "Predictions published.", ["model_version", "kind"], registry=r
         )
