@@ -17,7 +17,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mnistream_common.events import DigitPredicted, InvalidEventError
 from mnistream_common.groups import group_status
-from mnistream_common.kafka import client_options
+from mnistream_common.kafka import client_options, read_ledger_entries
+from mnistream_common.ledger import LedgerState, fold
 from mnistream_common.topics import DIGITS_PREDICTED, Groups, TopicSpec
 from mnistream_system.canvas import render_canvas_png
 
@@ -269,3 +270,16 @@ def canvas_drawings(count: int) -> list[bytes]:
     test = load_split(TrainerSettings().mnist_root, train=False)
     images = test.images[:count].numpy().astype(np.float32) / 255.0
     return [render_canvas_png(image) for image in images]
+
+
+async def label_all(gateway_url: str, ids: list[uuid.UUID], labels: list[int]) -> None:
+    """Label drawings as a person does, through the gateway; any answer but 202 fails."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        for digit_id, label in zip(ids, labels, strict=True):
+            answer = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
+            assert answer.status_code == 202, answer.text
+
+
+async def ledger() -> LedgerState:
+    """The promotion ledger's state now, folded as every worker folds it."""
+    return fold(await read_ledger_entries(require_kafka()))

@@ -5,14 +5,12 @@ one more label makes a new version beside it."""
 from __future__ import annotations
 
 import json
-import uuid
 
-import httpx
 import pytest
 from mnistream_cli.datasets import MANIFEST, read_parquet
 from mnistream_common.storage import make_minio
 
-from tests.e2e.support import history_caught_up, mnistream, upload_all
+from tests.e2e.support import history_caught_up, label_all, mnistream, upload_all
 from tests.polling import eventually
 from tests.stack import require_minio
 from tests.system import ADMIN_TOKEN, System
@@ -35,13 +33,6 @@ def stored(key: str) -> bytes:
     finally:
         response.close()
         response.release_conn()
-
-
-async def label_all(gateway_url: str, ids: list[uuid.UUID], labels: list[int]) -> None:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
-        for digit_id, label in zip(ids, labels, strict=True):
-            answer = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
-            assert answer.status_code == 202, answer.text
 
 
 async def test_a_snapshot_is_named_by_its_labels_and_written_once(

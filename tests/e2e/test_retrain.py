@@ -13,23 +13,22 @@ import signal
 import subprocess
 import uuid
 
-import httpx
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mnistream_common.kafka import read_ledger_entries
-from mnistream_common.ledger import LedgerState, fold
 
 from tests.e2e.support import (
     Models,
     history_caught_up,
+    label_all,
+    ledger,
     mnistream,
     upload_all,
     worker_versions,
 )
 from tests.helpers import MODEL_NAME, seven_segment_png
 from tests.polling import eventually
-from tests.stack import require_kafka, require_mlflow
+from tests.stack import require_mlflow
 from tests.system import BIN, System
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +46,6 @@ TRAINING: tuple[str, ...] = (
 )
 TRAINING += ("--workers", "0", "--device", "cpu", "--seed", "3")
 RELEASE = ("--percent", "50", "--min-labels", "12", "--interval", "1", "--timeout", "300")
-
-
-async def ledger() -> LedgerState:
-    return fold(await read_ledger_entries(require_kafka()))
-
-
-async def label_all(gateway_url: str, ids: list[uuid.UUID], labels: list[int]) -> None:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
-        for digit_id, label in zip(ids, labels, strict=True):
-            answer = await client.post(f"/api/digits/{digit_id}/label", json={"label": label})
-            assert answer.status_code == 202, answer.text
 
 
 async def draw_and_label(

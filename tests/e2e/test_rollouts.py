@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 import httpx
 import numpy as np
 import pytest
-from mnistream_common.kafka import read_ledger_entries
-from mnistream_common.ledger import Ended, LedgerState, fold
+from mnistream_common.ledger import Ended
 
 from tests.e2e.support import (
     Models,
     Predictions,
     history_caught_up,
+    ledger,
     mnistream,
     register_onnx,
     upload_all,
@@ -25,14 +25,9 @@ from tests.e2e.support import (
 )
 from tests.helpers import inkless_onnx_model
 from tests.polling import eventually
-from tests.stack import require_kafka
 from tests.system import System
 
 pytestmark = pytest.mark.e2e
-
-
-async def ledger() -> LedgerState:
-    return fold(await read_ledger_entries(require_kafka()))
 
 
 async def serving_alone(system: System, version: int) -> None:

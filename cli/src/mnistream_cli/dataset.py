@@ -24,7 +24,12 @@ dataset_app = typer.Typer(
 def snapshot() -> None:
     """Write every labeled drawing (model input, label, id) as a dataset version named by its
     content hash, split by id into train and held out; nothing new, nothing written."""
-    settings = Settings()
+    take(Settings())
+
+
+def take(settings: Settings) -> Snapshot:
+    """Take a snapshot and print it (its first line is plain: scripts read the version from
+    it); a clear error when there is nothing to take or nowhere to put it."""
     from minio.error import S3Error
 
     from mnistream_cli.datasets import EmptyDatasetError
@@ -36,9 +41,9 @@ def snapshot() -> None:
     except S3Error as exc:
         raise fail(f"{exc}; `mnistream setup` makes the {settings.datasets_bucket} bucket") from exc
     verb = "wrote" if taken.written else "unchanged:"
-    # Plain, never wrapped: scripts read the version from this line.
     typer.echo(f"{verb} dataset {taken.version} at {taken.uri(settings.datasets_bucket)}")
     show_manifest(taken)
+    return taken
 
 
 async def _snapshot(settings: Settings) -> Snapshot:

@@ -252,21 +252,9 @@ class Retrain:
 
     def snapshot(self) -> Snapshot:
         """Every labeled drawing as a dataset version (the same labels: the same version)."""
-        from minio.error import S3Error
+        from mnistream_cli.dataset import take
 
-        from mnistream_cli.dataset import _snapshot, show_manifest
-        from mnistream_cli.datasets import EmptyDatasetError
-
-        try:
-            taken = asyncio.run(_snapshot(self.settings))
-        except (HistoryUnavailableError, EmptyDatasetError) as exc:
-            raise fail(str(exc)) from exc
-        except S3Error as exc:
-            raise fail(f"{exc}; `mnistream setup` makes the datasets bucket") from exc
-        verb = "wrote" if taken.written else "unchanged:"
-        typer.echo(f"{verb} dataset {taken.version} at {taken.uri(self.settings.datasets_bucket)}")
-        show_manifest(taken)
-        return taken
+        return take(self.settings)
 
     def train(self, snapshot: Snapshot) -> RegisteredVersion:
         """The version this retrain trained before, or a new one trained now."""

@@ -22,7 +22,6 @@ drift score for binned distributions: 0.1 is a moderate shift, 0.2 a significant
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import numpy as np
@@ -145,8 +144,3 @@ def estimated_accuracy(confidences: Values) -> float | None:
     """Accuracy expected from the model's own confidence (confidence-based performance
     estimation): a calibrated model is right as often as it is confident on average."""
     return float(np.mean(confidences)) if len(confidences) else None
-
-
-def finite(value: float) -> float | None:
-    """A figure safe for JSON: None instead of NaN or infinity."""
-    return value if math.isfinite(value) else None
