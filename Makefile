@@ -85,7 +85,8 @@ TEST_STACK := MNISTREAM_DATA=$(CURDIR)/.data/test \
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 KAFKA_CONTROLLER_PORT=19093 \
   DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:15432/mnistream \
   S3_ENDPOINT_URL=http://127.0.0.1:19000 MINIO_CONSOLE_PORT=19001 \
-  MLFLOW_TRACKING_URI=http://127.0.0.1:15000 OBSERVABILITY=1 PROMETHEUS_PORT=19090
+  MLFLOW_TRACKING_URI=http://127.0.0.1:15000 OBSERVABILITY=1 PROMETHEUS_PORT=19090 \
+  JAEGER_PORT=17686 JAEGER_GRPC_PORT=17685 JAEGER_OTLP_PORT=14318
 
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -107,7 +108,7 @@ KUBECTL_VALIDATE_VERSION ?= v0.0.4
 KEDA_VERSION ?= v2.20.2
 
 .PHONY: observability-tools
-observability-tools: ## Prometheus and promtool (pinned in infra/stack.sh; built once into ~/.cache/mnistream/bin)
+observability-tools: ## Prometheus, promtool and Jaeger (pinned in infra/stack.sh; built once into ~/.cache/mnistream/bin)
 	OBSERVABILITY=1 infra/stack.sh provision
 
 .PHONY: k8s-tools

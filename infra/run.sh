@@ -15,6 +15,8 @@ trap 'echo "interrupted; stopping the stack..." >&2; cleanup; exit 130' INT TERM
 infra/stack.sh up
 # With KAFKA_BROKERS=3 every service and command bootstraps from the three nodes.
 export "$(infra/stack.sh env | grep '^KAFKA_BOOTSTRAP_SERVERS=')"
+# With OBSERVABILITY=1 every service sends its spans to the stack's Jaeger.
+while IFS= read -r setting; do export "$setting"; done < <(infra/stack.sh env | grep -E '^(OTEL_EXPORTER_OTLP_ENDPOINT|TRACE_URL)=')
 .venv/bin/history-service migrate
 .venv/bin/mnistream bootstrap
 

@@ -38,9 +38,15 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 # Prometheus 3 as the Go module numbers it, built with file and DNS discovery only (remove_all_sd).
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
-# OBSERVABILITY=1 also runs Prometheus, scraping every service with alert rules (infra/prometheus).
+# Jaeger v2 (its query API and OTLP receiver; the web UI's assets are not in the Go module).
+JAEGER_VERSION="${JAEGER_VERSION:-v1.75.0}"
+# OBSERVABILITY=1 also runs Prometheus, scraping every service with alert rules (infra/prometheus),
+# and Jaeger, which every service sends its spans to (infra/jaeger).
 OBSERVABILITY="${OBSERVABILITY:-0}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
+JAEGER_PORT="${JAEGER_PORT:-16686}"
+JAEGER_GRPC_PORT="${JAEGER_GRPC_PORT:-16685}"
+JAEGER_OTLP_PORT="${JAEGER_OTLP_PORT:-4318}"
 
 KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
@@ -345,6 +351,39 @@ up_mlflow() {
   wait_for mlflow 120 mlflow_ready
 }
 
+jaeger_bin() { echo "$CACHE/bin/jaeger-$JAEGER_VERSION"; }
+
+ensure_jaeger() {
+  [[ -x "$(jaeger_bin)" ]] && return 0
+  command -v go >/dev/null || die "Go is needed to build Jaeger"
+  say "building Jaeger $JAEGER_VERSION (once, several minutes; cached in $CACHE/bin)"
+  # Its module replaces dependencies, so `go install module@version` refuses it: build it as a
+  # tool of a throwaway module instead.
+  local tmp; tmp="$(mktemp -d)"
+  (
+    cd "$tmp" && go mod init jaeger-build >/dev/null 2>&1 &&
+      go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >&2 &&
+      GOFLAGS=-trimpath go build -o "$tmp/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger >&2
+  ) || { rm -rf "$tmp"; die "building Jaeger failed"; }
+  mkdir -p "$CACHE/bin"
+  mv "$tmp/jaeger" "$(jaeger_bin)"
+  rm -rf "$tmp"
+}
+
+jaeger_ready() { curl -fsS "http://127.0.0.1:$JAEGER_PORT/api/services"; }
+
+up_jaeger() {
+  pid_alive jaeger && { wait_for jaeger 30 jaeger_ready; return; }
+  ensure_jaeger
+  local port
+  for port in "$JAEGER_PORT" "$JAEGER_GRPC_PORT" "$JAEGER_OTLP_PORT"; do
+    port_open "$port" && die "port $port is taken; set JAEGER_PORT, JAEGER_GRPC_PORT or JAEGER_OTLP_PORT"
+  done
+  export JAEGER_PORT JAEGER_GRPC_PORT JAEGER_OTLP_PORT  # the config reads them
+  spawn jaeger "$(jaeger_bin)" --config "$ROOT/infra/jaeger/config.yaml"
+  wait_for jaeger 60 jaeger_ready
+}
+
 prometheus_ready() { curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
 
 up_prometheus() {
@@ -376,11 +415,13 @@ cmd_up() {
   up_mlflow;   say "mlflow    healthy on $MLFLOW_TRACKING_URI"
   if [[ "$OBSERVABILITY" == 1 ]]; then
     up_prometheus; say "prometheus healthy on http://127.0.0.1:$PROMETHEUS_PORT (alerts: /api/v1/alerts; the API only: its web UI is not built here)"
+    up_jaeger;     say "jaeger    healthy on http://127.0.0.1:$JAEGER_PORT (traces: /api/traces/ID; spans in on :$JAEGER_OTLP_PORT; the API only, like Prometheus)"
   fi
   say "stack up in $((SECONDS - t0))s; logs in $LOGS"
 }
 
 cmd_down() {
+  stop_group jaeger
   stop_group prometheus
   stop_group mlflow
   down_kafka
@@ -417,18 +458,21 @@ cmd_status() {
   if [[ "$OBSERVABILITY" == 1 || -f "$RUN/prometheus.pid" ]]; then
     status_line prometheus prometheus_ready "$PROMETHEUS_PORT" "$(cat "$RUN/prometheus.pid" 2>/dev/null)" || ok=1
   fi
+  if [[ "$OBSERVABILITY" == 1 || -f "$RUN/jaeger.pid" ]]; then
+    status_line jaeger jaeger_ready "$JAEGER_PORT" "$(cat "$RUN/jaeger.pid" 2>/dev/null)" || ok=1
+  fi
   return $ok
 }
 
 cmd_provision() {
   ensure_postgres_installed; ensure_kafka; ensure_minio
-  if [[ "$OBSERVABILITY" == 1 ]]; then ensure_prometheus; fi
+  if [[ "$OBSERVABILITY" == 1 ]]; then ensure_prometheus; ensure_jaeger; fi
 }
 
 # What the stack would use, after the environment and .env: one VAR=value a line.
 cmd_env() {
   local name
-  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION PROMETHEUS_VERSION OBSERVABILITY PROMETHEUS_PORT KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME \
+  for name in MNISTREAM_DATA MNISTREAM_CACHE KAFKA_VERSION MINIO_VERSION PROMETHEUS_VERSION JAEGER_VERSION OBSERVABILITY PROMETHEUS_PORT JAEGER_PORT JAEGER_GRPC_PORT JAEGER_OTLP_PORT KAFKA_BROKERS KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME \
     KAFKA_CONTROLLER_PORT DATABASE_URL S3_ENDPOINT_URL MINIO_CONSOLE_PORT MLFLOW_TRACKING_URI \
     ARTIFACTS_BUCKET MLFLOW_DATABASE; do
     case "$name" in
@@ -437,6 +481,12 @@ cmd_env() {
       *) echo "$name=${!name}" ;;
     esac
   done
+  if [[ "$OBSERVABILITY" == 1 ]]; then
+    # Where the services send their spans, and where the web page links each answer's trace
+    # (Jaeger's API: the UI's assets cannot be built here; compose's Jaeger image has the UI).
+    echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_PORT"
+    echo "TRACE_URL=http://127.0.0.1:$JAEGER_PORT/api/traces/{trace_id}"
+  fi
 }
 
 # One component, for fault tests and operators: stop/start postgres|minio|kafka|mlflow, or one
@@ -445,7 +495,7 @@ cmd_component() { # stop|start|kill name
   mkdir -p "$DATA" "$LOGS" "$RUN"
   case "$1:$2" in
     stop:postgres) down_postgres ;;
-    stop:minio|stop:mlflow|stop:prometheus) stop_group "$2" ;;
+    stop:minio|stop:mlflow|stop:prometheus|stop:jaeger) stop_group "$2" ;;
     stop:kafka) down_kafka ;;
     stop:kafka-[123]) down_kafka "$(kafka_node_of "$2")" ;;
     kill:kafka-[123]) kill_kafka_node "$(kafka_node_of "$2")" ;;
@@ -455,7 +505,8 @@ cmd_component() { # stop|start|kill name
     start:kafka-[123]) up_kafka "$(kafka_node_of "$2")" ;;
     start:mlflow) up_mlflow ;;
     start:prometheus) up_prometheus ;;
-    *) say "usage: $0 stop|start postgres|minio|kafka|kafka-N|mlflow, or kill kafka-N"; exit 2 ;;
+    start:jaeger) up_jaeger ;;
+    *) say "usage: $0 stop|start postgres|minio|kafka|kafka-N|mlflow|prometheus|jaeger, or kill kafka-N"; exit 2 ;;
   esac
 }
 

@@ -76,9 +76,11 @@ def system(models: Models, suite: SuiteConfig) -> Iterator[System]:
     running = system_for_tests(
         base_port=suite.base_port, inference_workers=2, rescore_workers=2, **suite.env
     )
-    # The CLI run by the tests talks to this system's services.
+    # The CLI run by the tests talks to this system's services (and traces where they do).
     os.environ["HISTORY_URL"] = running.history_url
     os.environ["GATEWAY_URL"] = running.gateway_url
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in suite.env:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = suite.env["OTEL_EXPORTER_OTLP_ENDPOINT"]
     mnistream("promote", str(models.weak), "--force", "--reason", f"{suite.name}: first model")
     running.start()
     running.inference_ready()

@@ -359,6 +359,7 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 async def deliver(callback: MessageHandler, batch: Sequence[FakeRecord]) -> None:
@@ -383,6 +384,7 @@ class Published:
 
     message: Any
     key: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -391,9 +393,11 @@ class FakePublisher:
 
     sent: list[Published] = field(default_factory=list)
 
-    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
-        """Record the message."""
-        self.sent.append(Published(message, key))
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Record the message (and the headers it carries)."""
+        self.sent.append(Published(message, key, headers or {}))
 
     @property
     def bodies(self) -> list[bytes]:

@@ -82,6 +82,28 @@ def require_prometheus() -> str:
     return url
 
 
+def jaeger_url() -> str:
+    """Where the stack's Jaeger answers queries (`OBSERVABILITY=1`, `JAEGER_PORT`)."""
+    return f"http://127.0.0.1:{os.environ.get('JAEGER_PORT', '16686')}"
+
+
+def tracing_env() -> dict[str, str]:
+    """The settings that make a system's services send their spans to the stack's Jaeger, and
+    its gateway link each answer to its trace there (as `make run` sets them)."""
+    otlp = f"http://127.0.0.1:{os.environ.get('JAEGER_OTLP_PORT', '4318')}"
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+        "TRACE_URL": jaeger_url() + "/api/traces/{trace_id}",
+    }
+
+
+def require_jaeger() -> str:
+    """Jaeger's query URL, or fail the test when it does not answer (the test stack runs it)."""
+    url = jaeger_url()
+    _require("jaeger", f"{url} (the stack runs it with OBSERVABILITY=1)")
+    return url
+
+
 def _require(component: str, address: str) -> None:
     problem = _problem(component)
     if problem:
@@ -157,8 +179,15 @@ def _prometheus_problem(_settings: StackSettings) -> str | None:
     return None if response.is_success else f"{ready} answered {response.status_code}"
 
 
+def _jaeger_problem(_settings: StackSettings) -> str | None:
+    services = f"{jaeger_url()}/api/services"
+    response = httpx.get(services, timeout=PROBE_TIMEOUT_S)
+    return None if response.is_success else f"{services} answered {response.status_code}"
+
+
 _PROBES: dict[str, Callable[[StackSettings], str | None]] = {
     "prometheus": _prometheus_problem,
+    "jaeger": _jaeger_problem,
     "kafka": _kafka_problem,
     "postgres": _postgres_problem,
     "minio": _minio_problem,

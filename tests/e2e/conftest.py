@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.support import mnistream
 from tests.fixtures import ModelSpec, SuiteConfig
+from tests.stack import tracing_env
 from tests.system import ADMIN_TOKEN
 
 
@@ -26,6 +27,7 @@ def suite() -> SuiteConfig:
         better=ModelSpec(hidden=128, limit_train=20000),
         drawings=300,
         settle_first=True,
+        env=tracing_env(),  # every service and command sends its spans to the stack's Jaeger
     )
 
 

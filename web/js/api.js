@@ -96,7 +96,11 @@ export function isRunning(job) {
  * @property {number | null} [agreement_with_previous]
  */
 
-/** @typedef {{digit_id: string, status: string, prediction?: LivePrediction}} Accepted */
+/**
+ * The answer to an upload; `trace_id` when tracing is on, `trace_url` where a trace UI runs.
+ * @typedef {{digit_id: string, status: string, prediction?: LivePrediction,
+ *   trace_id?: string | null, trace_url?: string | null}} Accepted
+ */
 
 // ---------------------------------------------------------------- requests
 

@@ -163,6 +163,7 @@ function main() {
       const png = await pad.toBlob();
       result.showPending(png);
       const answer = await submitDrawing(png);
+      if (submission === latestSubmission) result.showTrace(answer);
       pad.clear();
       submitting = false;
       updateButtons();

@@ -9,7 +9,7 @@ import { element, loadEventually, milliseconds, percent } from "./format.js";
 
 /**
  * The `data-part` elements of the panel (index.html).
- * @typedef {Record<"idle" | "body" | "digit" | "confidence" | "bars" | "model" | "latency" | "status", HTMLElement>
+ * @typedef {Record<"idle" | "body" | "digit" | "confidence" | "bars" | "model" | "latency" | "status" | "trace" | "traceRow", HTMLElement>
  *   & {drawing: HTMLImageElement, input: HTMLImageElement}} ResultParts
  */
 
@@ -55,6 +55,7 @@ export class ResultPanel {
     this.#parts.confidence.textContent = "reading";
     this.#parts.model.textContent = "–";
     this.#parts.latency.textContent = "–";
+    this.showTrace({});
     this.#setBars(null);
     this.#status("");
     this.#state("pending");
@@ -78,6 +79,25 @@ export class ResultPanel {
     this.#status("");
     this.#state("predicted");
     this.#keepInView();
+  }
+
+  /**
+   * The trace of the upload (when tracing is on): a link where a trace UI runs, else its id.
+   * @param {{trace_id?: string | null, trace_url?: string | null}} answer
+   */
+  showTrace({ trace_id: id = null, trace_url: url = null }) {
+    const cell = this.#parts.trace;
+    this.#parts.traceRow.hidden = !id;
+    if (!id) {
+      cell.replaceChildren();
+      return;
+    }
+    const shown = element("code", { text: id });
+    cell.replaceChildren(
+      url
+        ? element("a", { href: url, target: "_blank", rel: "noopener", title: "Open the trace" }, shown)
+        : shown,
+    );
   }
 
   /**

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from mnistream_common import tracing
 from mnistream_common.events import ModelPromoted
 from mnistream_common.groups import group_lag, group_status
 from mnistream_common.history_api import EraseIn, RescoreJobOut, VersionStats
@@ -84,7 +86,18 @@ def promote(
 ) -> None:
     """Make VERSION the champion: quality gate, MLflow alias, `model.promoted` (acks=all).
     During a rollout, promoting its candidate (VERSION left out) completes it."""
-    asyncio.run(_promote(Promoter(Settings()), version, reason, force))
+    settings = Settings()
+    traced(settings, "promote", _promote(Promoter(settings), version, reason, force))
+
+
+def traced(settings: Settings, command: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run a command that publishes to the ledger in a trace of its own (when tracing is on:
+    the workers' swaps and the rescore continue it), and say which."""
+    endpoint = settings.otel_exporter_otlp_endpoint
+    with tracing.command_span("mnistream-cli", endpoint, f"mnistream {command}") as span:
+        asyncio.run(work)
+    if (trace_id := tracing.trace_id(span)) is not None:
+        console.print(f"trace: {trace_id}")
 
 
 async def _promote(
@@ -228,7 +241,8 @@ def rollback(
     force: Annotated[bool, typer.Option(help="Roll back even while a rollout runs.")] = False,
 ) -> None:
     """Re-promote the champion before the current one (from the ledger)."""
-    asyncio.run(_rollback(Promoter(Settings()), reason, force))
+    settings = Settings()
+    traced(settings, "rollback", _rollback(Promoter(settings), reason, force))
 
 
 async def _rollback(promoter: Promoter, reason: str, force: bool) -> None:

@@ -14,9 +14,11 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from mnistream_common import tracing
 from mnistream_common.events import ClientInfo, DigitLabeled, DigitSubmitted, utc_now
 from mnistream_common.logs import get_logger
 from mnistream_common.preprocessing import PREPROCESSING_VERSION
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
@@ -43,6 +45,9 @@ def get_state(request: Request) -> GatewayState:
 State = Annotated[GatewayState, Depends(get_state)]
 
 
+UPLOAD_SPAN = {"http.request.method": "POST", "http.route": "/api/predictions"}
+
+
 class Accepted(BaseModel):
     """The answer to an accepted upload."""
 
@@ -51,6 +56,12 @@ class Accepted(BaseModel):
     result_url: str
     events_url: str = "/api/events"
     prediction: dict[str, Any] | None = None
+    trace_id: str | None = Field(
+        default=None, description="The upload's OpenTelemetry trace (when tracing is on)."
+    )
+    trace_url: str | None = Field(
+        default=None, description="Where that trace is shown (when TRACE_URL is set)."
+    )
 
 
 class LabelRequest(BaseModel):
@@ -135,22 +146,31 @@ async def submit_drawing(
     """
     if wait > state.settings.max_wait_ms:
         raise HTTPException(422, f"wait must be at most {state.settings.max_wait_ms} ms")
-    state.rate_limit(request)
-    upload = await _read_upload(request, state)
-    digit_id = state.new_digit_id()
-    waiter = state.hub.expect(digit_id) if wait else None
-    try:
-        await state.publish_submitted(_submitted(digit_id, upload, request, state))
-        state.hub.accepted(digit_id)
-        prediction = await _await_prediction(waiter, wait)
-    finally:
-        state.hub.forget(digit_id)
-    status = "predicted" if prediction else "accepted"
+    with tracing.span(
+        "POST /api/predictions", kind=SpanKind.SERVER, attributes=UPLOAD_SPAN
+    ) as span:
+        state.rate_limit(request)
+        upload = await _read_upload(request, state)
+        digit_id = state.new_digit_id()
+        span.set_attribute("mnistream.digit_id", str(digit_id))
+        waiter = state.hub.expect(digit_id) if wait else None
+        try:
+            await state.publish_submitted(_submitted(digit_id, upload, request, state))
+            state.hub.accepted(digit_id)
+            prediction = await _await_prediction(waiter, wait)
+        finally:
+            state.hub.forget(digit_id)
+        status = "predicted" if prediction else "accepted"
+        span.set_attribute("mnistream.status", status)
+    trace_id = tracing.trace_id(span)
+    link = state.settings.trace_url
     body = Accepted(
         digit_id=digit_id,
         status=status,
         result_url=f"/api/digits/{digit_id}",
         prediction=prediction,
+        trace_id=trace_id,
+        trace_url=link.format(trace_id=trace_id) if link and trace_id else None,
     )
     state.metrics.uploads.labels(outcome=status).inc()
     state.upload_log.accepted(digit_id, len(upload.data), predicted=prediction is not None)

@@ -25,6 +25,11 @@ class Settings(BaseServiceSettings, KafkaSettings):
     max_image_side: int = Field(default=2048, ge=28)
     max_wait_ms: int = Field(default=5000, ge=0, le=60_000)
     sse_queue_size: int = Field(default=1000, ge=10, description="Events buffered per SSE client.")
+    trace_url: str = Field(
+        default="",
+        description="Where a trace is shown, with {trace_id} in it (Jaeger's UI: "
+        "http://127.0.0.1:16686/trace/{trace_id}); the web page links each answer there.",
+    )
     rate_limit_per_minute: int = Field(
         default=600, ge=0, description="Uploads per client address per minute (0: no limit)."
     )

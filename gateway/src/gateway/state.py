@@ -14,6 +14,7 @@ import uuid6
 from fastapi import HTTPException, Request
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
+from mnistream_common import tracing
 from mnistream_common.events import (
     DigitLabeled,
     DigitPredicted,
@@ -114,7 +115,7 @@ class GatewayState:
     async def _publish(self, publisher: DefaultPublisher, body: bytes, key: uuid.UUID) -> None:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await publisher.publish(body, key=str(key).encode())
+                await publisher.publish(body, key=str(key).encode(), headers=tracing.headers())
         except Exception as exc:  # Kafka errors and timeouts: nothing was accepted
             log.error("publish failed", digit_id=str(key), error=repr(exc))
             self.metrics.uploads.labels(outcome="kafka_unavailable").inc()

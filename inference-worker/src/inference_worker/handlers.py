@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from mnistream_common import tracing
 from mnistream_common.consume import Backoff, Delivery, Failure, Rejected
 from mnistream_common.events import (
     DigitPredicted,
@@ -30,6 +31,8 @@ from mnistream_serving.batch import (
     score_inputs,
 )
 from mnistream_serving.model import LoadedModel, Probabilities
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from inference_worker.keeper import Release
 from inference_worker.metrics import WorkerMetrics
@@ -44,7 +47,9 @@ PIXEL_BUDGET = 2 * 2048 * 2048
 class Publisher(Protocol):
     """The part of a FastStream publisher the handler uses."""
 
-    async def publish(self, message: Any, *, key: bytes | None = None) -> Any: ...
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
 
 
 def score_drawings(
@@ -294,10 +299,18 @@ class BatchHandler:
             )
             for s in result.scored
         ]
+        traces = [s.item.trace for s in result.scored]
+        if tracing.enabled():
+            for prediction, context in zip(predictions, traces, strict=True):
+                _annotate(context, prediction)
         await asyncio.gather(
             *(
-                self.predicted.publish(p.to_bytes(), key=str(p.digit_id).encode())
-                for p in predictions
+                self.predicted.publish(
+                    p.to_bytes(),
+                    key=str(p.digit_id).encode(),
+                    headers=tracing.headers(t) if t is not None else None,
+                )
+                for p, t in zip(predictions, traces, strict=True)
             )
         )
         self._observe(model, predictions, result.inference_ms, kind)
@@ -397,3 +410,22 @@ class BatchHandler:
         for p in predictions:
             if p.submitted_at is not None:
                 self.metrics.latency_ms.observe((now - p.submitted_at).total_seconds() * 1000)
+
+
+def _annotate(context: Context | None, prediction: DigitPredicted) -> None:
+    """What the drawing's span in its trace should show: which model read it, how, and where
+    its time went."""
+    if context is None:
+        return
+    timings = prediction.timings
+    trace.get_current_span(context).set_attributes(
+        {
+            "mnistream.model_version": prediction.model.version,
+            "mnistream.kind": prediction.kind,
+            "mnistream.digit": prediction.predicted_digit,
+            "mnistream.queue_ms": timings.queue_ms,
+            "mnistream.preprocess_ms": timings.preprocess_ms,
+            "mnistream.inference_ms": timings.inference_ms,
+            "mnistream.batch_size": timings.batch_size,
+        }
+    )

@@ -44,6 +44,7 @@ from mnistream_common.topics import (
     RESCORE_TASKS,
     Groups,
 )
+from mnistream_common.tracing import configure_tracing, shutdown_tracing
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
 from mnistream_serving.registry import RegistryCheck
@@ -262,6 +263,7 @@ def _lifespan(
 ) -> Callable[[], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
+        configure_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
         parts = build_parts(settings, broker, metrics, overrides)
         tasks = subscribe(broker, parts, metrics)  # before the broker starts, which starts them
         reporter = asyncio.create_task(report_lag([(Groups.RESCORE, tasks)], metrics.lag))
@@ -270,6 +272,7 @@ def _lifespan(
         finally:
             reporter.cancel()
             await parts.history.close()
+            shutdown_tracing()
 
     return lifespan
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mnistream_common import tracing
 from mnistream_common.consume import Publisher
 from mnistream_common.events import (
     DigitPredicted,
@@ -87,8 +88,12 @@ class Planner:
         # history-service may still be starting (or restarting): wait for it rather than
         # redelivering the promotion in a tight loop. A plan cut short is planned again whole
         # (the same chunks for the drawings it covered: scoring them twice counts them once).
+        carried = tracing.headers()
+
         async def publish(task: RescoreTask) -> None:
-            await self.tasks.publish(task.to_bytes(), key=task_key(task))
+            # The promotion's trace goes on to every chunk it planned (not to each rescored
+            # drawing: a trace of millions of spans shows nothing).
+            await self.tasks.publish(task.to_bytes(), key=task_key(task), headers=carried)
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(HistoryUnavailableError),

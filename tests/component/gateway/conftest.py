@@ -39,6 +39,7 @@ class Record:
 
     key: bytes | None
     value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,7 +158,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
     @broker.subscriber(DIGITS_SUBMITTED.name, group_id="fake-inference")
     async def fake_inference(msg: KafkaMessage) -> None:
         for record in records_of(msg):
-            submitted.append(Record(record.key, record.value or b""))
+            submitted.append(Record(record.key, record.value or b"", dict(record.headers)))
             worker.received(DigitSubmitted.from_bytes(record.value or b""))
 
     @broker.subscriber(DIGITS_LABELED.name, group_id="fake-history")

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from mnistream_common import tracing
 from mnistream_common.events import DigitSubmitted
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.component.gateway.conftest import Gateway, running_gateway
 from tests.helpers import (
@@ -360,3 +362,35 @@ async def test_too_many_uploads_get_429_with_retry_after() -> None:
             in (refused.json()["detail"])
         )
         assert len(gateway.submitted) == 3
+
+
+async def test_with_tracing_on_an_upload_answers_with_its_trace_and_hands_it_to_kafka() -> None:
+    """The upload's span is the root of the drawing's trace: its id comes back (with a link
+    where a trace UI runs) and travels in the record's traceparent header."""
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("gateway", "", exporter=exporter)
+    try:
+        async with running_gateway(trace_url="http://jaeger.test/trace/{trace_id}") as gateway:
+            gateway.worker.answering = True
+            response = await upload_raw(gateway, PNG, query="?wait=2000")
+    finally:
+        tracing.shutdown_tracing()
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (upload,) = [s for s in exporter.get_finished_spans() if s.name == "POST /api/predictions"]
+    trace_id = format(upload.context.trace_id, "032x")
+    assert body["trace_id"] == trace_id
+    assert body["trace_url"] == f"http://jaeger.test/trace/{trace_id}"
+    assert upload.attributes is not None
+    assert upload.attributes["mnistream.digit_id"] == body["digit_id"]
+    assert upload.attributes["mnistream.status"] == "predicted"
+    [record] = gateway.submitted
+    assert record.headers["traceparent"].decode().split("-")[1] == trace_id
+
+
+async def test_with_tracing_off_an_upload_has_no_trace(gateway: Gateway) -> None:
+    response = await upload_raw(gateway, PNG)
+    body = response.json()
+    assert body["trace_id"] is None and body["trace_url"] is None
+    [record] = gateway.submitted
+    assert "traceparent" not in record.headers

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from inference_worker.handlers import PIXEL_BUDGET, SERVICE, BatchHandler, ModelFailingError
 from inference_worker.metrics import WorkerMetrics
+from mnistream_common import tracing
 from mnistream_common.consume import (
     Backoff,
     DeadLetterRejects,
@@ -23,6 +24,7 @@ from mnistream_common.consume import (
 from mnistream_common.events import DeadLetter, DigitPredicted, DigitSubmitted
 from mnistream_common.preprocessing import inputs_to_batch, prepare, preprocess, to_batch
 from mnistream_serving.model import LoadedModel, RuntimeOptions, build_model
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.helpers import (
     FOUR,
@@ -190,7 +192,9 @@ async def test_records_from_several_partitions_keep_their_own_coordinates(
 class FailingPublisher:
     """Kafka refusing to acknowledge."""
 
-    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         raise ConnectionError("kafka is down")
 
 
@@ -353,3 +357,37 @@ async def test_a_part_the_model_fails_on_alone_is_dead_lettered_not_taken_for_a_
     [letter] = dead_letters(deadletter)
     assert letter.original == older.to_bytes()
     assert "the model failed on this drawing" in letter.error
+
+
+async def test_each_prediction_carries_its_drawings_trace_on(model: LoadedModel) -> None:
+    """With tracing on, a prediction's record carries the span that read its drawing, in the
+    drawing's trace (history's spans join it); untraced drawings' predictions carry none."""
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("test", "", exporter=exporter)
+    try:
+        handle, published, _ = handler()
+        traces = ["4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c", None]
+        batch = [
+            FakeRecord(
+                "digits.submitted",
+                0,
+                n,
+                None,
+                submitted().to_bytes(),
+                [("traceparent", f"00-{t}-00f067aa0ba902b7-01".encode())] if t else [],
+            )
+            for n, t in enumerate(traces)
+        ]
+        await handle(model, batch)
+    finally:
+        tracing.shutdown_tracing()
+    carried = [p.headers.get("traceparent", "").split("-")[1:2] for p in published.sent]
+    assert carried == [[traces[0]], [traces[1]], []]
+    drawing_spans = {
+        format(s.context.trace_id, "032x"): s
+        for s in exporter.get_finished_spans()
+        if s.parent is not None
+    }
+    attributes = drawing_spans[traces[0]].attributes or {}
+    assert attributes["mnistream.model_version"] == 6
+    assert attributes["mnistream.batch_size"] == 3

@@ -207,7 +207,9 @@ class HeldPublisher:
     bodies: list[bytes] = field(default_factory=list)
     waiting: bool = False
 
-    async def publish(self, message: Any, *, key: bytes | None = None) -> None:
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.waiting = True
         await self.gate.wait()
         self.bodies.append(message)

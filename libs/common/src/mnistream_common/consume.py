@@ -18,14 +18,20 @@ predictions) log and skip, because N copies of one dead letter help nobody.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from faststream.kafka.annotations import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 from prometheus_client import Counter
 
+from mnistream_common import tracing
 from mnistream_common.events import Event, InvalidEventError, Parser
 from mnistream_common.kafka import Record, send_to_dead_letter
 from mnistream_common.logs import get_logger
@@ -36,10 +42,12 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Delivery(Generic[E]):
-    """An event and the Kafka record it arrived in."""
+    """An event and the Kafka record it arrived in; with tracing on, the context of the span
+    that handles it in the record's trace (what an event made from this one carries on)."""
 
     event: E
     record: Record
+    trace: Context | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,93 @@ def parse_records(
     return deliveries, rejected
 
 
+async def handled(handler: BatchHandler[E], deliveries: list[Delivery[E]]) -> Sequence[Rejected]:
+    """Call the handler; with tracing on, inside the spans of `traced`."""
+    if not tracing.enabled():
+        return await handler(deliveries)
+    with traced(deliveries) as (batch, spans):
+        try:
+            rejected = await handler(batch)
+        except BaseException as exc:
+            for each in spans.values():
+                each.record_exception(exc)
+                tracing.failed(each, f"{type(exc).__name__}: {exc}")
+            raise
+        for item in rejected:
+            if (refused := spans.get(id(item.record))) is not None:
+                tracing.failed(refused, item.reason)
+        return rejected
+
+
+@contextlib.contextmanager
+def traced(
+    deliveries: list[Delivery[E]],
+) -> Iterator[tuple[list[Delivery[E]], dict[int, trace.Span]]]:
+    """The spans of one batch, current for the block. Each record that carries a trace gets a
+    span in that trace, which its delivery hands on (`Delivery.trace`). A batch of several
+    records also gets a span of its own that links every record's trace (and each record's
+    span links back to it); a batch of one is its record's span. Yields the deliveries and
+    the records' spans by `id(record)`; every span ends with the block."""
+    tracer = tracing.tracer()
+    topic = deliveries[0].record.topic
+    name = f"{topic} process"
+    contexts = [tracing.record_context(d.record.headers) for d in deliveries]
+    common: dict[str, AttributeValue] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.batch.message_count": len(deliveries),
+    }
+    if len(deliveries) == 1 and contexts[0] is not None:
+        record = deliveries[0].record
+        with tracer.start_as_current_span(
+            name,
+            context=contexts[0],
+            kind=SpanKind.CONSUMER,
+            attributes=common | _where(record),
+            record_exception=False,  # `handled` records it, on every record's span alike
+            set_status_on_exception=False,
+        ) as alone:
+            yield (
+                [replace(deliveries[0], trace=trace.set_span_in_context(alone))],
+                {id(record): alone},
+            )
+        return
+    links = [tracing.link_to(c) for c in contexts if c is not None]
+    spans: dict[int, trace.Span] = {}
+    with tracer.start_as_current_span(
+        name, kind=SpanKind.CONSUMER, links=links, attributes=common
+    ) as batch:
+        back = [tracing.link_to(trace.set_span_in_context(batch))]
+        handed: list[Delivery[E]] = []
+        for delivery, context in zip(deliveries, contexts, strict=True):
+            if context is None:
+                handed.append(delivery)
+                continue
+            record = delivery.record
+            each = tracer.start_span(
+                name,
+                context=context,
+                kind=SpanKind.CONSUMER,
+                links=back,
+                attributes=common | _where(record),
+            )
+            spans[id(record)] = each
+            handed.append(replace(delivery, trace=trace.set_span_in_context(each)))
+        try:
+            yield handed, spans
+        finally:
+            for each in spans.values():
+                each.end()
+
+
+def _where(record: Record) -> dict[str, AttributeValue]:
+    return {
+        "messaging.kafka.destination.partition": record.partition,
+        "messaging.kafka.message.offset": record.offset,
+        "messaging.kafka.message.key": (record.key or b"").decode(errors="replace"),
+    }
+
+
 class RejectPolicy(Protocol):
     """What a subscriber does with the records it cannot use."""
 
@@ -109,7 +204,9 @@ class RejectPolicy(Protocol):
 class Publisher(Protocol):
     """The part of a FastStream publisher that sending needs."""
 
-    async def publish(self, message: Any, *, key: bytes | None = None) -> Any: ...
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -170,7 +267,7 @@ def typed_batch(
         async def consume(msg: KafkaMessage) -> None:
             deliveries, rejected = parse_records(records_of(msg), event_type, check)
             if deliveries:
-                rejected.extend(await handler(deliveries))
+                rejected.extend(await handled(handler, deliveries))
             if rejected:
                 await rejects(rejected)
 
@@ -217,7 +314,7 @@ def typed_topics(routes: Mapping[str, Route[Any]], rejects: RejectPolicy) -> Mes
             deliveries, bad = parse_records(by_topic.pop(topic, []), route.event_type, route.check)
             reject(route.rejects, bad)
             if deliveries:
-                reject(route.rejects, await route.handler(deliveries))
+                reject(route.rejects, await handled(route.handler, deliveries))
         for topic, records in by_topic.items():  # subscribed to a topic without a route
             reject(None, [Rejected(r, f"no handler for records of topic {topic}") for r in records])
         for policy, items in rejected.values():

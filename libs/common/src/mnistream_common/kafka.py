@@ -7,7 +7,7 @@ import contextlib
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -27,6 +27,7 @@ from faststream.security import (
     SASLScram512,
 )
 
+from mnistream_common import tracing
 from mnistream_common.events import (
     DeadLetter,
     Event,
@@ -220,7 +221,12 @@ async def publish_ledger(kafka: KafkaSettings, entry: LedgerEntry, model_name: s
     and wait until Kafka has it (acks=all); its offset."""
     async with durable_producer(kafka) as producer:
         sent = await asyncio.wait_for(
-            producer.send_and_wait(MODEL_PROMOTED.name, entry.to_bytes(), key=model_name.encode()),
+            producer.send_and_wait(
+                MODEL_PROMOTED.name,
+                entry.to_bytes(),
+                key=model_name.encode(),
+                headers=tracing.kafka_headers(),  # the command's trace, when tracing is on
+            ),
             PUBLISH_TIMEOUT_S,
         )
     return int(sent.offset)
@@ -517,6 +523,8 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 async def send_to_dead_letter(

@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, carrying the service and, where known, digit_id."""
+"""Structured logging: one JSON object per line, carrying the service and, where known, digit_id
+and the trace id."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import sys
 
 import structlog
 
+from mnistream_common.tracing import log_trace_ids
+
 
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     """Route stdlib and structlog records through one JSON (or console) renderer on stderr."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        log_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -17,8 +17,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 CONFIG = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
 
-class BaseServiceSettings(BaseSettings):
-    """Common to every service: where settings come from and how logs look."""
+class TracingSettings(BaseSettings):
+    """Where OpenTelemetry spans go (the OpenTelemetry SDK's own variable name)."""
+
+    model_config = CONFIG
+
+    otel_exporter_otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP base URL of a trace collector (Jaeger: http://127.0.0.1:4318); "
+        "empty: no tracing, at no cost.",
+    )
+
+
+class BaseServiceSettings(TracingSettings):
+    """Common to every service: where settings come from, how logs look, where spans go."""
 
     model_config = CONFIG
 
