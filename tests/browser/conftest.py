@@ -29,6 +29,7 @@ from tests.browser.support import (
     promote,
     train_version,
 )
+from tests.stack import tracing_env
 from tests.system import System, system_for_tests
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -51,7 +52,9 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 @pytest.fixture(scope="package")
 def system(stack: None) -> Iterator[System]:
     """gateway, history-service, an inference worker and a rescore worker; a champion serves."""
-    running = system_for_tests(base_port=BASE_PORT, inference_workers=1, rescore_workers=1)
+    running = system_for_tests(
+        base_port=BASE_PORT, inference_workers=1, rescore_workers=1, **tracing_env()
+    )
     running.start()
     try:
         if gateway_champion(running.gateway_url, settle_s=10.0) is None:
