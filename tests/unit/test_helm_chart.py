@@ -423,3 +423,30 @@ def test_production_retrains_on_a_schedule_one_run_at_a_time_as_the_operator() -
     assert env["KAFKA_SASL_USERNAME"]["value"] == OPERATOR
     assert env["HISTORY_URL"]["value"] == "http://mnistream-history-service:8001"
     assert not [d for d in documents("default") if d["kind"] == "CronJob"]  # off by default
+
+
+def test_tracing_sends_every_service_s_spans_where_it_is_told_and_only_then() -> None:
+    endpoint, link = "http://jaeger-collector:4318", "https://jaeger.example.org/trace/{trace_id}"
+    traced = yaml.safe_load_all(
+        rendered_text("default", f"tracing.otlpEndpoint={endpoint}", f"tracing.traceUrl={link}")
+    )
+    services = {"gateway", "history-service", "inference-worker", "rescore-worker"}
+    seen = set()
+    for document in traced:
+        if not document or document["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        name = document["metadata"]["name"].removeprefix("mnistream-")
+        container = pod_spec(document)["containers"][0]
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint, name
+        assert env.get("TRACE_URL") == (link if name == "gateway" else None), name
+        seen.add(name)
+    assert services <= seen
+    untraced = [
+        v["name"]
+        for _, pod in workloads("default")
+        for container in pod["containers"]
+        for v in container.get("env", [])
+    ]
+    assert "LOG_JSON" in untraced  # the list is of every variable
+    assert not set(untraced) & {"OTEL_EXPORTER_OTLP_ENDPOINT", "TRACE_URL"}

@@ -24,6 +24,10 @@ app.kubernetes.io/component: {{ .component }}
   value: "true"
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ .root.Values.kafka.bootstrapServers | quote }}
+{{- with .root.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- include "mnistream.kafkaEnv" . }}
 {{- end }}
 
