@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import config
-from bench.report_cpu import cpu_section, cpu_targets, plot_cpu
+from bench.report_cpu import cpu_section, cpu_targets, per_drawing, plot_cpu
 from bench.report_scale import scale_section
 from bench.rollout import ROLLOUT_RSS_MB
 from bench.stats import markdown_table
@@ -182,6 +182,8 @@ def targets(data: dict[str, Any]) -> list[Target]:
         )
     )
     rows += [Target(*row) for row in cpu_targets(data)]
+    if (tracing := _tracing_target(data)) is not None:
+        rows.append(tracing)
     cnn = _get(data, "models", "cnn")
     mlp = _get(data, "models", "mlp")
     if cnn and mlp:
@@ -215,8 +217,63 @@ def _figures(data: dict[str, Any]) -> list[list[str]]:
         _rollout_figures,
         _rescore_figures,
         _memory_figures,
+        _tracing_figures,
     )
     return [row for section in sections for row in section(data)]
+
+
+TRACING_ROWS = (
+    ("subscriber_no_hooks", "subscriber path per traced record, without tracing's hooks"),
+    ("subscriber_off", "subscriber path per traced record, tracing off (no collector)"),
+    ("subscriber_on", "subscriber path per traced record, tracing on (spans OTLP-encoded)"),
+    ("upload_span_off", "gateway upload span, tracing off"),
+    ("upload_span_on", "gateway upload span, tracing on (OTLP-encoded)"),
+)
+
+
+def _tracing_figures(data: dict[str, Any]) -> list[list[str]]:
+    found = data.get("tracing") or {}
+    if not found:
+        return []
+    base = _median(found.get("subscriber_no_hooks"))
+    rows = []
+    for key, label in TRACING_ROWS:
+        value = _median(found.get(key))
+        subscriber = key.startswith("subscriber") and key != "subscriber_no_hooks"
+        rows.append(
+            [
+                label,
+                _spread(found.get(key), 2, " µs CPU"),
+                f"{_fmt(base, 2)} µs without hooks" if subscriber else "–",
+                f"{_fmt(_ratio(value, base), 3)}×" if subscriber else "–",
+            ]
+        )
+    return rows
+
+
+def _tracing_target(data: dict[str, Any]) -> Target | None:
+    """Tracing with no collector configured costs nothing measurable: the subscriber path with
+    its hooks off against the same path without them, and both hooks' cost against the
+    system's CPU per drawing."""
+    found = data.get("tracing") or {}
+    base, off = _median(found.get("subscriber_no_hooks")), _median(found.get("subscriber_off"))
+    span = _median(found.get("upload_span_off"))
+    if base is None or off is None or span is None:
+        return None
+    # Four subscriber paths read each drawing (the worker's, history's two, the gateway's).
+    extra_us = max(0.0, off - base) * 4 + span
+    system = [row["total"] for row in per_drawing(data).values() if row.get("total")]
+    share = ""
+    if system:
+        share = f"; {extra_us / (min(system) * 1000) * 100:.3f} % of the system's CPU per drawing"
+    return Target(
+        "tracing with no collector configured",
+        f"subscriber path {_fmt(off, 2)} µs vs {_fmt(base, 2)} µs without hooks; "
+        f"upload span {_fmt(span, 2)} µs",
+        "nothing measurable (within the noise of the path without hooks)",
+        f"{_fmt(_ratio(off, base), 3)}×, about {_fmt(extra_us, 2)} µs per drawing{share}",
+        _ratio(off, base) is not None and (_ratio(off, base) or 0) <= 1.05,
+    )
 
 
 def _raw_figures(data: dict[str, Any]) -> list[list[str]]:

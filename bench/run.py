@@ -33,8 +33,11 @@ SELECTIONS = {
         "rollout",
         "rescore",
         "profiles",
+        "tracing",
     ),
     "cpu": ("cpu",),
+    # In one process, no stack: what tracing costs per drawing, off and on.
+    "tracing": ("tracing",),
     "inference": ("raw", "ingest", "baseline", "workers", "latency", "hot_swap", "rollout"),
     "rollout": ("rollout",),
     "rescore": ("rescore",),
@@ -99,6 +102,9 @@ def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
     services = Services(memory)
     began = time.monotonic()
     try:
+        if wanted == ("tracing",):
+            _phase(results, "tracing", lambda: _tracing(sizes))
+            return results.path
         clean_stack_up()
         if wanted == ("scale",):  # seeded histories: no models, no live traffic
             sample = make_drawings(sizes.inputs)
@@ -129,6 +135,12 @@ def run(selection: str, sizes: Sizes, *, keep_stack: bool, label: str) -> Path:
         if not keep_stack:
             stack("down")
     return results.path
+
+
+def _tracing(sizes: Sizes) -> Any:
+    from bench.tracing import measure_tracing
+
+    return measure_tracing(make_drawings(sizes.inputs), sizes.repeats, sizes.raw_seconds)
 
 
 async def _scale(services: Services, sizes: Sizes, sample: Any, results: Results) -> Any:
@@ -190,4 +202,5 @@ def _plan(bench: phases.Bench, onnx: bytes) -> list[tuple[str, str, Callable[[],
         ("rescore", "rescore", lambda: asyncio.run(phases.rescore(bench))),
         ("rescore", "replay", lambda: asyncio.run(phases.replay(bench))),
         ("profiles", "profiles", profiles),
+        ("tracing", "tracing", lambda: _tracing(sizes)),
     ]

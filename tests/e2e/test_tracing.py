@@ -105,6 +105,7 @@ async def test_one_upload_is_one_trace_through_gateway_inference_and_history(
         f"trace {trace_id} with the gateway's, the worker's and history-service's spans",
         interval=0.5,
     )
+    assert spans is not None
     root, inference = only(spans, *upload), only(spans, *read)
     assert root.parent_id is None
     assert root.tags["mnistream.digit_id"] == digit_id
@@ -140,5 +141,6 @@ async def test_a_promotion_from_the_cli_is_one_trace_every_service_joins(system:
         return None
 
     spans = await eventually(promotion, 60, "a promotion's trace joined by every service", 1.0)
+    assert spans is not None
     (command,) = [s for s in spans if s.service == "mnistream-cli"]
     assert command.parent_id is None

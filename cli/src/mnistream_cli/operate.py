@@ -93,8 +93,7 @@ def promote(
 def traced(settings: Settings, command: str, work: Coroutine[Any, Any, None]) -> None:
     """Run a command that publishes to the ledger in a trace of its own (when tracing is on:
     the workers' swaps and the rescore continue it), and say which."""
-    endpoint = settings.otel_exporter_otlp_endpoint
-    with tracing.command_span("mnistream-cli", endpoint, f"mnistream {command}") as span:
+    with tracing.command_span("mnistream-cli", settings, f"mnistream {command}") as span:
         asyncio.run(work)
     if (trace_id := tracing.trace_id(span)) is not None:
         console.print(f"trace: {trace_id}")

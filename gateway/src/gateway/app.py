@@ -30,7 +30,7 @@ from mnistream_common.topics import (
     DIGITS_SUBMITTED,
     MODEL_PROMOTED,
 )
-from mnistream_common.tracing import configure_tracing, shutdown_tracing
+from mnistream_common.tracing import shutdown_tracing, trace_service
 from prometheus_client import CollectorRegistry, multiprocess
 
 from gateway.handlers import router, validation_problem
@@ -89,7 +89,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
+        trace_service(SERVICE, settings)
         state = build_state(settings, metrics, overrides)
         ledger_end = overrides.ledger_end or partial(_ledger_end, settings)
         state.champion.ledger_end_at_start = await ledger_end()

@@ -13,7 +13,7 @@ from mnistream_common.history_api import MODEL_INPUTS_BODY_LIMIT
 from mnistream_common.logs import configure_logging, get_logger
 from mnistream_common.metrics import metrics_routes
 from mnistream_common.storage import ObjectStore, make_minio
-from mnistream_common.tracing import configure_tracing, shutdown_tracing
+from mnistream_common.tracing import shutdown_tracing, trace_service
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
@@ -61,7 +61,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
+        trace_service(SERVICE, settings)
         if settings.migrate_on_start:
             await _migrate(settings.database_url)
         engine = create_async_engine(settings.database_url, pool_size=10, pool_pre_ping=True)

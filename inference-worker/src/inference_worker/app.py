@@ -38,7 +38,7 @@ from mnistream_common.topics import (
     MODEL_PROMOTED,
     Groups,
 )
-from mnistream_common.tracing import configure_tracing, shutdown_tracing
+from mnistream_common.tracing import shutdown_tracing, trace_service
 from mnistream_serving.loader import fetch_and_build
 from mnistream_serving.model import LoadedModel, RuntimeOptions
 from mnistream_serving.registry import RegistryCheck
@@ -226,7 +226,7 @@ def describe_broker() -> KafkaBroker:
 def _lifespan(worker: Worker, overrides: Overrides) -> Any:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        configure_tracing(SERVICE, worker.settings.otel_exporter_otlp_endpoint)
+        trace_service(SERVICE, worker.settings)
         end = await (overrides.ledger_end or partial(_ledger_end, worker.settings))()
         worker.keeper.ledger_end_at_start = end
         if end == 0:

@@ -44,7 +44,7 @@ from mnistream_common.topics import (
     RESCORE_TASKS,
     Groups,
 )
-from mnistream_common.tracing import configure_tracing, shutdown_tracing
+from mnistream_common.tracing import shutdown_tracing, trace_service
 from mnistream_serving.loader import ModelCache
 from mnistream_serving.model import ModelRejectedError, RuntimeOptions
 from mnistream_serving.registry import RegistryCheck
@@ -263,7 +263,7 @@ def _lifespan(
 ) -> Callable[[], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        configure_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
+        trace_service(SERVICE, settings)
         parts = build_parts(settings, broker, metrics, overrides)
         tasks = subscribe(broker, parts, metrics)  # before the broker starts, which starts them
         reporter = asyncio.create_task(report_lag([(Groups.RESCORE, tasks)], metrics.lag))

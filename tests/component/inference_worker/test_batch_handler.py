@@ -388,6 +388,6 @@ async def test_each_prediction_carries_its_drawings_trace_on(model: LoadedModel)
         for s in exporter.get_finished_spans()
         if s.parent is not None
     }
-    attributes = drawing_spans[traces[0]].attributes or {}
+    attributes = drawing_spans[str(traces[0])].attributes or {}
     assert attributes["mnistream.model_version"] == 6
     assert attributes["mnistream.batch_size"] == 3

@@ -172,3 +172,23 @@ def test_log_lines_made_in_a_span_carry_its_trace_id(
     assert inside["span_id"] == hex_id(span.get_span_context().span_id, 16)
     assert "trace_id" not in outside
     logging.getLogger().handlers.clear()
+
+
+async def test_a_trace_the_sampler_leaves_out_is_left_out_everywhere() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("test", "", sample_ratio=0.0, exporter=exporter)
+    try:
+        with tracing.span("POST /api/predictions") as upload:
+            assert tracing.trace_id(upload) is None  # no link to a trace that is not kept
+            carried = tracing.headers()["traceparent"]
+        assert not int(carried.split("-")[3], 16) & 1, carried  # not sampled, as all will know
+        handler = Handler()
+        callback = typed_batch(DigitSubmitted, LogRejects("test"))(handler)
+        await deliver(callback, drawing_records([[("traceparent", carried.encode())]] * 2))
+        assert exporter.get_finished_spans() == ()
+        # A trace another process chose to keep is kept here too, whatever this one's ratio.
+        await deliver(callback, drawing_records([traceparent()]))
+        (kept,) = exporter.get_finished_spans()
+        assert format(kept.context.trace_id, "032x") == TRACE
+    finally:
+        tracing.shutdown_tracing()

@@ -27,6 +27,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .root.Values.tracing.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
+- name: TRACE_SAMPLE_RATIO
+  value: {{ $.root.Values.tracing.sampleRatio | quote }}
 {{- end }}
 {{- include "mnistream.kafkaEnv" . }}
 {{- end }}

@@ -27,6 +27,13 @@ class TracingSettings(BaseSettings):
         description="OTLP/HTTP base URL of a trace collector (Jaeger: http://127.0.0.1:4318); "
         "empty: no tracing, at no cost.",
     )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of uploads (and commands) traced; the rest of the services follow "
+        "each trace's decision, so a trace is whole or absent.",
+    )
 
 
 class BaseServiceSettings(TracingSettings):

@@ -22,7 +22,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from mnistream_common.settings import TracingSettings
+
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -31,28 +34,36 @@ _INVALID = trace.INVALID_SPAN
 
 class _Tracing:
     tracer: Tracer | None = None
-    provider: Any = None
+    provider: TracerProvider | None = None
 
 
 _state = _Tracing()
 
 
-def configure_tracing(service: str, endpoint: str, *, exporter: SpanExporter | None = None) -> bool:
+def configure_tracing(
+    service: str,
+    endpoint: str,
+    *,
+    sample_ratio: float = 1.0,
+    exporter: SpanExporter | None = None,
+) -> bool:
     """Send this process's spans to the OTLP/HTTP collector at `endpoint` as `service`, in
     batches from a thread of their own (or to `exporter`, span by span: tests); nothing when
-    neither is given. Whether tracing is on."""
+    neither is given. A trace this process starts is kept with probability `sample_ratio`; one
+    it continues follows the decision of the process that started it. Whether tracing is on."""
     if not endpoint and exporter is None:
         return False
     # Imported here: a process that never traces never loads the SDK or the exporter.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    shutdown_tracing()
     resource = Resource.create(
         {"service.name": service, "service.instance.id": f"{os.uname().nodename}:{os.getpid()}"}
     )
-    provider = TracerProvider(resource=resource)
+    sampler = ParentBased(TraceIdRatioBased(sample_ratio))
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
@@ -60,8 +71,22 @@ def configure_tracing(service: str, endpoint: str, *, exporter: SpanExporter | N
 
         otlp = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)
         provider.add_span_processor(BatchSpanProcessor(otlp, schedule_delay_millis=1000))
-    _state.provider, _state.tracer = provider, provider.get_tracer("mnistream")
+    use_provider(provider)
     return True
+
+
+def trace_service(service: str, settings: TracingSettings) -> bool:
+    """`configure_tracing` as the settings (OTEL_EXPORTER_OTLP_ENDPOINT, TRACE_SAMPLE_RATIO)
+    say."""
+    return configure_tracing(
+        service, settings.otel_exporter_otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
+
+
+def use_provider(provider: TracerProvider) -> None:
+    """Make spans with `provider` from now on (tracing on)."""
+    shutdown_tracing()
+    _state.provider, _state.tracer = provider, provider.get_tracer("mnistream")
 
 
 def shutdown_tracing() -> None:
@@ -101,9 +126,10 @@ def span(
 
 
 def trace_id(of: Span | None = None) -> str | None:
-    """The trace id (32 hex digits) of `of`, or of the current span; None outside any trace."""
+    """The trace id (32 hex digits) of `of`, or of the current span; None outside any trace
+    and for a trace the sampler left out (nothing of it is kept anywhere)."""
     found = (of or trace.get_current_span()).get_span_context()
-    return format(found.trace_id, "032x") if found.is_valid else None
+    return format(found.trace_id, "032x") if found.is_valid and found.trace_flags.sampled else None
 
 
 def headers(context: Context | None = None) -> dict[str, str]:
@@ -154,10 +180,10 @@ def log_trace_ids(
 
 
 @contextlib.contextmanager
-def command_span(service: str, endpoint: str, name: str) -> Iterator[Span]:
-    """A command line's one trace: tracing on for the block when `endpoint` is set, a span
-    around it, and every span sent before the block ends."""
-    configure_tracing(service, endpoint)
+def command_span(service: str, settings: TracingSettings, name: str) -> Iterator[Span]:
+    """A command line's one trace: tracing on for the block when the settings name a
+    collector, a span around it, and every span sent before the block ends."""
+    trace_service(service, settings)
     try:
         with span(name) as current:
             yield current
