@@ -56,7 +56,7 @@ def main() -> int:
         print(f"results: {path}")
         from bench.report import summary_table, write_report
 
-        if args.command == "scale":  # its section goes into the report of the newest full run
+        if args.command in ("scale", "tracing"):  # into the report of the newest full run
             if args.report:
                 print(write_report())
             return 0

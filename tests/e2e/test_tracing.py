@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.support import mnistream
 from tests.polling import eventually
 from tests.stack import require_jaeger
 from tests.system import System
@@ -116,6 +117,12 @@ async def test_one_upload_is_one_trace_through_gateway_inference_and_history(
     assert only(spans, *stored).parent_id == root.span_id
     # The prediction carries the worker's span on: history's reading of it is its child.
     assert only(spans, *recorded).parent_id == inference.span_id
+
+    # `mnistream trace` finds the same trace by the digit id and shows every service's span.
+    shown = mnistream("trace", digit_id, env={"JAEGER_URL": require_jaeger()}).stdout
+    assert f"trace {trace_id}" in shown
+    for service in ("gateway", "inference-worker", "history-service"):
+        assert service in shown
 
 
 async def test_a_promotion_from_the_cli_is_one_trace_every_service_joins(system: System) -> None:

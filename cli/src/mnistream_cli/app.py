@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from mnistream_cli import dataset, drift, operate, retrain, rollout, train
+from mnistream_cli import dataset, drift, operate, retrain, rollout, traces, train
 from mnistream_cli.settings import Settings
 
 app = typer.Typer(
     name="mnistream",
     help="Operate mnistream: train, list and promote models, canary and shadow releases, "
-    "evaluate, drift, datasets, retrain, replay, erase, status.",
+    "evaluate, drift, traces, datasets, retrain, replay, erase, status.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -69,6 +69,7 @@ app.command()(operate.status)
 app.command()(operate.bootstrap)
 app.command()(operate.erase)
 app.command()(drift.drift)
+app.command()(traces.trace)
 app.command()(retrain.retrain)
 app.command()(rollout.canary)
 app.command()(rollout.shadow)

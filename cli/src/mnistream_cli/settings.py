@@ -18,6 +18,10 @@ class Settings(BaseServiceSettings, KafkaSettings, S3Settings, MLflowSettings):
 
     history_url: str = Field(default="http://127.0.0.1:8001", description="history-service API.")
     gateway_url: str = Field(default="http://127.0.0.1:8000")
+    jaeger_url: str = Field(
+        default="http://127.0.0.1:16686",
+        description="Jaeger's query API, which `mnistream trace` reads (OBSERVABILITY=1).",
+    )
     admin_token: SecretStr = Field(
         default=SecretStr(""), description="history-service's admin token (for replays)."
     )
