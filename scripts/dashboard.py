@@ -17,16 +17,27 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
+from grafana_foundation_sdk.builders.dashboard import (
+    Dashboard,
+    DashboardLink,
+    Row,
+    TextBoxVariable,
+)
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.builders.timeseries import Panel
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef
+from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef
 
 FILE = "mnistream.json"
 UID = "mnistream-overview"
 DATASOURCE = "prometheus"  # the uid infra/grafana/provisioning/datasources/prometheus.yml gives
 RATE = "$__rate_interval"  # Grafana's window for rate(); the test stack's check uses 1m
+# The uploads of the panel's time range in Jaeger's UI, slowest first: from a latency spike to
+# the traces of the drawings in it (`$jaeger` is the dashboard's variable; Jaeger takes µs).
+SLOW_TRACES = (
+    "${jaeger}/search?service=gateway&operation=POST%20%2Fapi%2Fpredictions"
+    "&start=${__from}000&end=${__to}000&limit=100&lookback=custom"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Chart:
     unit: str
     queries: tuple[Query, ...]
     description: str
+    link: tuple[str, str] | None = None  # a panel link: its title and URL
 
 
 def quantile(q: float, histogram: str, selector: str = "") -> str:
@@ -82,7 +94,9 @@ ROWS: dict[str, tuple[Chart, ...]] = {
                     "p99",
                 ),
             ),
-            "From submitted_at to the live prediction reaching the gateway.",
+            "From submitted_at to the live prediction reaching the gateway. The panel's link "
+            "opens the traces of the uploads in its time range in Jaeger.",
+            ("Traces of these uploads (Jaeger)", SLOW_TRACES),
         ),
         Chart(
             "Batch size",
@@ -181,6 +195,12 @@ def build() -> Dashboard:
         .refresh("10s")
         .time("now-30m", "now")
         .description("Is anything wrong right now? Traffic, latency, backlog, failures, drift.")
+        .with_variable(
+            TextBoxVariable("jaeger")
+            .label("Jaeger UI")
+            .description("Where the panels' trace links go (compose: Jaeger on :16686).")
+            .default_value("http://127.0.0.1:16686")
+        )
     )
     source = DataSourceRef(type_val="prometheus", uid=DATASOURCE)
     for row, charts in ROWS.items():
@@ -195,6 +215,11 @@ def build() -> Dashboard:
                 .height(8)
                 .span(6)
             )
+            if chart.link is not None:
+                title, url = chart.link
+                panel = panel.links(
+                    [DashboardLink(title).type(DashboardLinkType.LINK).url(url).target_blank(True)]
+                )
             for index, query in enumerate(chart.queries):
                 panel = panel.with_target(
                     Dataquery()
