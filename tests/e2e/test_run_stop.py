@@ -37,10 +37,13 @@ PORTS = {
     "HISTORY_PORT": "24801",
     "INFERENCE_HTTP_PORT": "24830",
     "RESCORE_HTTP_PORT": "24840",
-    "OBSERVABILITY": "1",  # Prometheus too: `make stop` must stop it as well
+    "OBSERVABILITY": "1",  # Prometheus and Jaeger too: `make stop` must stop them as well
     "PROMETHEUS_PORT": "24090",
+    "JAEGER_PORT": "24686",
+    "JAEGER_GRPC_PORT": "24685",
+    "JAEGER_OTLP_PORT": "24318",
 }
-LISTENING = (24092, 24432, 24900, 24500, 24800, 24801, 24830, 24840, 24090)
+LISTENING = (24092, 24432, 24900, 24500, 24800, 24801, 24830, 24840, 24090, 24686, 24318)
 
 
 def listening(port: int) -> bool:

@@ -173,7 +173,9 @@ async def submit_drawing(
         trace_url=link.format(trace_id=trace_id) if link and trace_id else None,
     )
     state.metrics.uploads.labels(outcome=status).inc()
-    state.upload_log.accepted(digit_id, len(upload.data), predicted=prediction is not None)
+    state.upload_log.accepted(
+        digit_id, len(upload.data), predicted=prediction is not None, trace_id=trace_id
+    )
     return Response(body.model_dump_json(), status_code=200 if prediction else 202, media_type=JSON)
 
 

@@ -1,7 +1,8 @@
 """One log line per second for the uploads accepted in it, instead of one per upload.
 
 A line per upload was 8 % of the gateway's CPU at 95 uploads/s (py-spy). The batched line still
-carries every digit id, so a drawing can be found in the logs by its id.
+carries every digit id (and, with tracing on, every trace id), so a drawing can be found in
+the logs by either.
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ class UploadLog:
     """The accepted uploads not logged yet."""
 
     digit_ids: list[str] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
     byte_count: int = 0
     predicted: int = 0
 
-    def accepted(self, digit_id: uuid.UUID, size: int, *, predicted: bool) -> None:
+    def accepted(
+        self, digit_id: uuid.UUID, size: int, *, predicted: bool, trace_id: str | None = None
+    ) -> None:
         """Note one accepted upload (logged with the others at the next flush)."""
         self.digit_ids.append(str(digit_id))
+        if trace_id is not None:
+            self.trace_ids.append(trace_id)
         self.byte_count += size
         self.predicted += predicted
 
@@ -41,8 +47,9 @@ class UploadLog:
             predicted_before_answer=self.predicted,
             bytes=self.byte_count,
             digit_ids=self.digit_ids,
+            **({"trace_ids": self.trace_ids} if self.trace_ids else {}),
         )
-        self.digit_ids, self.byte_count, self.predicted = [], 0, 0
+        self.digit_ids, self.trace_ids, self.byte_count, self.predicted = [], [], 0, 0
 
     async def run(self) -> None:
         """Flush every second until cancelled, and once more then."""

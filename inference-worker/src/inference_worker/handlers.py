@@ -322,6 +322,7 @@ class BatchHandler:
                 count=len(predictions),
                 inference_ms=round(result.inference_ms, 3),
                 digit_ids=[str(p.digit_id) for p in predictions],
+                **({"trace_ids": _trace_ids(traces)} if tracing.enabled() else {}),
             )
         by_model = {id(r.record) for r in raised}
         failure = Failure(model.ref.version, rollout_id)
@@ -410,6 +411,11 @@ class BatchHandler:
         for p in predictions:
             if p.submitted_at is not None:
                 self.metrics.latency_ms.observe((now - p.submitted_at).total_seconds() * 1000)
+
+
+def _trace_ids(contexts: list[Context | None]) -> list[str | None]:
+    """Each drawing's trace id, for the batch's log line (its own is the batch span's)."""
+    return [tracing.trace_id(trace.get_current_span(c)) if c else None for c in contexts]
 
 
 def _annotate(context: Context | None, prediction: DigitPredicted) -> None:
