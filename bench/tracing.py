@@ -17,8 +17,16 @@ from types import SimpleNamespace
 from typing import Any
 
 from mnistream_common import tracing
-from mnistream_common.consume import Delivery, LogRejects, Rejected, parse_records, typed_batch
+from mnistream_common.consume import (
+    Delivery,
+    LogRejects,
+    Rejected,
+    parse_records,
+    records_of,
+    typed_batch,
+)
 from mnistream_common.events import DigitSubmitted
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from bench.inputs import Drawings
@@ -38,7 +46,7 @@ class _Record:
     headers: Sequence[tuple[str, bytes]]
 
 
-class _EncodingExporter:
+class _EncodingExporter(SpanExporter):
     """Encodes each batch of spans as the OTLP exporter would, and sends nothing."""
 
     def __init__(self) -> None:
@@ -47,21 +55,44 @@ class _EncodingExporter:
         self._encode = encode_spans
         self.bytes = 0
 
-    def export(self, spans: Sequence[Any]) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
         self.bytes += len(self._encode(spans).SerializeToString())
         return SpanExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        return None
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+Work = Callable[[], Awaitable[int]]
 
 
 def measure_tracing(drawings: Drawings, repeats: int, seconds: float) -> dict[str, Any]:
     """µs per drawing of the subscriber path and of the upload span: no hooks, off, on."""
+    subscriber, without_hooks = _subscriber_paths(drawings)
+    configurations: tuple[tuple[str, Work, bool], ...] = (
+        ("subscriber_no_hooks", without_hooks, False),
+        ("subscriber_off", subscriber, False),
+        ("subscriber_on", subscriber, True),
+        ("upload_span_off", _upload_span, False),
+        ("upload_span_on", _upload_span, True),
+    )
+    runs: dict[str, list[float]] = {}
+    exporter = _EncodingExporter()
+    for _ in range(repeats):
+        # The configurations take turns within each repeat (as in raw.py).
+        for name, work, on in configurations:
+            if on:  # as a service has it: the SDK's batch processor
+                tracing.configure_tracing("bench", "", exporter=exporter, batched=True)
+            try:
+                runs.setdefault(name, []).append(asyncio.run(_us_per_item(work, seconds)))
+            finally:
+                tracing.shutdown_tracing()  # the batch processor's thread sends what it holds
+    found: dict[str, Any] = {name: spread(values) for name, values in runs.items()}
+    found["batch"] = BATCH
+    found["otlp_bytes_encoded"] = exporter.bytes
+    return found
+
+
+def _subscriber_paths(drawings: Drawings) -> tuple[Work, Work]:
+    """The typed subscriber callback over a batch of traced records, and the same callback as
+    typed_batch made it before tracing (the same steps without the tracing check)."""
     records = [
         _Record(
             "digits.submitted",
@@ -73,63 +104,37 @@ def measure_tracing(drawings: Drawings, repeats: int, seconds: float) -> dict[st
         )
         for n, event in enumerate(drawings.submitted(i % len(drawings.pngs)) for i in range(BATCH))
     ]
-    message = SimpleNamespace(raw_message=tuple(records))
+    message: Any = SimpleNamespace(raw_message=tuple(records))
+    rejects = LogRejects("bench")
 
     async def handler(deliveries: list[Delivery[DigitSubmitted]]) -> Sequence[Rejected]:
         for delivery in deliveries:  # what a handler does with each: hand its trace on
             tracing.headers(delivery.trace) if delivery.trace is not None else None
         return []
 
-    seam = typed_batch(DigitSubmitted, LogRejects("bench"))(handler)
-
-    async def without_hooks() -> int:  # the path as it was before tracing: parse, handle
-        deliveries, _ = parse_records(records, DigitSubmitted)
-        await handler(deliveries)
-        return BATCH
+    seam = typed_batch(DigitSubmitted, rejects)(handler)
 
     async def through_the_seam() -> int:
-        await seam(message)  # type: ignore[arg-type]
+        await seam(message)
         return BATCH
 
-    async def upload_span() -> int:
-        with tracing.span("POST /api/predictions", kind=SpanKind.SERVER) as span:
-            span.set_attribute("mnistream.digit_id", "01a250ac-850b-7c2e-93d6-44c7c4064f9f")
-            tracing.headers()
-        tracing.trace_id(span)
-        return 1
+    async def without_hooks() -> int:
+        deliveries, rejected = parse_records(records_of(message), DigitSubmitted)
+        if deliveries:
+            rejected.extend(await handler(deliveries))
+        if rejected:
+            await rejects(rejected)
+        return BATCH
 
-    runs: dict[str, list[float]] = {}
-    exporter = _EncodingExporter()
-    for _ in range(repeats):
-        # The configurations take turns within each repeat (as in raw.py).
-        for name, work, on in (
-            ("subscriber_no_hooks", without_hooks, False),
-            ("subscriber_off", through_the_seam, False),
-            ("subscriber_on", through_the_seam, True),
-            ("upload_span_off", upload_span, False),
-            ("upload_span_on", upload_span, True),
-        ):
-            if on:
-                _batch_exporting(exporter)
-            try:
-                runs.setdefault(name, []).append(asyncio.run(_us_per_item(work, seconds)))
-            finally:
-                tracing.shutdown_tracing()  # the batch processor's thread sends what it holds
-    found: dict[str, Any] = {name: spread(values) for name, values in runs.items()}
-    found["batch"] = BATCH
-    found["otlp_bytes_encoded"] = exporter.bytes
-    return found
+    return through_the_seam, without_hooks
 
 
-def _batch_exporting(exporter: _EncodingExporter) -> None:
-    """Tracing on as a service has it (the SDK's batch processor), into `exporter`."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))  # type: ignore[arg-type]
-    tracing.use_provider(provider)
+async def _upload_span() -> int:
+    with tracing.span("POST /api/predictions", kind=SpanKind.SERVER) as span:
+        span.set_attribute("mnistream.digit_id", "01a250ac-850b-7c2e-93d6-44c7c4064f9f")
+        tracing.headers()
+    tracing.trace_id(span)
+    return 1
 
 
 async def _us_per_item(work: Callable[[], Awaitable[int]], seconds: float) -> float:

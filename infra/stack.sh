@@ -484,8 +484,10 @@ cmd_env() {
   if [[ "$OBSERVABILITY" == 1 ]]; then
     # Where the services send their spans, and where the web page links each answer's trace
     # (Jaeger's API: the UI's assets cannot be built here; compose's Jaeger image has the UI).
-    echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_PORT"
-    echo "TRACE_URL=http://127.0.0.1:$JAEGER_PORT/api/traces/{trace_id}"
+    # A value set in the environment or .env (empty included: no tracing) is kept.
+    echo "OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT-http://127.0.0.1:$JAEGER_OTLP_PORT}"
+    local jaeger_trace="http://127.0.0.1:$JAEGER_PORT/api/traces/{trace_id}"
+    echo "TRACE_URL=${TRACE_URL-$jaeger_trace}"
   fi
 }
 

@@ -79,7 +79,8 @@ def system(models: Models, suite: SuiteConfig) -> Iterator[System]:
     # The CLI run by the tests talks to this system's services (and traces where they do).
     os.environ["HISTORY_URL"] = running.history_url
     os.environ["GATEWAY_URL"] = running.gateway_url
-    if "OTEL_EXPORTER_OTLP_ENDPOINT" in suite.env:
+    traced = "OTEL_EXPORTER_OTLP_ENDPOINT" in suite.env
+    if traced:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = suite.env["OTEL_EXPORTER_OTLP_ENDPOINT"]
     mnistream("promote", str(models.weak), "--force", "--reason", f"{suite.name}: first model")
     running.start()
@@ -92,6 +93,8 @@ def system(models: Models, suite: SuiteConfig) -> Iterator[System]:
         yield running
     finally:
         running.stop()
+        if traced:  # later tests in this process (in-process services) trace nothing
+            os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
 
 
 @pytest.fixture(scope="session")

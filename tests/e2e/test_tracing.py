@@ -5,11 +5,11 @@ one before; a promotion from the CLI is one trace that every service's reading o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from mnistream_cli.traces import Span, spans_of
 
 from tests.e2e.support import mnistream
 from tests.polling import eventually
@@ -17,43 +17,6 @@ from tests.stack import require_jaeger
 from tests.system import System
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass(frozen=True)
-class Span:
-    """A span as Jaeger's query API returns it, with its service's name."""
-
-    span_id: str
-    parent_id: str | None
-    service: str
-    instance: str
-    name: str
-    tags: dict[str, Any]
-
-
-def spans_of(trace: dict[str, Any]) -> list[Span]:
-    processes = trace["processes"]
-    found = []
-    for span in trace["spans"]:
-        parents = [r["spanID"] for r in span.get("references", []) if r["refType"] == "CHILD_OF"]
-        found.append(
-            Span(
-                span["spanID"],
-                parents[0] if parents else None,
-                processes[span["processID"]]["serviceName"],
-                next(
-                    (
-                        t["value"]
-                        for t in processes[span["processID"]].get("tags", [])
-                        if t["key"] == "service.instance.id"
-                    ),
-                    "",
-                ),
-                span["operationName"],
-                {t["key"]: t["value"] for t in span.get("tags", [])},
-            )
-        )
-    return found
 
 
 async def jaeger(path: str, **params: Any) -> Any:

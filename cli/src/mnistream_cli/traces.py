@@ -46,6 +46,7 @@ class Span:
     start_us: int
     duration_us: int
     tags: dict[str, Any]
+    instance: str = ""  # the process (service.instance.id: host and pid)
 
 
 def spans_of(trace: dict[str, Any]) -> list[Span]:
@@ -64,6 +65,14 @@ def spans_of(trace: dict[str, Any]) -> list[Span]:
                 int(span["startTime"]),
                 int(span["duration"]),
                 {t["key"]: t["value"] for t in span.get("tags", [])},
+                next(
+                    (
+                        str(t["value"])
+                        for t in process.get("tags", [])
+                        if t["key"] == "service.instance.id"
+                    ),
+                    "",
+                ),
             )
         )
     return sorted(found, key=lambda s: s.start_us)

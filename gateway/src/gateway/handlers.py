@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from mnistream_common import tracing
 from mnistream_common.events import ClientInfo, DigitLabeled, DigitSubmitted, utc_now
 from mnistream_common.logs import get_logger
 from mnistream_common.preprocessing import PREPROCESSING_VERSION
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile
@@ -146,9 +147,16 @@ async def submit_drawing(
     """
     if wait > state.settings.max_wait_ms:
         raise HTTPException(422, f"wait must be at most {state.settings.max_wait_ms} ms")
-    with tracing.span(
-        "POST /api/predictions", kind=SpanKind.SERVER, attributes=UPLOAD_SPAN
-    ) as span:
+    # A refusal (4xx) is the client's, not a failure of the upload's span (5xx are).
+    with (
+        tracing.span(
+            "POST /api/predictions",
+            kind=SpanKind.SERVER,
+            attributes=UPLOAD_SPAN,
+            failed_by_exceptions=False,
+        ) as span,
+        _span_status(span),
+    ):
         state.rate_limit(request)
         upload = await _read_upload(request, state)
         digit_id = state.new_digit_id()
@@ -162,6 +170,7 @@ async def submit_drawing(
             state.hub.forget(digit_id)
         status = "predicted" if prediction else "accepted"
         span.set_attribute("mnistream.status", status)
+        span.set_attribute("http.response.status_code", 200 if prediction else 202)
     trace_id = tracing.trace_id(span)
     link = state.settings.trace_url
     body = Accepted(
@@ -170,13 +179,29 @@ async def submit_drawing(
         result_url=f"/api/digits/{digit_id}",
         prediction=prediction,
         trace_id=trace_id,
-        trace_url=link.format(trace_id=trace_id) if link and trace_id else None,
+        trace_url=link.replace("{trace_id}", trace_id) if link and trace_id else None,
     )
     state.metrics.uploads.labels(outcome=status).inc()
     state.upload_log.accepted(
         digit_id, len(upload.data), predicted=prediction is not None, trace_id=trace_id
     )
     return Response(body.model_dump_json(), status_code=200 if prediction else 202, media_type=JSON)
+
+
+@contextlib.contextmanager
+def _span_status(span: Span) -> Iterator[None]:
+    """The answer's status on the upload's span; the span failed only for a 5xx or an error."""
+    try:
+        yield
+    except HTTPException as exc:
+        span.set_attribute("http.response.status_code", exc.status_code)
+        if exc.status_code >= 500:
+            tracing.failed(span, str(exc.detail))
+        raise
+    except Exception as exc:
+        span.record_exception(exc)
+        tracing.failed(span, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 async def _await_prediction(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnistream_common.settings import BaseServiceSettings, KafkaSettings
-from pydantic import Field
+from pydantic import Field, field_validator
 
 
 class Settings(BaseServiceSettings, KafkaSettings):
@@ -30,6 +30,14 @@ class Settings(BaseServiceSettings, KafkaSettings):
         description="Where a trace is shown, with {trace_id} in it (Jaeger's UI: "
         "http://127.0.0.1:16686/trace/{trace_id}); the web page links each answer there.",
     )
+
+    @field_validator("trace_url")
+    @classmethod
+    def _names_the_trace(cls, value: str) -> str:
+        if value and "{trace_id}" not in value:
+            raise ValueError("TRACE_URL must contain {trace_id}, where the trace's id goes")
+        return value
+
     rate_limit_per_minute: int = Field(
         default=600, ge=0, description="Uploads per client address per minute (0: no limit)."
     )

@@ -23,7 +23,7 @@ class UploadLog:
     """The accepted uploads not logged yet."""
 
     digit_ids: list[str] = field(default_factory=list)
-    trace_ids: list[str] = field(default_factory=list)
+    trace_ids: list[str | None] = field(default_factory=list)  # beside digit_ids, once one is
     byte_count: int = 0
     predicted: int = 0
 
@@ -32,7 +32,9 @@ class UploadLog:
     ) -> None:
         """Note one accepted upload (logged with the others at the next flush)."""
         self.digit_ids.append(str(digit_id))
-        if trace_id is not None:
+        if trace_id is not None and not self.trace_ids:
+            self.trace_ids = [None] * (len(self.digit_ids) - 1)
+        if self.trace_ids:
             self.trace_ids.append(trace_id)
         self.byte_count += size
         self.predicted += predicted

@@ -300,7 +300,7 @@ class BatchHandler:
             for s in result.scored
         ]
         traces = [s.item.trace for s in result.scored]
-        if tracing.enabled():
+        if tracing.enabled() and kind != "shadow":  # the span tells the answer, not a shadow's
             for prediction, context in zip(predictions, traces, strict=True):
                 _annotate(context, prediction)
         await asyncio.gather(

@@ -14,8 +14,9 @@ import pytest
 from mnistream_common import tracing
 from mnistream_common.events import DigitSubmitted
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from tests.component.gateway.conftest import Gateway, running_gateway
+from tests.component.gateway.conftest import Gateway, gateway_settings, running_gateway
 from tests.helpers import (
     animated_png,
     blank_png,
@@ -370,7 +371,9 @@ async def test_with_tracing_on_an_upload_answers_with_its_trace_and_hands_it_to_
     exporter = InMemorySpanExporter()
     tracing.configure_tracing("gateway", "", exporter=exporter)
     try:
-        async with running_gateway(trace_url="http://jaeger.test/trace/{trace_id}") as gateway:
+        # Other braces in the link (a Grafana Explore URL's JSON) are the link's own.
+        link = 'http://grafana.test/explore?left={"query":"{trace_id}"}'
+        async with running_gateway(trace_url=link) as gateway:
             gateway.worker.answering = True
             response = await upload_raw(gateway, PNG, query="?wait=2000")
     finally:
@@ -380,7 +383,8 @@ async def test_with_tracing_on_an_upload_answers_with_its_trace_and_hands_it_to_
     (upload,) = [s for s in exporter.get_finished_spans() if s.name == "POST /api/predictions"]
     trace_id = format(upload.context.trace_id, "032x")
     assert body["trace_id"] == trace_id
-    assert body["trace_url"] == f"http://jaeger.test/trace/{trace_id}"
+    assert body["trace_url"] == link.replace("{trace_id}", trace_id)
+    assert trace_id in body["trace_url"]
     assert upload.attributes is not None
     assert upload.attributes["mnistream.digit_id"] == body["digit_id"]
     assert upload.attributes["mnistream.status"] == "predicted"
@@ -394,3 +398,25 @@ async def test_with_tracing_off_an_upload_has_no_trace(gateway: Gateway) -> None
     assert body["trace_id"] is None and body["trace_url"] is None
     [record] = gateway.submitted
     assert "traceparent" not in record.headers
+
+
+async def test_a_refused_upload_is_not_a_failed_span() -> None:
+    """A 415 is the client's mistake: the upload's span says so and is not marked failed."""
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("gateway", "", exporter=exporter)
+    try:
+        async with running_gateway() as gateway:
+            response = await upload_raw(gateway, b"GIF89a not a png", "image/gif")
+    finally:
+        tracing.shutdown_tracing()
+    assert response.status_code == 415
+    (upload,) = [s for s in exporter.get_finished_spans() if s.name == "POST /api/predictions"]
+    assert upload.attributes is not None
+    assert upload.attributes["http.response.status_code"] == 415
+    assert upload.status.status_code is not StatusCode.ERROR
+
+
+def test_a_trace_url_without_the_trace_id_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="TRACE_URL must contain"):
+        gateway_settings(trace_url="http://jaeger.test/search")
+    assert gateway_settings(trace_url="http://g/explore?x={a}&t={trace_id}").trace_url

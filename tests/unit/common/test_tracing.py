@@ -3,6 +3,7 @@ linking them, the context handed on, failures marked, and nothing at all when tr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -96,7 +97,7 @@ async def test_each_drawing_gets_a_span_in_its_own_trace_and_the_batch_links_the
     assert len(roots) == 1, "one batch span"
     root = roots[0]
     assert {hex_id(link.context.trace_id, 32) for link in root.links} == {TRACE, other}
-    assert all(link.context.span_id == root.context.span_id for link in mine.links)
+    assert [link.context.span_id for link in mine.links] == [root.context.span_id]
     assert root.attributes is not None and root.attributes["messaging.batch.message_count"] == 3
 
     # Each traced delivery hands on its own span; the untraced one hands on nothing.
@@ -138,8 +139,15 @@ async def test_a_failing_handler_marks_every_drawings_span_failed(
         assert [e.name for e in span.events] == ["exception"]
 
 
-async def test_off_no_span_is_made_and_no_header_is_read_or_written() -> None:
+async def test_off_no_span_is_made_and_no_header_is_read_or_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert not tracing.enabled()
+
+    def read(_: object) -> None:
+        raise AssertionError("a header was read with tracing off")
+
+    monkeypatch.setattr(tracing, "record_context", read)
     handler = Handler()
     await deliver(
         typed_batch(DigitSubmitted, LogRejects("test"))(handler),
@@ -152,8 +160,37 @@ async def test_off_no_span_is_made_and_no_header_is_read_or_written() -> None:
         assert tracing.headers() == {}
 
 
+async def test_a_batch_that_carries_no_trace_makes_no_span(spans: InMemorySpanExporter) -> None:
+    """Labels, erasures, dead letters: nothing to continue, so nothing is started."""
+    handler = Handler()
+    await deliver(
+        typed_batch(DigitSubmitted, LogRejects("test"))(handler), drawing_records([[], []])
+    )
+    assert finished(spans) == []
+    assert [d.trace for d in handler.handed] == [None, None]
+
+
+async def test_a_cancelled_batch_does_not_mark_its_spans_failed(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A service stopping cancels the batch under way: that is no failure of the drawing."""
+
+    async def cancelled(deliveries: list[Delivery[DigitSubmitted]]) -> Sequence[Rejected]:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await deliver(
+            typed_batch(DigitSubmitted, LogRejects("test"))(cancelled),
+            drawing_records([traceparent(), traceparent()]),
+        )
+    drawings = [s for s in finished(spans) if s.parent is not None]
+    assert len(drawings) == 2  # ended all the same
+    assert {s.status.status_code for s in drawings} == {StatusCode.UNSET}
+
+
 def test_a_record_with_a_malformed_traceparent_carries_no_trace() -> None:
     assert tracing.record_context([("traceparent", b"not-a-trace")]) is None
+    assert tracing.record_context([("traceparent", None)]) is None  # type: ignore[list-item]
     assert tracing.record_context([("other", b"x")]) is None
     assert tracing.record_context(traceparent()) is not None
 
@@ -192,3 +229,16 @@ async def test_a_trace_the_sampler_leaves_out_is_left_out_everywhere() -> None:
         assert format(kept.context.trace_id, "032x") == TRACE
     finally:
         tracing.shutdown_tracing()
+
+
+def test_log_lines_name_no_trace_the_sampler_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    tracing.configure_tracing("test", "", sample_ratio=0.0, exporter=InMemorySpanExporter())
+    try:
+        configure_logging("test")
+        with tracing.span("upload"):
+            get_logger("test").info("inside an unkept trace")
+    finally:
+        tracing.shutdown_tracing()
+        logging.getLogger().handlers.clear()
+    (line,) = [json.loads(x) for x in capsys.readouterr().err.splitlines() if "unkept" in x]
+    assert "trace_id" not in line

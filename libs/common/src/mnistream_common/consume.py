@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from faststream.kafka.annotations import KafkaMessage
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Counter
 
@@ -110,12 +110,12 @@ def parse_records(
 
 async def handled(handler: BatchHandler[E], deliveries: list[Delivery[E]]) -> Sequence[Rejected]:
     """Call the handler; with tracing on, inside the spans of `traced`."""
-    if not tracing.enabled():
+    if not tracing.enabled() or not any(_carries_trace(d.record) for d in deliveries):
         return await handler(deliveries)
     with traced(deliveries) as (batch, spans):
         try:
             rejected = await handler(batch)
-        except BaseException as exc:
+        except Exception as exc:  # a failure, not a cancellation (a service stopping)
             for each in spans.values():
                 each.record_exception(exc)
                 tracing.failed(each, f"{type(exc).__name__}: {exc}")
@@ -124,6 +124,10 @@ async def handled(handler: BatchHandler[E], deliveries: list[Delivery[E]]) -> Se
             if (refused := spans.get(id(item.record))) is not None:
                 tracing.failed(refused, item.reason)
         return rejected
+
+
+def _carries_trace(record: Record) -> bool:
+    return any(key == "traceparent" for key, _ in record.headers or ())
 
 
 @contextlib.contextmanager
@@ -164,23 +168,23 @@ def traced(
     with tracer.start_as_current_span(
         name, kind=SpanKind.CONSUMER, links=links, attributes=common
     ) as batch:
-        back = [tracing.link_to(trace.set_span_in_context(batch))]
+        back = [Link(batch.get_span_context())]
         handed: list[Delivery[E]] = []
-        for delivery, context in zip(deliveries, contexts, strict=True):
-            if context is None:
-                handed.append(delivery)
-                continue
-            record = delivery.record
-            each = tracer.start_span(
-                name,
-                context=context,
-                kind=SpanKind.CONSUMER,
-                links=back,
-                attributes=common | _where(record),
-            )
-            spans[id(record)] = each
-            handed.append(replace(delivery, trace=trace.set_span_in_context(each)))
         try:
+            for delivery, context in zip(deliveries, contexts, strict=True):
+                if context is None:
+                    handed.append(delivery)
+                    continue
+                record = delivery.record
+                each = tracer.start_span(
+                    name,
+                    context=context,
+                    kind=SpanKind.CONSUMER,
+                    links=back,
+                    attributes=common | _where(record),
+                )
+                spans[id(record)] = each
+                handed.append(replace(delivery, trace=trace.set_span_in_context(each)))
             yield handed, spans
         finally:
             for each in spans.values():

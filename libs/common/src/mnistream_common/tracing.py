@@ -46,9 +46,11 @@ def configure_tracing(
     *,
     sample_ratio: float = 1.0,
     exporter: SpanExporter | None = None,
+    batched: bool = False,
 ) -> bool:
     """Send this process's spans to the OTLP/HTTP collector at `endpoint` as `service`, in
-    batches from a thread of their own (or to `exporter`, span by span: tests); nothing when
+    batches from a thread of their own (or to `exporter`: span by span, or in batches too with
+    `batched`); nothing when
     neither is given. A trace this process starts is kept with probability `sample_ratio`; one
     it continues follows the decision of the process that started it. Whether tracing is on."""
     if not endpoint and exporter is None:
@@ -64,13 +66,19 @@ def configure_tracing(
     )
     sampler = ParentBased(TraceIdRatioBased(sample_ratio))
     provider = TracerProvider(resource=resource, sampler=sampler)
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
+    if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        otlp = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)
-        provider.add_span_processor(BatchSpanProcessor(otlp, schedule_delay_millis=1000))
+        exporter, batched = (
+            OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5),
+            True,
+        )
+    processor = (
+        BatchSpanProcessor(exporter, schedule_delay_millis=1000)
+        if batched
+        else SimpleSpanProcessor(exporter)
+    )
+    provider.add_span_processor(processor)
     use_provider(provider)
     return True
 
@@ -113,14 +121,21 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     context: Context | None = None,
+    failed_by_exceptions: bool = True,
 ) -> Iterator[Span]:
     """A span made current for the block (the invalid span, at no cost, when tracing is off);
-    an exception leaving the block marks it failed."""
+    an exception leaving the block marks it failed unless `failed_by_exceptions` is false (the
+    caller then says what a failure is)."""
     if _state.tracer is None:
         yield _INVALID
         return
     with _state.tracer.start_as_current_span(
-        name, kind=kind, attributes=attributes, context=context
+        name,
+        kind=kind,
+        attributes=attributes,
+        context=context,
+        record_exception=failed_by_exceptions,
+        set_status_on_exception=failed_by_exceptions,
     ) as current:
         yield current
 
@@ -151,7 +166,9 @@ def record_context(record_headers: Sequence[tuple[str, bytes]] | None) -> Contex
     """The trace context a Kafka record carries in its headers, if any."""
     if not record_headers:
         return None
-    carrier = {k: v.decode("latin-1") for k, v in record_headers if k == "traceparent"}
+    carrier = {
+        k: v.decode("latin-1") for k, v in record_headers if k == "traceparent" and v is not None
+    }
     if not carrier:
         return None
     found = _PROPAGATOR.extract(carrier)
@@ -173,7 +190,7 @@ def log_trace_ids(
 ) -> MutableMapping[str, Any]:
     """structlog processor: the current trace and span ids on every log line made in a span."""
     found = trace.get_current_span().get_span_context()
-    if found.is_valid:
+    if found.is_valid and found.trace_flags.sampled:  # only traces that are kept somewhere
         event_dict.setdefault("trace_id", format(found.trace_id, "032x"))
         event_dict.setdefault("span_id", format(found.span_id, "016x"))
     return event_dict
