@@ -167,7 +167,7 @@ CHAOS_STACK := MNISTREAM_DATA=$(CURDIR)/.data/chaos \
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:23092 KAFKA_CONTROLLER_PORT=23093 \
   DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:23432/mnistream \
   S3_ENDPOINT_URL=http://127.0.0.1:23900 MINIO_CONSOLE_PORT=23901 \
-  MLFLOW_TRACKING_URI=http://127.0.0.1:23500
+  MLFLOW_TRACKING_URI=http://127.0.0.1:23500 OBSERVABILITY=0
 
 # Every run starts from an empty chaos stack, so runs are alike (a rescore covers every drawing).
 .PHONY: chaos
@@ -184,7 +184,7 @@ CLUSTER_STACK := MNISTREAM_DATA=$(CURDIR)/.data/cluster KAFKA_BROKERS=3 \
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:25092,127.0.0.1:25094,127.0.0.1:25096 KAFKA_CONTROLLER_PORT=25093 \
   DATABASE_URL=postgresql+asyncpg://mnistream:mnistream@127.0.0.1:25432/mnistream \
   S3_ENDPOINT_URL=http://127.0.0.1:25900 MINIO_CONSOLE_PORT=25901 \
-  MLFLOW_TRACKING_URI=http://127.0.0.1:25500
+  MLFLOW_TRACKING_URI=http://127.0.0.1:25500 OBSERVABILITY=0
 
 .PHONY: chaos-cluster
 chaos-cluster: install data ## Broker faults on a three-broker KRaft cluster under load (own, fresh stack; part of `make chaos`)

@@ -47,6 +47,10 @@ def stack_env() -> dict[str, str]:
         "RATE_LIMIT_PER_MINUTE": "0",
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "LOG_JSON": "true",
+        # The default system, whatever .env says: no Prometheus or Jaeger beside the bench
+        # stack, and no spans (bench/tracing.py measures their cost on its own).
+        "OBSERVABILITY": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
     }
 
 
