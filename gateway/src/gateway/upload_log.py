@@ -23,7 +23,7 @@ class UploadLog:
     """The accepted uploads not logged yet."""
 
     digit_ids: list[str] = field(default_factory=list)
-    trace_ids: list[str | None] = field(default_factory=list)  # beside digit_ids, once one is
+    trace_ids: list[str | None] = field(default_factory=list)  # one per digit id
     byte_count: int = 0
     predicted: int = 0
 
@@ -32,10 +32,7 @@ class UploadLog:
     ) -> None:
         """Note one accepted upload (logged with the others at the next flush)."""
         self.digit_ids.append(str(digit_id))
-        if trace_id is not None and not self.trace_ids:
-            self.trace_ids = [None] * (len(self.digit_ids) - 1)
-        if self.trace_ids:
-            self.trace_ids.append(trace_id)
+        self.trace_ids.append(trace_id)
         self.byte_count += size
         self.predicted += predicted
 
@@ -49,7 +46,7 @@ class UploadLog:
             predicted_before_answer=self.predicted,
             bytes=self.byte_count,
             digit_ids=self.digit_ids,
-            **({"trace_ids": self.trace_ids} if self.trace_ids else {}),
+            **({"trace_ids": self.trace_ids} if any(self.trace_ids) else {}),
         )
         self.digit_ids, self.trace_ids, self.byte_count, self.predicted = [], [], 0, 0
 
