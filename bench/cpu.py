@@ -95,3 +95,23 @@ def pid_file_roots(path: Path, *, first_line: bool = False) -> list[int]:
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds each component used between two readings."""
     return {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}
+
+
+def jit_seconds(pid: int) -> float:
+    """CPU seconds a JVM's JIT compiler threads (C1, C2) have used: warm-up work, which a
+    broker that has run for a while no longer does."""
+    used = 0.0
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue
+        if not raw[raw.index("(") + 1 : raw.rindex(")")].startswith(("C1 Compiler", "C2 Compiler")):
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        used += (int(fields[11]) + int(fields[12])) / TICK
+    return used

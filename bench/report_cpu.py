@@ -28,6 +28,9 @@ def per_drawing(data: dict[str, Any]) -> dict[str, dict[str, float]]:
             if (m := _median([r["cpu_ms_per_drawing"].get(c, 0.0) for r in runs])) is not None
         }
         row["total"] = _median([r["cpu_ms_per_drawing_total"] for r in runs]) or 0.0
+        jit = [r["kafka_jit_ms_per_drawing"] for r in runs if "kafka_jit_ms_per_drawing" in r]
+        if jit:
+            row["kafka_jit"] = _median(jit) or 0.0
         row["p99_ms"] = _median([r["p99_ms"] for r in runs]) or 0.0
         table[rate] = row
     return table
@@ -103,6 +106,11 @@ def cpu_section(data: dict[str, Any], plotted: bool) -> str:
         if component == "total":
             base_value = base.get("cpu_ms_per_drawing_total")
         rows.append([component, *cells, "–" if base_value is None else f"{base_value:.2f}"])
+        if component == "kafka" and any("kafka_jit" in table[r] for r in rates):
+            jit_cells = [
+                f"{table[r]['kafka_jit']:.2f}" if "kafka_jit" in table[r] else "–" for r in rates
+            ]
+            rows.append(["(of which Kafka's JIT compiler)", *jit_cells, "–"])
     rows.append(["end-to-end p99 (ms)", *(f"{table[r]['p99_ms']:.1f}" for r in rates), "–"])
     out = [
         "\n## CPU per drawing\n",
@@ -113,9 +121,24 @@ def cpu_section(data: dict[str, Any], plotted: bool) -> str:
     ]
     if plotted:
         out.append("\n![CPU per drawing by component](benchmarks/cpu_per_drawing.png)\n")
+    out.append(_warm_up(data))
     out.append(_idle(data))
     out.append(_profiles(data))
     return "\n".join(out)
+
+
+def _warm_up(data: dict[str, Any]) -> str:
+    warmed = (data.get("system_cpu") or {}).get("warm_up")
+    if not warmed:
+        return ""
+    steps = ", then ".join(f"{rate}/s for {seconds:g} s" for rate, seconds in warmed["schedule"])
+    return (
+        f"\nBefore any figure the system ran unmeasured uploads ({steps}; "
+        f"{warmed['seconds']} s in all with the drains), so the figures are a running system's: "
+        "Kafka's JVM compiles its hot paths (C1/C2 JIT threads) in its first minutes under load. "
+        f"During the warm-up those threads used {warmed['kafka_jit_percent_of_a_core']} % of a "
+        "core; the row under kafka is what they still used in each measured run.\n"
+    )
 
 
 def _idle(data: dict[str, Any]) -> str:
@@ -133,7 +156,8 @@ def _profiles(data: dict[str, Any]) -> str:
         if not profile.get("samples"):
             continue
         rows = [[frame, f"{share} %"] for frame, share in profile["own"][:10]]
-        out.append(f"\n**{name}** at 200/s (py-spy, {profile['samples']} samples), own time:\n")
+        profiler = "Java Flight Recorder" if profile.get("profiler") == "jfr" else "py-spy"
+        out.append(f"\n**{name}** at 200/s ({profiler}, {profile['samples']} samples), own time:\n")
         out.append(_table(["function", "share of samples"], rows))
     return "\n".join(out)
 

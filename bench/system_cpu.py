@@ -23,7 +23,7 @@ from mnistream_common.topics import Groups
 
 from bench import config
 from bench.baseline.app import prepare_database
-from bench.cpu import Component, cpu_seconds, delta, pid_file_roots
+from bench.cpu import Component, cpu_seconds, delta, jit_seconds, pid_file_roots
 from bench.kafkaio import wait_drained
 from bench.phases import Bench, latency_figures, open_loop, start_system
 from bench.stack import BIN, BenchError
@@ -31,6 +31,8 @@ from bench.stats import percentile
 
 P99_LIMIT_MS = 60.0
 IDLE_SECONDS = 10.0
+# Before any figure: uploads at these (rate/s, seconds), unmeasured.
+WARM_UP = ((100, 15.0), (200, 15.0), (400, 10.0))
 CAPACITY_RATES = (25, 50, 100, 200, 300, 400, 500, 600, 800)
 
 
@@ -75,13 +77,36 @@ async def idle_cpu(bench: Bench) -> dict[str, Any]:
     return {"seconds": round(seconds, 1), "percent_of_a_core": by, "ours_percent": round(ours, 2)}
 
 
+def _kafka_jit() -> float:
+    return sum(map(jit_seconds, pid_file_roots(config.DATA / "run" / "kafka.pid")))
+
+
+async def warm_up(bench: Bench) -> dict[str, Any]:
+    """Load the system before measuring it, so the figures are a running system's: Kafka's JVM
+    compiles its hot paths (C1/C2) in its first minutes under load, and that work, which a
+    broker that has run for a while no longer does, made most of Kafka's CPU in a cold run."""
+    jit_before, started = _kafka_jit(), time.monotonic()
+    for rate, seconds in WARM_UP:
+        await open_loop(bench, rate, seconds)
+        await wait_drained(Groups.HISTORY, timeout=60)
+    window = time.monotonic() - started
+    jit = _kafka_jit() - jit_before
+    return {
+        "schedule": [list(step) for step in WARM_UP],
+        "seconds": round(window, 1),
+        "kafka_jit_percent_of_a_core": round(100 * jit / window, 1),
+    }
+
+
 async def cpu_at_rate(bench: Bench, rate: int, seconds: float) -> dict[str, Any]:
-    """CPU ms per accepted drawing, per component, for one open-loop run at `rate`/s."""
+    """CPU ms per accepted drawing, per component, for one open-loop run at `rate`/s; with the
+    share of Kafka's that its JIT compiler threads used (still warming up if it is large)."""
     parts = components(bench, ours=SYSTEM)
-    before, started = cpu_seconds(parts), time.monotonic()
+    before, jit_before, started = cpu_seconds(parts), _kafka_jit(), time.monotonic()
     run = await open_loop(bench, rate, seconds)
     await wait_drained(Groups.HISTORY, timeout=60)
     used, window = delta(before, cpu_seconds(parts)), time.monotonic() - started
+    jit = max(0.0, _kafka_jit() - jit_before)
     accepted = max(1, len(run.accepted))
     figures = latency_figures(run, rate, seconds)
     return {
@@ -90,6 +115,7 @@ async def cpu_at_rate(bench: Bench, rate: int, seconds: float) -> dict[str, Any]
         "window_s": round(window, 2),
         "cpu_ms_per_drawing": {k: round(1000 * v / accepted, 3) for k, v in used.items()},
         "cpu_ms_per_drawing_total": round(1000 * sum(used.values()) / accepted, 3),
+        "kafka_jit_ms_per_drawing": round(1000 * jit / accepted, 3),
         "cores_busy": round(sum(used.values()) / window, 3),
         **{k: figures[k] for k in ("p50_ms", "p99_ms", "failed", "lost", "accepted_per_s")},
     }
@@ -98,7 +124,9 @@ async def cpu_at_rate(bench: Bench, rate: int, seconds: float) -> dict[str, Any]
 async def system_cpu(bench: Bench) -> dict[str, Any]:
     """Idle CPU, CPU per drawing at each `cpu_rates` rate (repeated), and the capacity search."""
     await start_system(bench, rescore_workers=1)
-    results: dict[str, Any] = {"idle": await idle_cpu(bench), "rates": {}}
+    warmed = await warm_up(bench)
+    bench.log(f"warm-up: {warmed}")
+    results: dict[str, Any] = {"warm_up": warmed, "idle": await idle_cpu(bench), "rates": {}}
     bench.log(f"idle: {results['idle']['percent_of_a_core']} % of a core")
     for rate in bench.sizes.cpu_rates:
         runs = []
@@ -209,10 +237,86 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
         )
         for name, pid in targets.items()
     }
+    kafka = pid_file_roots(config.DATA / "run" / "kafka.pid")
+    recording = folder / "kafka.jfr"
+    recording.unlink(missing_ok=True)
+    if kafka:
+        # Java Flight Recorder, built into the JDK: the broker's own sampling profiler.
+        jfr = await asyncio.create_subprocess_exec(
+            "jcmd",
+            str(kafka[0]),
+            "JFR.start",
+            "name=bench",
+            "settings=profile",
+            f"duration={int(seconds)}s",
+            f"filename={recording}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await jfr.wait()
     await open_loop(bench, rate, seconds + 2)
     for spy in spies.values():
         await spy.wait()
-    return {name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies}
+    profiles = {name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies}
+    if kafka:
+        profiles["kafka"] = await summarize_jfr(recording)
+    return profiles
+
+
+async def summarize_jfr(recording: Path, top: int = 12) -> dict[str, Any]:
+    """The hottest methods of a JFR recording's execution samples (the JVM's busy threads), in
+    the shape `summarize_collapsed` gives: own (top frame) and inclusive shares."""
+    for _ in range(50):  # the recording is written when its duration ends
+        if _written(recording):
+            break
+        await asyncio.sleep(0.2)
+    printed = await asyncio.create_subprocess_exec(
+        "jfr",
+        "print",
+        "--json",
+        "--events",
+        "jdk.ExecutionSample",
+        str(recording),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await printed.communicate()
+    try:
+        events = json.loads(out)["recording"]["events"]
+    except (ValueError, KeyError):
+        return {"samples": 0, "own": [], "inclusive": []}
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    for event in events:
+        trace = event["values"].get("stackTrace") or {}
+        frames = [_java_frame(f) for f in trace.get("frames", [])]
+        if not frames:
+            continue
+        own[frames[0]] = own.get(frames[0], 0) + 1
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + 1
+    total = max(1, len(events))
+
+    def shares(counts: dict[str, int], n: int) -> list[list[Any]]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+        return [[frame, round(100 * count / total, 1)] for frame, count in ranked]
+
+    return {
+        "samples": len(events),
+        "profiler": "jfr",
+        "own": shares(own, top),
+        "inclusive": shares(inclusive, top * 2),
+    }
+
+
+def _written(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _java_frame(frame: dict[str, Any]) -> str:
+    method = frame.get("method") or {}
+    owner = str((method.get("type") or {}).get("name", "?")).rsplit(".", 1)[-1]
+    return f"{owner}.{method.get('name', '?')}"
 
 
 # Leaf frames where a thread waits rather than works (py-spy's idle heuristic lets some through):
