@@ -23,6 +23,9 @@ from mnistream_common.preprocessing import (
     PreprocessError,
     center_digit,
     decode,
+    encode_input,
+    ink_of,
+    prepare,
     preprocess,
     to_batch,
     to_png,
@@ -245,5 +248,98 @@ def test_the_size_limit_is_a_parameter() -> None:
 def test_unusable_bytes_are_refused_with_the_reason(data: bytes, message: str) -> None:
     with pytest.raises(PreprocessError, match=message) as raised:
         preprocess(data)
+
+    assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)
+
+
+def _canvas_pngs() -> list[bytes]:
+    """Canvas-like RGBA PNGs of every kind the pad and other clients send: dark or light strokes,
+    coloured ink, soft (anti-aliased) edges, strokes touching the border, a full opaque pad."""
+    rng = np.random.default_rng(7)
+    pngs = []
+    for index in range(24):
+        rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+        rgba[..., :3] = rng.integers(0, 256, size=3) if index % 3 else 0
+        for _ in range(int(rng.integers(1, 6))):
+            top, left = (int(v) for v in rng.integers(0, 250, size=2))
+            height, width = (int(v) for v in rng.integers(4, 120, size=2))
+            rgba[top : top + height, left : left + width, 3] = rng.integers(1, 256)
+        if index % 5 == 0:
+            rgba[..., 3] = np.maximum(rgba[..., 3], 255 * (index % 2))
+        buffer = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=index % 10)
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def _pillow_prepared(data: bytes) -> bytes:
+    """The model input as Pillow's own PNG decoder would make it."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return encode_input(center_digit(ink_of(image)))
+
+
+@pytest.mark.parametrize("index", range(24))
+def test_a_canvas_png_gives_the_same_input_as_pillows_decoder(index: int) -> None:
+    data = _canvas_pngs()[index]
+    decoded = decode(data)
+
+    assert type(decoded.image) is Image.Image  # not Pillow's PngImageFile: libpng decoded it
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(Image.open(io.BytesIO(data))))
+    try:
+        expected = _pillow_prepared(data)
+    except BlankImageError:
+        with pytest.raises(BlankImageError):
+            prepare(data)
+        return
+    assert prepare(data).model_input == expected
+
+
+def test_a_16_bit_rgba_png_is_decoded_by_pillow() -> None:
+    rgba = np.zeros((64, 64, 4), dtype=np.uint16)
+    rgba[10:50, 20:30, 3] = 65535
+    data = _png_rgba16(rgba)  # Pillow writes no 16-bit RGBA
+
+    decoded = decode(data)
+
+    assert type(decoded.image) is not Image.Image  # Pillow's PngImageFile
+    assert prepare(data).model_input == _pillow_prepared(data)
+
+
+def _png_rgba16(rgba: npt.NDArray[np.uint16]) -> bytes:
+    import struct
+    import zlib
+
+    height, width, _ = rgba.shape
+    raw = b"".join(b"\x00" + rgba[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad-crc", "garbage-idat"])
+def test_a_damaged_canvas_png_is_refused_with_the_reason(damage: str) -> None:
+    data = bytearray(_canvas_pngs()[1])
+    idat = data.index(b"IDAT")
+    if damage == "truncated":
+        data = data[: idat + 40]
+    elif damage == "bad-crc":
+        length = int.from_bytes(data[idat - 4 : idat], "big")
+        data[idat + 4 + length] ^= 0xFF
+    else:
+        data[idat + 6 : idat + 30] = bytes(24)
+
+    with pytest.raises(PreprocessError, match="corrupt or truncated") as raised:
+        prepare(bytes(data))
 
     assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)

@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Final
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
@@ -66,12 +67,42 @@ class DecodedImage:
 def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
     """Open PNG or JPEG bytes, checking the real format and the size before decoding pixels."""
     image = _open(data, max_side)
+    width, height = image.size
+    if _is_canvas_png(image):
+        return DecodedImage("image/png", width, height, _decode_canvas_png(data, width, height))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise PreprocessError(f"the image data is corrupt or truncated ({exc})") from exc
-    width, height = image.size
     return DecodedImage(FORMATS[str(image.format)], width, height, image)
+
+
+def _is_canvas_png(image: Image.Image) -> bool:
+    """An 8-bit RGBA PNG, not interlaced: what every browser canvas sends."""
+    if image.format != "PNG" or image.mode != "RGBA" or image.info.get("interlace"):
+        return False
+    if len(image.tile) != 1:
+        return False
+    args = image.tile[0].args
+    rawmode = args if isinstance(args, str) else (args or (None,))[0]
+    return rawmode == "RGBA"  # 16-bit samples are read as RGBA;16B
+
+
+def _decode_canvas_png(data: bytes, width: int, height: int) -> Image.Image:
+    """The pixels of a canvas PNG through libpng (imagecodecs): the same pixels as Pillow's
+    decoder (PNG is lossless) in about 60 % of its CPU, and with the GIL released once for the
+    whole image, so the gateway's event loop runs beside a decode. Checked against Pillow's
+    decoder, pixel for pixel, by the tests."""
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except (imagecodecs.PngError, ValueError, RuntimeError) as exc:
+        raise PreprocessError(f"the image data is corrupt or truncated ({exc})") from exc
+    if pixels.shape != (height, width, 4) or pixels.dtype != np.uint8:
+        raise PreprocessError(
+            f"the image's pixels ({pixels.shape}, {pixels.dtype}) do not match its header "
+            f"({width}×{height} RGBA)"
+        )
+    return Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
 
 
 def peek(data: bytes, *, max_side: int = MAX_SIDE) -> tuple[str, int, int]:
