@@ -102,3 +102,16 @@ def test_a_broker_bootstraps_from_every_node_listed() -> None:
     broker = make_broker(settings, client_id="tests")
     servers = broker._connection_kwargs["bootstrap_servers"]
     assert servers == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+
+
+@pytest.mark.parametrize("linger_ms", [0, 7])
+def test_a_brokers_producer_lingers_as_kafka_linger_ms_says(
+    linger_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistream_common.kafka import make_broker
+    from mnistream_common.settings import KafkaSettings
+
+    monkeypatch.setenv("KAFKA_LINGER_MS", str(linger_ms))
+    broker = make_broker(KafkaSettings(), client_id="tests")
+    assert broker._connection_kwargs["linger_ms"] == linger_ms
+    assert broker._connection_kwargs["acks"] == "all"

@@ -118,6 +118,7 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         client_id=client_id,
         logger=logging.getLogger("mnistream.kafka"),
         allow_auto_create_topics=False,
+        linger_ms=settings.kafka_linger_ms,
         **DURABLE_PRODUCER,
         **kwargs,
     )

@@ -66,6 +66,12 @@ class KafkaSettings(BaseSettings):
     )
     kafka_sasl_username: str = Field(default="mnistream")
     kafka_sasl_password: SecretStr = Field(default=SecretStr("mnistream-secret"))
+    kafka_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="How long a producer holds a send to batch it with the next ones (ms).",
+    )
 
 
 class PostgresSettings(BaseSettings):
