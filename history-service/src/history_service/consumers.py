@@ -24,6 +24,7 @@ from mnistream_common.consume import (
     Rejected,
     Route,
     typed_topics,
+    wake_on_records,
 )
 from mnistream_common.events import (
     DeadLetter,
@@ -69,8 +70,7 @@ from history_service.writer import HistoryWriter, InputDrawing
 
 log = get_logger(__name__)
 SERVICE = "history-service"
-# How long an idle consumer waits for records before it polls again. The history's rows are
-# not on anyone's critical path, so it polls a few times a second, not a hundred.
+# How long an idle consumer's poll waits for records (their arrival ends the wait).
 BATCH_POLL_MS = 250
 # How long a start waits to apply the erasure ledger before it consumes anyway.
 ERASURES_FIRST_S = 30.0
@@ -139,16 +139,18 @@ def subscribe_all(
             DeadLetter, store.store_failures, rejects=LogRejects("a dead letter is not re-sent")
         ),
     }
-    subscriber = broker.subscriber(
-        *routes,
-        group_id=Groups.HISTORY,
-        batch=True,
-        max_records=batch_size,
-        batch_timeout_ms=BATCH_POLL_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_wait_ms=LONG_POLL_MS,
+    subscriber = wake_on_records(
+        broker.subscriber(
+            *routes,
+            group_id=Groups.HISTORY,
+            batch=True,
+            max_records=batch_size,
+            batch_timeout_ms=BATCH_POLL_MS,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=LONG_POLL_MS,
+        )
     )
     subscriber(typed_topics(routes, rejects))
     return [subscriber]

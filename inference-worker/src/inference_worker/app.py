@@ -19,6 +19,7 @@ from mnistream_common.consume import (
     LogRejects,
     Rejected,
     typed_batch,
+    wake_on_records,
 )
 from mnistream_common.events import (
     DigitSubmitted,
@@ -187,19 +188,21 @@ async def _start_consuming(worker: Worker) -> None:
 
 def _submitted_subscriber(worker: Worker) -> Any:
     settings = worker.settings
-    subscriber = worker.broker.subscriber(
-        DIGITS_SUBMITTED.name,
-        group_id=Groups.INFERENCE,
-        batch=True,
-        max_records=settings.max_batch_size,
-        batch_timeout_ms=settings.max_batch_delay_ms,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        # One uploads-sized fetch per partition: 12 partitions of 4 MB of PNGs bloated the RSS.
-        max_partition_fetch_bytes=1024 * 1024,
-        fetch_max_bytes=8 * 1024 * 1024,
-        persistent=False,
-        fetch_max_wait_ms=LONG_POLL_MS,
+    subscriber = wake_on_records(
+        worker.broker.subscriber(
+            DIGITS_SUBMITTED.name,
+            group_id=Groups.INFERENCE,
+            batch=True,
+            max_records=settings.max_batch_size,
+            batch_timeout_ms=settings.max_batch_delay_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            # One uploads-sized fetch per partition: 12 partitions of 4 MB of PNGs bloated the RSS.
+            max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
+            persistent=False,
+            fetch_max_wait_ms=LONG_POLL_MS,
+        )
     )
 
     @subscriber

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from mnistream_common.consume import (
@@ -158,3 +159,82 @@ def test_the_callback_keeps_the_handlers_name_for_the_asyncapi_document() -> Non
     )
 
     assert callback.__name__ == "store_drawings"
+
+
+class _Clock:
+    """time.monotonic for the module under test, and the sleeps it asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class _Consumer:
+    """getmany as aiokafka's: records at once if there are any, else empty after `waits` s."""
+
+    def __init__(self, clock: _Clock, answers: list[dict[str, list[str]]], waits: float) -> None:
+        self.clock, self.answers, self.waits = clock, answers, waits
+        self.calls: list[tuple[int, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[str, list[str]]:
+        self.calls.append((timeout_ms, max_records))
+        answer = self.answers.pop(0)
+        if not answer:
+            self.clock.now += self.waits
+        return answer
+
+
+def _woken(clock: _Clock, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import anyio
+    from faststream.kafka import KafkaBroker
+    from mnistream_common import consume
+
+    monkeypatch.setattr(consume, "time", clock)
+    monkeypatch.setattr(consume.asyncio, "sleep", clock.sleep)
+    monkeypatch.setattr(anyio, "sleep", clock.sleep)  # what FastStream's own get_msg sleeps with
+    subscriber = KafkaBroker().subscriber(
+        "digits.submitted", group_id="g", batch=True, batch_timeout_ms=500, max_records=64
+    )
+    return consume.wake_on_records(subscriber)
+
+
+async def test_records_that_arrive_are_handed_on_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    subscriber = _woken(clock, monkeypatch)
+    consumer = _Consumer(clock, [{"p0": ["a", "b"], "p1": ["c"]}], waits=0.5)
+
+    assert await subscriber.get_msg(consumer) == ("a", "b", "c")
+    assert consumer.calls == [(500, 64)]
+    assert clock.slept == []
+
+
+async def test_a_wait_that_found_nothing_is_not_followed_by_a_sleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastStream slept batch_timeout_ms after it: a record arriving then waited for it."""
+    clock = _Clock()
+    subscriber = _woken(clock, monkeypatch)
+    consumer = _Consumer(clock, [{}, {"p0": ["a"]}], waits=0.5)
+
+    assert await subscriber.get_msg(consumer) == ()
+    assert clock.slept == []
+    assert await subscriber.get_msg(consumer) == ("a",)
+
+
+async def test_an_empty_answer_that_came_early_pauses_for_the_rest_of_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the group rebalances getmany can answer at once: no hot loop."""
+    clock = _Clock()
+    subscriber = _woken(clock, monkeypatch)
+    consumer = _Consumer(clock, [{}], waits=0.1)
+
+    assert await subscriber.get_msg(consumer) == ()
+    assert clock.slept == [pytest.approx(0.4)]
