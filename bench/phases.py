@@ -229,13 +229,13 @@ async def profile_worker(bench: Bench) -> dict[str, Any]:
 
 
 async def start_system(bench: Bench, *, rescore_workers: int = 0) -> None:
-    """history-service, one gateway process and two inference workers (and `rescore_workers`),
-    past old records."""
+    """history-service, the gateway (`system_gateways` processes) and two inference workers
+    (and `rescore_workers`), past old records."""
     bench.services.stop_all()
     await skip_to_end(Groups.INFERENCE, [DIGITS_SUBMITTED])
     await skip_to_end(Groups.HISTORY, DIGIT_TOPICS)
     bench.services.history()
-    bench.services.gateway(1)
+    bench.services.gateway(bench.sizes.system_gateways)
     for index in range(2):
         bench.services.inference(index)
     for index in range(rescore_workers):

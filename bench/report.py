@@ -643,13 +643,14 @@ REMEDIES: dict[str, str] = {
     "gateway ingest (HTTP upload → Kafka ack)": (
         "The bare app (bench/bare.py) reads the same body under the same uvicorn and answers "
         "at once, so the ratio is what the gateway adds to HTTP. The gateway's profile shows "
-        "most of it is the drawing itself: Pillow inflating the 280×280 RGBA PNG "
-        "(`ImageFile.load`), then the preprocessing that makes the model input once per "
-        "drawing (alpha to ink, crop, resize, centring: see 'the arithmetic of the limit'); "
-        "then FastAPI's request machinery and the acks=all produce. What would close it: a "
-        "smaller canvas from the browser (the decode grows with pixels: 140×140 has a quarter "
-        "of them), or a PNG decoder made for speed in place of Pillow's; the HTTP part is "
-        "within reach of the bare app already."
+        "most of it is the drawing itself: inflating the 280×280 RGBA PNG (libpng through "
+        "imagecodecs; Pillow's decoder took about 1.5× its CPU), then the preprocessing that "
+        "makes the model input once per drawing (alpha to ink, crop, resize, centring: see "
+        "'the arithmetic of the limit'); then FastAPI's request machinery and the acks=all "
+        "produce. What would close it: fewer pixels to inflate (a 140×140 export from the pad "
+        "has a quarter of them; the PNG's deflate stream must be inflated whole whatever the "
+        "decoder), and more gateway processes (GATEWAY_WORKERS) where cores allow; the HTTP "
+        "part is within reach of the bare app already."
     ),
     "gateway ingest vs the teaching app's design": (
         "The baseline's cost is dominated by building an `InferenceSession` per request (and "
@@ -657,14 +658,38 @@ REMEDIES: dict[str, str] = {
         "inference at all, so the ratio grows with the model's load time."
     ),
     "end-to-end latency at 200 uploads/s": (
-        "At 200/s the system needs about 200 × (CPU per drawing) of CPU: with the CPU per "
-        "drawing measured above that is the whole of the 2 cores, which also run the load "
-        "generator, so requests queue and the latency grows with the length of the run: the "
-        "figure measures the backlog, not the path. At 50/s, with cores to spare, p50 is a "
-        "few tens of ms, most of it the worker's batch delay (`MAX_BATCH_DELAY_MS`, 20 ms, "
-        "waiting for a batch to fill) and one Kafka round trip per hop (gateway → worker → "
-        "gateway). What would close it: the CPU per drawing first (the gateway's decode, "
-        "Kafka's per-request work), then a batch delay that shrinks when the topic is quiet."
+        "At 200/s the gateway is the bottleneck: its CPU per drawing (table above) times 200 "
+        "is about a core, most of it Python that holds a process's GIL, on 2 cores shared "
+        "with every other service and the load generator; uploads queue and the latency grows "
+        "with the length of the run: the figure measures the backlog, not the path (with one "
+        "gateway process instead of two, p99 at 200/s was about 4 s). At 50/s, with cores to "
+        "spare, p50 is about 15 ms: one Kafka round trip per hop (gateway → worker → gateway), "
+        "the decode and the model. What would close it: the gateway's CPU per drawing (the "
+        "decode of the canvas PNG, then FastAPI's and FastStream's per-request work)."
+    ),
+    "CPU per drawing, every process, at 200 drawings/s": (
+        "The table and the profiles above say where it goes. The gateway is the largest part: "
+        "about a third of its CPU is inflating and preprocessing the canvas PNG (the one "
+        "decode of a drawing in the system), the rest FastAPI's request handling, the acks=all "
+        "produce and reading every prediction back. Then the inference workers (per-batch "
+        "Kafka work: at 100 drawings/s per worker a batch holds a few drawings, and the model "
+        "is 0.3 ms of each), MinIO (an object per original, though history-service sends a "
+        "batch's in one snowball request), history-service and Kafka. What would close it: "
+        "fewer pixels per upload; the upload path without FastAPI's per-request machinery; "
+        "originals kept in fewer, larger objects (a batch's drawings in one object and an "
+        "index) instead of an object each."
+    ),
+    "highest open-loop rate with end-to-end p99 ≤ 60 ms": (
+        "p99 stays within 60 ms only while the gateway has CPU to spare: above that, uploads "
+        "queue in it (see the latency at 200/s). At low rates the p99 is "
+        "the slowest of three hops plus the decode on a machine shared with Kafka, "
+        "PostgreSQL, MinIO and the load generator. What would close it: the gateway's CPU per "
+        "drawing first; then a tail at low rates that is the machine's (the load generator, "
+        "Kafka, PostgreSQL and MinIO share its 2 cores)."
+    ),
+    "CPU of the idle stack, our services": (
+        "Each service's consumers wait for records in long polls; what is left is the "
+        "inference workers' and the rescore worker's model keepers and /metrics scrapes."
     ),
     "hot swap under 200 uploads/s": (
         "200 uploads/s is above what this machine sustains (see the latency at 200/s), so the "
@@ -988,10 +1013,12 @@ Inputs are the first {sizes["inputs"]} MNIST test images rendered as the browser
    `GATEWAY_WORKERS` 1 or 2); uploads per second count 2xx answers only.
 4. **Latency**: an open-loop generator (its own process, keep-alive connections, sends on a fixed
    schedule whatever the answers) at {", ".join(str(r) for r in sizes["rates"])} uploads/s for
-   {sizes["rate_seconds"]} s each, against the whole system (gateway ×1, inference workers ×2,
-   history-service). Latency is from the **scheduled** send time to the prediction's arrival at
-   a consumer of `digits.predicted` in the benchmark process (so a stalled server cannot hide
-   requests it did not take). The results file also has the server-side part (`submitted_at` →
+   {sizes["rate_seconds"]} s each, against the whole system (gateway processes ×{
+        sizes.get("system_gateways", 1)
+    }, inference workers ×2, history-service). Latency is from
+   the **scheduled** send time to the prediction's arrival at a consumer of `digits.predicted`
+   in the benchmark process (so a stalled server cannot hide requests it did not take). The
+   results file also has the server-side part (`submitted_at` →
    the prediction's `occurred_at`) and the HTTP 202 time.
 5. **Hot swap**: the same system at {sizes["swap_rate"]} uploads/s for
    {sizes["swap_seconds"]} s; at 40 % of the run `mnistream promote --force` switches between the
