@@ -330,7 +330,7 @@ def _raw_figures(data: dict[str, Any]) -> list[list[str]]:
         [label, _spread(_get(data, "worker_steps", key), 0, "/s"), "–", "–"]
         for key, label in (
             ("parse_submitted_event", "worker step alone: parse a DigitSubmitted (1 core)"),
-            ("decode_png", "gateway step alone: decode a canvas PNG (Pillow, 1 core)"),
+            ("decode_png", "gateway step alone: decode a canvas PNG (libpng, 1 core)"),
             (
                 "decode_and_preprocess",
                 "gateway step alone: decode + preprocess a canvas PNG (1 core)",
