@@ -257,7 +257,9 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
     await open_loop(bench, rate, seconds + 2)
     for spy in spies.values():
         await spy.wait()
-    profiles = {name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies}
+    profiles: dict[str, Any] = {
+        name: summarize_collapsed(folder / f"{name}.collapsed") for name in spies
+    }
     if kafka:
         profiles["kafka"] = await summarize_jfr(recording)
     return profiles

@@ -4,6 +4,7 @@ once the handler has succeeded (never twice, and never for a batch that will be 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -197,7 +198,7 @@ def _woken(clock: _Clock, monkeypatch: pytest.MonkeyPatch) -> Any:
     from mnistream_common import consume
 
     monkeypatch.setattr(consume, "time", clock)
-    monkeypatch.setattr(consume.asyncio, "sleep", clock.sleep)
+    monkeypatch.setattr(asyncio, "sleep", clock.sleep)
     monkeypatch.setattr(anyio, "sleep", clock.sleep)  # what FastStream's own get_msg sleeps with
     subscriber = KafkaBroker().subscriber(
         "digits.submitted", group_id="g", batch=True, batch_timeout_ms=500, max_records=64

@@ -22,7 +22,7 @@ from typing import Final
 import imagecodecs
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 MNIST_MEAN: Final = 0.1307
 MNIST_STD: Final = 0.3081
@@ -81,7 +81,7 @@ def _is_canvas_png(image: Image.Image) -> bool:
     """An 8-bit RGBA PNG, not interlaced: what every browser canvas sends."""
     if image.format != "PNG" or image.mode != "RGBA" or image.info.get("interlace"):
         return False
-    if len(image.tile) != 1:
+    if not isinstance(image, ImageFile.ImageFile) or len(image.tile) != 1:
         return False
     args = image.tile[0].args
     rawmode = args if isinstance(args, str) else (args or (None,))[0]
