@@ -99,7 +99,8 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 def jit_seconds(pid: int) -> float:
     """CPU seconds a JVM's JIT compiler threads (C1, C2) have used: warm-up work, which a
-    broker that has run for a while no longer does."""
+    broker that has run for a while no longer does. The JVM may end a compiler thread it
+    started, and its time then leaves /proc: a difference of two readings can undercount."""
     used = 0.0
     try:
         tasks = list((PROC / str(pid) / "task").iterdir())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ async def warm_up(bench: Bench) -> dict[str, Any]:
         await open_loop(bench, rate, seconds)
         await wait_drained(Groups.HISTORY, timeout=60)
     window = time.monotonic() - started
-    jit = _kafka_jit() - jit_before
+    jit = max(0.0, _kafka_jit() - jit_before)
     return {
         "schedule": [list(step) for step in WARM_UP],
         "seconds": round(window, 1),
@@ -237,7 +238,8 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
         )
         for name, pid in targets.items()
     }
-    kafka = pid_file_roots(config.DATA / "run" / "kafka.pid")
+    # jcmd comes with a full JDK (a JRE alone has none): without it, no profile of Kafka.
+    kafka = pid_file_roots(config.DATA / "run" / "kafka.pid") if shutil.which("jcmd") else []
     recording = folder / "kafka.jfr"
     recording.unlink(missing_ok=True)
     if kafka:

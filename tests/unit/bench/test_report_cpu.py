@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
+
+from bench import cpu
 from bench.cpu import jit_seconds
 from bench.report_cpu import cpu_section, per_drawing
 
@@ -54,3 +58,21 @@ def test_results_from_before_the_warm_up_have_neither() -> None:
 def test_a_process_that_is_no_jvm_has_no_jit_time() -> None:
     assert jit_seconds(os.getpid()) == 0.0
     assert jit_seconds(2**22 + 7) == 0.0  # no such process
+
+
+def test_jit_time_is_the_compiler_threads_of_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def thread(tid: int, name: str, utime: int, stime: int) -> None:
+        folder = tmp_path / "4242" / "task" / str(tid)
+        folder.mkdir(parents=True)
+        fields = ["S", "1", *["0"] * 9, str(utime), str(stime), "0", "0"]
+        (folder / "stat").write_text(f"{tid} ({name}) {' '.join(fields)}\n")
+
+    thread(1, "java", 500, 100)
+    thread(2, "C2 CompilerThre", 300, 20)
+    thread(3, "C1 CompilerThre", 40, 0)
+    thread(4, "GC Thread#0", 70, 5)
+    monkeypatch.setattr(cpu, "PROC", tmp_path)
+
+    assert jit_seconds(4242) == pytest.approx(360 / cpu.TICK)

@@ -239,3 +239,29 @@ async def test_an_empty_answer_that_came_early_pauses_for_the_rest_of_the_wait(
 
     assert await subscriber.get_msg(consumer) == ()
     assert clock.slept == [pytest.approx(0.4)]
+
+
+async def test_faststreams_consume_loop_polls_through_the_woken_get_msg(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop of the pinned FastStream calls the instance's get_msg: an empty poll is followed
+    at once by the next (its own get_msg would sleep batch_timeout_ms in between)."""
+    from aiokafka.errors import ConsumerStoppedError
+
+    clock = _Clock()
+    subscriber = _woken(clock, monkeypatch)
+    consumer = _Consumer(clock, [{}, {}], waits=0.5)
+    answers = consumer.getmany
+
+    async def then_stop(*, timeout_ms: int, max_records: int) -> dict[str, list[str]]:
+        if not consumer.answers:
+            raise ConsumerStoppedError
+        return await answers(timeout_ms=timeout_ms, max_records=max_records)
+
+    consumer.getmany = then_stop  # type: ignore[method-assign]
+    subscriber.running = True
+
+    await subscriber._run_consume_loop(consumer)
+
+    assert len(consumer.calls) == 2
+    assert clock.slept == []

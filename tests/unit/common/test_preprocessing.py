@@ -6,14 +6,20 @@ tests/unit/goldens/ (regenerate deliberately with MNISTREAM_UPDATE_GOLDENS=1).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import logging
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from mnistream_common.logs import configure_logging
 from mnistream_common.preprocessing import (
     BOX,
     INK_THRESHOLD,
@@ -252,6 +258,7 @@ def test_unusable_bytes_are_refused_with_the_reason(data: bytes, message: str) -
     assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)
 
 
+@functools.cache
 def _canvas_pngs() -> list[bytes]:
     """Canvas-like RGBA PNGs of every kind the pad and other clients send: dark or light strokes,
     coloured ink, soft (anti-aliased) edges, strokes touching the border, a full opaque pad."""
@@ -307,39 +314,96 @@ def test_a_16_bit_rgba_png_is_decoded_by_pillow() -> None:
 
 
 def _png_rgba16(rgba: npt.NDArray[np.uint16]) -> bytes:
-    import struct
-    import zlib
-
     height, width, _ = rgba.shape
     raw = b"".join(b"\x00" + rgba[row].astype(">u2").tobytes() for row in range(height))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
 
     header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
     )
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad-crc", "garbage-idat"])
-def test_a_damaged_canvas_png_is_refused_with_the_reason(damage: str) -> None:
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _damaged(damage: str) -> bytes:
     data = bytearray(_canvas_pngs()[1])
     idat = data.index(b"IDAT")
-    if damage == "truncated":
-        data = data[: idat + 40]
-    elif damage == "bad-crc":
-        length = int.from_bytes(data[idat - 4 : idat], "big")
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    end_of_idat = idat + 4 + length + 4
+    if damage == "truncated-mid-chunk":
+        return bytes(data[: idat + 40])
+    if damage == "truncated-at-a-chunk-boundary":
+        return bytes(data[:end_of_idat])
+    if damage == "bad-idat-crc":
         data[idat + 4 + length] ^= 0xFF
-    else:
+    elif damage == "garbage-idat":
         data[idat + 6 : idat + 30] = bytes(24)
+    elif damage == "thousands-of-duplicate-chunks":
+        data[idat - 4 : idat - 4] = _chunk(b"sBIT", b"\x08\x08\x08\x08") * 5000
+    return bytes(data)
 
-    with pytest.raises(PreprocessError, match="corrupt or truncated") as raised:
-        prepare(bytes(data))
 
-    assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)
+def _pillow_verdict(data: bytes) -> bytes | str:
+    try:
+        return _pillow_prepared(data)
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"refused: {type(exc).__name__}"
+
+
+DAMAGES = [
+    "truncated-mid-chunk",
+    "truncated-at-a-chunk-boundary",
+    "bad-idat-crc",
+    "garbage-idat",
+    "thousands-of-duplicate-chunks",
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_canvas_png_is_accepted_or_refused_as_pillow_decides(damage: str) -> None:
+    """libpng is stricter than Pillow (it checks IDAT CRCs): where it refuses, Pillow decides,
+    so an upload is accepted exactly when it was before the faster decoder."""
+    data = _damaged(damage)
+    expected = _pillow_verdict(data)
+
+    if isinstance(expected, str):
+        with pytest.raises(PreprocessError, match="corrupt or truncated") as raised:
+            prepare(data)
+        assert not isinstance(raised.value, BlankImageError | ImageTooLargeError)
+    else:
+        assert prepare(data).model_input == expected
+
+
+def test_the_damages_include_both_verdicts() -> None:
+    verdicts = {damage: isinstance(_pillow_verdict(_damaged(damage)), str) for damage in DAMAGES}
+    assert verdicts["truncated-mid-chunk"] and verdicts["garbage-idat"]
+    assert not verdicts["bad-idat-crc"]
+
+
+def test_libpngs_warnings_about_an_upload_are_not_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("test")
+    with contextlib.suppress(PreprocessError):
+        prepare(_damaged("thousands-of-duplicate-chunks"))
+    assert "sBIT" not in capsys.readouterr().err
+    assert logging.getLogger("imagecodecs").getEffectiveLevel() >= logging.ERROR
+
+
+def test_libpng_is_handed_only_a_png_whose_chunks_reach_iend() -> None:
+    """Cut at a chunk boundary, libpng would read past the end of the bytes."""
+    from mnistream_common.preprocessing import _chunks_complete
+
+    whole = _canvas_pngs()[1]
+    assert _chunks_complete(whole)
+    assert not _chunks_complete(_damaged("truncated-at-a-chunk-boundary"))
+    assert not _chunks_complete(_damaged("truncated-mid-chunk"))
+    lying = bytearray(whole)
+    idat = lying.index(b"IDAT")
+    lying[idat - 4 : idat] = (len(whole) * 2).to_bytes(4, "big")  # a length past the end
+    assert not _chunks_complete(bytes(lying))

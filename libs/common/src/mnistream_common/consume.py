@@ -363,8 +363,8 @@ def wake_on_records(subscriber: BatchSubscriber) -> BatchSubscriber:
     sleep waited for it (up to 20 ms per drawing at the worker's old setting, on the answer's
     path), and a short timeout made idle workers poll many times a second. aiokafka's wait
     already ends when records arrive, so here the wait is the only pause: a long one costs an
-    idle consumer nothing and a record no time. An empty answer that came back early (while
-    the group rebalances) pauses for the rest of the wait, so an idle loop is never hot.
+    idle consumer nothing and a record no time. Should an empty answer ever come back early,
+    the rest of the wait is paused out, so an idle loop cannot turn hot.
     """
     wait_s = subscriber.batch_timeout_ms / 1000
 

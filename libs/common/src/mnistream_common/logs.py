@@ -45,6 +45,9 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     structlog.contextvars.bind_contextvars(service=service)
     for noisy in ("aiokafka", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # libpng's warnings about an upload (one per odd chunk) are the upload's business: a crafted
+    # PNG of thousands of duplicate chunks must not become thousands of log lines.
+    logging.getLogger("imagecodecs").setLevel(max(logging.ERROR, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
