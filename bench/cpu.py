@@ -24,15 +24,23 @@ class _Stat:
     reaped: float  # seconds: cutime + cstime
 
 
-def _stat(pid: int) -> _Stat | None:
+def _read_stat(path: Path) -> tuple[str, _Stat] | None:
+    """A process's (or thread's) command name and times, from its `stat` file."""
     try:
-        raw = (PROC / str(pid) / "stat").read_text()
+        raw = path.read_text()
     except OSError:
         return None
     # The command name is in parentheses and may hold spaces: split after the last ')'.
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-    return _Stat(int(fields[1]), int(fields[2]), (utime + stime) / TICK, (cutime + cstime) / TICK)
+    times = _Stat(int(fields[1]), int(fields[2]), (utime + stime) / TICK, (cutime + cstime) / TICK)
+    return name, times
+
+
+def _stat(pid: int) -> _Stat | None:
+    read = _read_stat(PROC / str(pid) / "stat")
+    return None if read is None else read[1]
 
 
 def _all() -> dict[int, _Stat]:
@@ -101,18 +109,11 @@ def jit_seconds(pid: int) -> float:
     """CPU seconds a JVM's JIT compiler threads (C1, C2) have used: warm-up work, which a
     broker that has run for a while no longer does. The JVM may end a compiler thread it
     started, and its time then leaves /proc: a difference of two readings can undercount."""
-    used = 0.0
     try:
         tasks = list((PROC / str(pid) / "task").iterdir())
     except OSError:
         return 0.0
-    for task in tasks:
-        try:
-            raw = (task / "stat").read_text()
-        except OSError:
-            continue
-        if not raw[raw.index("(") + 1 : raw.rindex(")")].startswith(("C1 Compiler", "C2 Compiler")):
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        used += (int(fields[11]) + int(fields[12])) / TICK
-    return used
+    threads = filter(None, (_read_stat(task / "stat") for task in tasks))
+    return sum(
+        times.own for name, times in threads if name.startswith(("C1 Compiler", "C2 Compiler"))
+    )

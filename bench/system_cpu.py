@@ -52,7 +52,7 @@ def components(bench: Bench, *, ours: tuple[str, ...]) -> list[Component]:
         return roots
 
     stack = [
-        Component("kafka", lambda: pid_file_roots(run / "kafka.pid")),
+        Component("kafka", _kafka_roots),
         Component(
             "postgres",
             lambda: pid_file_roots(config.DATA / "postgres" / "postmaster.pid", first_line=True),
@@ -78,8 +78,12 @@ async def idle_cpu(bench: Bench) -> dict[str, Any]:
     return {"seconds": round(seconds, 1), "percent_of_a_core": by, "ours_percent": round(ours, 2)}
 
 
+def _kafka_roots() -> list[int]:
+    return pid_file_roots(config.DATA / "run" / "kafka.pid")
+
+
 def _kafka_jit() -> float:
-    return sum(map(jit_seconds, pid_file_roots(config.DATA / "run" / "kafka.pid")))
+    return sum(map(jit_seconds, _kafka_roots()))
 
 
 async def warm_up(bench: Bench) -> dict[str, Any]:
@@ -239,7 +243,7 @@ async def live_profiles(bench: Bench, rate: int = 200, seconds: float = 10.0) ->
         for name, pid in targets.items()
     }
     # jcmd comes with a full JDK (a JRE alone has none): without it, no profile of Kafka.
-    kafka = pid_file_roots(config.DATA / "run" / "kafka.pid") if shutil.which("jcmd") else []
+    kafka = _kafka_roots() if shutil.which("jcmd") else []
     recording = folder / "kafka.jfr"
     recording.unlink(missing_ok=True)
     if kafka:
@@ -289,28 +293,12 @@ async def summarize_jfr(recording: Path, top: int = 12) -> dict[str, Any]:
         events = json.loads(out)["recording"]["events"]
     except (ValueError, KeyError):
         return {"samples": 0, "own": [], "inclusive": []}
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
+    stacks = []
     for event in events:
         trace = event["values"].get("stackTrace") or {}
-        frames = [_java_frame(f) for f in trace.get("frames", [])]
-        if not frames:
-            continue
-        own[frames[0]] = own.get(frames[0], 0) + 1
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + 1
-    total = max(1, len(events))
-
-    def shares(counts: dict[str, int], n: int) -> list[list[Any]]:
-        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-        return [[frame, round(100 * count / total, 1)] for frame, count in ranked]
-
-    return {
-        "samples": len(events),
-        "profiler": "jfr",
-        "own": shares(own, top),
-        "inclusive": shares(inclusive, top * 2),
-    }
+        leaf_first = [_java_frame(f) for f in trace.get("frames", [])]
+        stacks.append((leaf_first[::-1], 1))
+    return {"profiler": "jfr", **_hottest(stacks, top)}
 
 
 def _written(path: Path) -> bool:
@@ -337,32 +325,38 @@ IDLE_LEAVES = (
 def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
     """The hottest frames of a py-spy `raw` (collapsed stacks) profile, as shares of the busy
     samples (stacks whose leaf is a wait are left out)."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return {"samples": 0, "own": [], "inclusive": []}
+    stacks = []
     for line in lines:
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
-        count = int(count_text)
         frames = [_frame(f) for f in stack.split(";") if f]
         if frames and frames[-1] in IDLE_LEAVES:
             continue
-        total += count
+        stacks.append((frames, int(count_text)))
+    return _hottest(stacks, top)
+
+
+def _hottest(stacks: list[tuple[list[str], int]], top: int) -> dict[str, Any]:
+    """Own (leaf) and inclusive shares of the frames of (stack, count) samples, leaf last."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = sum(count for _, count in stacks)
+    for frames, count in stacks:
         if frames:
             own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
 
-    def shares(counts: dict[str, int], n: int = top) -> list[list[Any]]:
+    def shares(counts: dict[str, int], n: int) -> list[list[Any]]:
         ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-        return [[frame, round(100 * n / max(1, total), 1)] for frame, n in ranked]
+        return [[frame, round(100 * count / max(1, total), 1)] for frame, count in ranked]
 
-    return {"samples": total, "own": shares(own), "inclusive": shares(inclusive, top * 2)}
+    return {"samples": total, "own": shares(own, top), "inclusive": shares(inclusive, top * 2)}
 
 
 def _frame(frame: str) -> str:

@@ -232,7 +232,7 @@ async def test_a_wait_that_found_nothing_is_not_followed_by_a_sleep(
 async def test_an_empty_answer_that_came_early_pauses_for_the_rest_of_the_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While the group rebalances getmany can answer at once: no hot loop."""
+    """Should getmany ever answer at once with nothing, the loop still does not turn hot."""
     clock = _Clock()
     subscriber = _woken(clock, monkeypatch)
     consumer = _Consumer(clock, [{}], waits=0.1)
